@@ -1,0 +1,165 @@
+"""The one guided sampling loop behind every guided tab.
+
+Each step: one UNet forward, the predicted clean image x0 from `alphas_cumprod[t]` and the scheduler's
+`prediction_type`, then for each guidance term the gradient of its per-sample loss (with respect to x0 by
+default: no backpropagation through the UNet), normalised to unit RMS per sample, and a step of x0 against it
+of size `scale * w_t`, where w_t = sqrt(1 - alphas_cumprod[t]) normalised to sum to 1 over the guided steps:
+`scale` is the total RMS distance (in [-1, 1] pixel units) that guidance may move x0 over a whole run, whatever
+the number of steps. The scheduler then takes exactly one step from the edited x0 and the unchanged predicted
+noise, so multistep schedulers (DPM-Solver++) keep a consistent history. With every scale at 0 the loop calls
+the UNet and the scheduler exactly as the stock diffusers pipelines do.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from guidance.prediction import model_output_from_x0_and_eps, predicted_x0_and_eps
+
+GRADIENT_METHODS = ("x0", "unet")
+
+StepCallback = Callable[[int, int, torch.Tensor], None]
+
+
+@dataclass
+class GuidanceTerm:
+    """One loss plugged into the sampler."""
+
+    name: str  # shown in errors and metadata
+    loss: Callable[[torch.Tensor], torch.Tensor]  # predicted_x0 (B, C, H, W) in [-1, 1] -> per-sample losses (B,)
+    scale: float  # total RMS movement of x0 over the run; 0 turns the term off
+
+
+class SamplingInterrupted(Exception):
+    """Raised from a step callback to stop sampling; carries the step and the latest predicted x0."""
+
+    def __init__(self, step: int, predicted_x0: torch.Tensor | None = None):
+        super().__init__(f"sampling interrupted at step {step}")
+        self.step, self.predicted_x0 = step, predicted_x0
+
+
+def guidance_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, guided_steps: int) -> torch.Tensor:
+    """w_t = sqrt(1 - a_t) for the first `guided_steps` steps (0 after), normalised to sum to 1."""
+    alphas = alphas_cumprod.to(torch.float64)[timesteps.long().cpu()]
+    weights = (1 - alphas).sqrt()
+    weights[guided_steps:] = 0
+    total = weights.sum()
+    return (weights / total if total > 0 else weights).to(torch.float32)
+
+
+def normalise_per_sample(gradient: torch.Tensor) -> torch.Tensor:
+    """Scale each sample's gradient to unit RMS; a sample with a zero or non-finite gradient gets zero."""
+    flat = gradient.flatten(1)
+    finite = torch.isfinite(flat).all(dim=1)
+    flat = torch.where(finite[:, None], flat, torch.zeros_like(flat))
+    rms = flat.pow(2).mean(dim=1).sqrt()
+    scale = torch.where(rms > 0, 1 / rms.clamp_min(torch.finfo(flat.dtype).tiny), torch.zeros_like(rms))
+    return (flat * scale[:, None]).view_as(gradient)
+
+
+def bounded_edit(predicted_x0: torch.Tensor, edited_x0: torch.Tensor) -> torch.Tensor:
+    """Keep guidance from pushing a pixel further outside [-1, 1] than the model itself put it."""
+    return torch.clamp(edited_x0, min=predicted_x0.clamp(max=-1.0), max=predicted_x0.clamp(min=1.0))
+
+
+def _step_kwargs(scheduler, generator, eta: float | None) -> dict:
+    """The keyword arguments this scheduler's `step` accepts: `generator` always, `eta` where it has one."""
+    accepted = set(inspect.signature(scheduler.step).parameters)
+    kwargs = {"generator": generator} if "generator" in accepted else {}
+    if eta is not None and "eta" in accepted:
+        kwargs["eta"] = eta
+    return kwargs
+
+
+def _unet_forward(unet, model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    """Model output in the sample's dtype, whatever dtype the UNet runs in."""
+    return unet(model_input.to(unet.dtype), timestep).sample.to(model_input.dtype)
+
+
+def _loss_gradients(
+    terms: Sequence[GuidanceTerm], predicted_x0: torch.Tensor, wrt: torch.Tensor
+) -> list[torch.Tensor]:
+    """The gradient of each term's summed per-sample loss with respect to `wrt`."""
+    gradients = []
+    for index, term in enumerate(terms):
+        losses = term.loss(predicted_x0.float())
+        if losses.ndim != 1 or losses.shape[0] != predicted_x0.shape[0]:
+            raise ValueError(f"guidance {term.name!r} must return one loss per sample, got {tuple(losses.shape)}")
+        # Summing keeps each image's gradient independent of the batch (a mean would divide it by B).
+        (gradient,) = torch.autograd.grad(losses.sum(), wrt, retain_graph=index < len(terms) - 1)
+        gradients.append(gradient.float())
+    return gradients
+
+
+def guided_sample(
+    unet: torch.nn.Module,
+    scheduler,
+    noise: torch.Tensor,
+    num_inference_steps: int,
+    terms: Sequence[GuidanceTerm] = (),
+    *,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    eta: float | None = None,
+    gradient_method: str = "x0",
+    guided_fraction: float = 1.0,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Denoise `noise` with `scheduler` (a fresh instance: its state is changed) and return x_0 in [-1, 1].
+
+    `generator` feeds the scheduler's own noise (DDPM, DDIM with eta > 0), a list giving one per image.
+    `callback(step_index, num_steps, predicted_x0)` runs after every step and may raise SamplingInterrupted.
+    """
+    if gradient_method not in GRADIENT_METHODS:
+        raise ValueError(f"gradient_method {gradient_method!r} is not one of {GRADIENT_METHODS}")
+    if num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+    active_terms = [term for term in terms if term.scale != 0]
+    prediction_type = scheduler.config.prediction_type
+    scheduler.set_timesteps(num_inference_steps, device=noise.device)
+    timesteps = scheduler.timesteps
+    alphas_cumprod = scheduler.alphas_cumprod.to(device=noise.device, dtype=torch.float32)
+    guided_steps = round(len(timesteps) * guided_fraction)
+    weights = guidance_weights(scheduler.alphas_cumprod, timesteps, guided_steps).tolist()
+    step_kwargs = _step_kwargs(scheduler, generator, eta)
+
+    sample = noise * scheduler.init_noise_sigma
+    for index, timestep in enumerate(timesteps):
+        alpha_prod_t = alphas_cumprod[timestep.long()]
+        if not active_terms or weights[index] == 0:
+            with torch.no_grad():
+                model_output = _unet_forward(unet, scheduler.scale_model_input(sample, timestep), timestep)
+            predicted_x0 = predicted_x0_and_eps(model_output, sample, alpha_prod_t, prediction_type)[0]
+            sample = scheduler.step(model_output, timestep, sample, **step_kwargs).prev_sample
+        else:
+            if gradient_method == "unet":
+                leaf = sample.detach().float().requires_grad_(True)
+                with torch.enable_grad():
+                    model_output = _unet_forward(unet, scheduler.scale_model_input(leaf, timestep), timestep)
+                    predicted_x0, eps = predicted_x0_and_eps(model_output, leaf, alpha_prod_t, prediction_type)
+                    gradients = _loss_gradients(active_terms, predicted_x0, leaf)
+                predicted_x0, eps = predicted_x0.detach(), eps.detach()
+            else:
+                with torch.no_grad():
+                    model_output = _unet_forward(unet, scheduler.scale_model_input(sample, timestep), timestep)
+                    predicted_x0, eps = predicted_x0_and_eps(model_output, sample, alpha_prod_t, prediction_type)
+                leaf = predicted_x0.detach().float().requires_grad_(True)
+                with torch.enable_grad():
+                    gradients = _loss_gradients(active_terms, leaf, leaf)
+            with torch.no_grad():
+                step = sum(
+                    term.scale * weights[index] * normalise_per_sample(gradient)
+                    for term, gradient in zip(active_terms, gradients)
+                )
+                edited_x0 = bounded_edit(predicted_x0, predicted_x0 - step.to(predicted_x0.dtype))
+                model_output, edited_sample = model_output_from_x0_and_eps(
+                    edited_x0, eps, alpha_prod_t, prediction_type
+                )
+                predicted_x0 = edited_x0
+                sample = scheduler.step(model_output, timestep, edited_sample, **step_kwargs).prev_sample
+        if callback is not None:
+            callback(index, len(timesteps), predicted_x0)
+    return sample

@@ -1,0 +1,1 @@
+"""Cached, lazily loaded model wrappers: device/dtype choice, seeds, progress, interruption and outputs."""

@@ -1,0 +1,56 @@
+"""The open_clip model used for CLIP guidance, loaded once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pipelines.cache import MODELS
+from pipelines.config import clip_model
+from pipelines.device import default_device, model_dtype
+
+
+@dataclass
+class ClipBundle:
+    """An open_clip model with what guidance needs to feed it."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    name: str
+
+    @torch.no_grad()
+    def encode_text(self, prompt: str) -> torch.Tensor:
+        """The (1, D) float32 text embedding of `prompt`."""
+        device = next(self.model.parameters()).device
+        tokens = self.tokenizer([prompt]).to(device)
+        return self.model.encode_text(tokens).float()
+
+
+def load_clip(name: str, pretrained: str | None, device: torch.device) -> ClipBundle:
+    """Create an open_clip model (built-in name + tag, `local-dir:` or `hf-hub:`) on `device`, frozen."""
+    import open_clip
+
+    precision = "fp16" if model_dtype(device) == torch.float16 else "fp32"
+    model, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device, precision=precision)
+    model.eval().requires_grad_(False)
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return ClipBundle(
+        model=model,
+        tokenizer=open_clip.get_tokenizer(name),
+        image_size=int(size),
+        mean=tuple(model.visual.image_mean),
+        std=tuple(model.visual.image_std),
+        name=name if pretrained is None else f"{name}/{pretrained}",
+    )
+
+
+def get_clip() -> ClipBundle:
+    """The configured CLIP model (`CLIP_MODEL`, `CLIP_PRETRAINED`), loaded on first use and cached."""
+    name, pretrained = clip_model()
+    device = default_device()
+    return MODELS.get(("clip", name, pretrained, str(device)), lambda: load_clip(name, pretrained, device))

@@ -1,0 +1,44 @@
+"""Turn sampled tensors into PNG files that carry their generation parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+METADATA_KEY = "parameters"  # PNG tEXt key holding the JSON parameters (the key A1111-style tools read)
+
+
+def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) in [-1, 1] -> list of RGB PIL images."""
+    array = ((images.detach().float().cpu() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(np.round(item * 255).astype(np.uint8)) for item in array]
+
+
+def output_dir() -> str:
+    """Folder for generated files: `STUDIO_OUTPUT_DIR`, else a folder in the system temp dir (Gradio may serve it)."""
+    folder = os.environ.get("STUDIO_OUTPUT_DIR") or os.path.join(tempfile.gettempdir(), "guided-diffusion-studio")
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def save_png(image: Image.Image, parameters: dict[str, Any], folder: str | None = None) -> str:
+    """Write `image` as PNG with `parameters` as JSON in a text chunk; return the path."""
+    info = PngInfo()
+    info.add_text(METADATA_KEY, json.dumps(parameters, sort_keys=True))
+    path = os.path.join(folder or output_dir(), f"{uuid.uuid4().hex}.png")
+    image.save(path, format="PNG", pnginfo=info)
+    return path
+
+
+def read_parameters(path: str) -> dict[str, Any]:
+    """The parameters stored by `save_png` in a PNG file."""
+    with Image.open(path) as image:
+        return json.loads(image.text[METADATA_KEY])

@@ -1,0 +1,264 @@
+"""Unconditional pixel-space diffusion (DDPM-family checkpoints), plain or guided by color and CLIP losses."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler
+from diffusers.utils.torch_utils import randn_tensor
+
+from guidance import ClipLoss, ColorLoss, GuidanceTerm, SamplingInterrupted, guided_sample, parse_color
+from guidance.sampler import GRADIENT_METHODS
+from pipelines.cache import MODELS
+from pipelines.clip import get_clip
+from pipelines.config import check_model
+from pipelines.device import default_device, model_dtype
+from pipelines.gpu import gpu
+from pipelines.outputs import tensor_to_pil
+
+# Schedulers that work in the alphas_cumprod parameterisation the guidance math assumes.
+SCHEDULERS: dict[str, Callable] = {
+    "DDIM": lambda config: DDIMScheduler.from_config(config),
+    "DDPM": lambda config: DDPMScheduler.from_config(config),
+    "DPM++ 2M": lambda config: DPMSolverMultistepScheduler.from_config(
+        config, algorithm_type="dpmsolver++", solver_order=2
+    ),
+}
+MAX_STEPS = 1000
+MAX_BATCH = 8
+MAX_SEED = 2**32 - 1
+MAX_COLOR_SCALE = 20.0
+MAX_CLIP_SCALE = 40.0
+MAX_CUTS = 64
+DEFAULT_COLOR_SCALE = 4.0
+DEFAULT_CLIP_SCALE = 8.0
+# Cutout draws use their own generators so guided and unguided runs of one seed share the same noise.
+CUTOUT_SEED_OFFSET = 2**40
+
+
+@dataclass
+class SamplingRequest:
+    """Everything one unconditional/guided generation needs; field names are the API's keyword names."""
+
+    model: str
+    scheduler: str = "DDIM"
+    steps: int = 50
+    eta: float = 0.0  # DDIM only: 0 is deterministic, 1 is DDPM-like
+    batch_size: int = 1
+    seed: int = -1  # -1 draws a random seed; image i uses seed + i
+    color: str = ""  # target color for color guidance ("" = none)
+    color_scale: float = 0.0
+    prompt: str = ""  # text for CLIP guidance ("" = none)
+    clip_scale: float = 0.0
+    cuts: int = 4
+    compare: bool = False  # also return the unguided images of the same seeds
+    gradient_method: str = "x0"  # "x0": fast, no UNet backprop; "unet": gradient through the UNet
+    color_rgb: tuple[float, float, float] | None = field(default=None, repr=False)
+
+
+def _number(name: str, value, kind: type, low: float, high: float):
+    """`value` converted to `kind` and checked to lie in [low, high], else ValueError naming `name`."""
+    try:
+        converted = kind(value)
+        if kind is int and converted != float(value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}") from None
+    if not low <= converted <= high:
+        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+    return converted
+
+
+def validate(request: SamplingRequest) -> SamplingRequest:
+    """A checked copy of `request` with the seed resolved and the color parsed; ValueError names bad fields."""
+    check_model(request.model)
+    if request.scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler {request.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+    if request.gradient_method not in GRADIENT_METHODS:
+        raise ValueError(f"gradient_method {request.gradient_method!r} is not one of {', '.join(GRADIENT_METHODS)}")
+    seed = _number("seed", -1 if request.seed is None else request.seed, int, -1, MAX_SEED - MAX_BATCH)
+    checked = SamplingRequest(
+        model=request.model,
+        scheduler=request.scheduler,
+        steps=_number("steps", request.steps, int, 1, MAX_STEPS),
+        eta=_number("eta", request.eta, float, 0.0, 1.0),
+        batch_size=_number("batch_size", request.batch_size, int, 1, MAX_BATCH),
+        seed=secrets.randbelow(2**31) if seed == -1 else seed,
+        color=(request.color or "").strip(),
+        color_scale=_number("color_scale", request.color_scale, float, 0.0, MAX_COLOR_SCALE),
+        prompt=(request.prompt or "").strip(),
+        clip_scale=_number("clip_scale", request.clip_scale, float, 0.0, MAX_CLIP_SCALE),
+        cuts=_number("cuts", request.cuts, int, 1, MAX_CUTS),
+        compare=bool(request.compare),
+        gradient_method=request.gradient_method,
+    )
+    if checked.color_scale > 0:
+        if not checked.color:
+            raise ValueError("color is empty but color_scale is above 0; pick a color or set color_scale to 0")
+        checked.color_rgb = parse_color(checked.color)
+    if checked.clip_scale > 0 and not checked.prompt:
+        raise ValueError("prompt is empty but clip_scale is above 0; write a prompt or set clip_scale to 0")
+    return checked
+
+
+@dataclass
+class UnconditionalModel:
+    """A loaded UNet and the scheduler config it was trained with."""
+
+    unet: torch.nn.Module
+    scheduler_config: dict
+    ref: str
+
+
+def load_unconditional(ref: str, device: torch.device) -> UnconditionalModel:
+    """Load a DDPM-style pipeline (hub id or local folder) and keep its UNet on `device`, frozen."""
+    pipeline = DiffusionPipeline.from_pretrained(ref, torch_dtype=model_dtype(device))
+    unet = pipeline.unet.to(device).eval().requires_grad_(False)
+    return UnconditionalModel(unet=unet, scheduler_config=dict(pipeline.scheduler.config), ref=ref)
+
+
+def get_unconditional(ref: str) -> UnconditionalModel:
+    """The model for `ref`, loaded on first use and cached for the life of the process."""
+    device = default_device()
+    return MODELS.get(("unconditional", ref, str(device)), lambda: load_unconditional(ref, device))
+
+
+def make_scheduler(name: str, config: dict):
+    """A fresh scheduler of kind `name` from a model's scheduler config (never shared between requests)."""
+    return SCHEDULERS[name](config)
+
+
+def seeded_generators(seed: int, count: int, offset: int = 0) -> list[torch.Generator]:
+    """One CPU generator per image, seeded seed + i (+ offset): images reproduce across devices and batches."""
+    return [torch.Generator("cpu").manual_seed(seed + index + offset) for index in range(count)]
+
+
+def guidance_terms(request: SamplingRequest, batch_size: int) -> list[GuidanceTerm]:
+    """The color and CLIP loss terms a validated request asks for."""
+    terms = []
+    if request.color_scale > 0:
+        terms.append(GuidanceTerm("color", ColorLoss(request.color_rgb), request.color_scale))
+    if request.clip_scale > 0:
+        clip = get_clip()
+        loss = ClipLoss(
+            clip.model,
+            clip.encode_text(request.prompt),
+            request.cuts,
+            seeded_generators(request.seed, batch_size, CUTOUT_SEED_OFFSET),
+            clip.image_size,
+            clip.mean,
+            clip.std,
+        )
+        terms.append(GuidanceTerm("clip", loss, request.clip_scale))
+    return terms
+
+
+def run_sampler(
+    model: UnconditionalModel,
+    request: SamplingRequest,
+    terms: list[GuidanceTerm],
+    callback=None,
+) -> torch.Tensor:
+    """Sample `request.batch_size` images (B, C, H, W) in [-1, 1] for a validated request."""
+    unet = model.unet
+    device = next(unet.parameters()).device
+    size = unet.config.sample_size
+    height, width = (size, size) if isinstance(size, int) else size
+    generators = seeded_generators(request.seed, request.batch_size)
+    noise = randn_tensor(
+        (request.batch_size, unet.config.in_channels, height, width),
+        generator=generators,
+        device=device,
+        dtype=torch.float32,
+    )
+    return guided_sample(
+        unet,
+        make_scheduler(request.scheduler, model.scheduler_config),
+        noise,
+        request.steps,
+        terms,
+        generator=generators,
+        eta=request.eta if request.scheduler == "DDIM" else None,
+        gradient_method=request.gradient_method,
+        callback=callback,
+    )
+
+
+@dataclass
+class SamplingResult:
+    """Images (guided first, then unguided when compared) and the info dict."""
+
+    images: list = field(default_factory=list)
+    image_parameters: list[dict] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+
+def request_info(request: SamplingRequest) -> dict:
+    """The parameters recorded in the info panel and in every PNG."""
+    info = {key: value for key, value in asdict(request).items() if key != "color_rgb"}
+    info["seeds"] = [request.seed + index for index in range(request.batch_size)]
+    if request.color_scale == 0:
+        info.pop("color")
+    if request.clip_scale == 0:
+        for key in ("prompt", "cuts"):
+            info.pop(key)
+    else:
+        info["clip_model"] = get_clip().name
+    if request.scheduler != "DDIM":
+        info.pop("eta")
+    return info
+
+
+@gpu(duration=120)
+def generate(
+    request: SamplingRequest,
+    on_step: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SamplingResult:
+    """Validate, sample (guided when any scale is above 0) and package images with their parameters.
+
+    `on_step(done, total)` reports progress; when `should_stop()` turns true the run stops within one step and
+    returns the latest predicted clean images, marked `interrupted` in the info.
+    """
+    started = time.perf_counter()
+    request = validate(request)
+    model = get_unconditional(request.model)
+    terms = guidance_terms(request, request.batch_size)
+    runs = [("guided" if terms else "unguided", terms)]
+    if request.compare and terms:
+        runs.append(("unguided", []))
+    total = request.steps * len(runs)
+    info = request_info(request)
+    result = SamplingResult(info=info)
+    for run_index, (label, run_terms) in enumerate(runs):
+
+        def callback(step: int, steps: int, predicted_x0: torch.Tensor, offset=run_index * request.steps) -> None:
+            if on_step is not None:
+                on_step(offset + step + 1, total)
+            if should_stop is not None and should_stop():
+                raise SamplingInterrupted(offset + step + 1, predicted_x0)
+
+        try:
+            images = run_sampler(model, request, run_terms, callback)
+        except SamplingInterrupted as stop:
+            images = stop.predicted_x0
+            info.update(interrupted=True, stopped_after_step=stop.step)
+        for index, image in enumerate(tensor_to_pil(images)):
+            result.images.append(image)
+            result.image_parameters.append({**info, "seed": request.seed + index, "kind": label})
+        if info.get("interrupted"):
+            break
+    unet = model.unet
+    info.update(
+        device=str(next(unet.parameters()).device),
+        dtype=str(unet.dtype).removeprefix("torch."),
+        elapsed_seconds=round(time.perf_counter() - started, 3),
+        interrupted=info.get("interrupted", False),
+    )
+    for parameters in result.image_parameters:
+        parameters.update({key: info[key] for key in ("device", "dtype", "elapsed_seconds", "interrupted")})
+    return result

@@ -1,0 +1,68 @@
+"""Tiny random models built from configs and saved like real checkpoints (no downloads), for tests and benches."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+TINY_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+def tiny_unet(seed: int = 0, sample_size: int = 32):
+    """A 32x32 UNet2DModel with random weights (about 2.5M parameters)."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    return UNet2DModel(
+        sample_size=sample_size,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    ).eval()
+
+
+def tiny_scheduler(prediction_type: str = "epsilon"):
+    """The celebahq-256 scheduler config (linear betas, clip_sample on) with a chosen prediction type."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True, prediction_type=prediction_type)
+
+
+def save_tiny_unconditional(folder: str, seed: int = 0, prediction_type: str = "epsilon") -> str:
+    """Save a tiny DDPMPipeline to `folder` (loadable with from_pretrained, like google/ddpm-celebahq-256)."""
+    from diffusers import DDPMPipeline
+
+    DDPMPipeline(unet=tiny_unet(seed), scheduler=tiny_scheduler(prediction_type)).save_pretrained(folder)
+    return folder
+
+
+def tiny_clip(seed: int = 0):
+    """A tiny open_clip CLIP model with random weights."""
+    import open_clip
+
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**TINY_CLIP_CONFIG)
+    return model.eval()
+
+
+def save_tiny_clip(folder: str, seed: int = 0) -> str:
+    """Save a tiny open_clip model as a `local-dir:` folder; returns the `local-dir:` reference."""
+    from safetensors.torch import save_file
+
+    os.makedirs(folder, exist_ok=True)
+    model = tiny_clip(seed)
+    with open(os.path.join(folder, "open_clip_config.json"), "w") as handle:
+        json.dump({"model_cfg": TINY_CLIP_CONFIG, "preprocess_cfg": {}}, handle)
+    state = {key: value.contiguous() for key, value in model.state_dict().items()}
+    save_file(state, os.path.join(folder, "open_clip_model.safetensors"))
+    return f"local-dir:{folder}"
