@@ -7,7 +7,7 @@ import re
 
 from PIL import ImageColor
 
-_HEX = re.compile(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
+_HEX = re.compile(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
 _NUMBER = r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(%?)\s*"
 _FUNC = re.compile(r"^(rgba?|hsla?)\((.*)\)$", re.IGNORECASE)
 
@@ -38,7 +38,7 @@ def _split_args(body: str, text: str) -> list[tuple[str, str]]:
 def parse_color(text: str) -> tuple[float, float, float]:
     """Return the (r, g, b) floats in [0, 1] named by `text`; alpha is ignored.
 
-    Accepts `#RRGGBB`, `RRGGBB`, `#RGB`, `RGB`, `#RRGGBBAA`, `rgb(...)`/`rgba(...)` with integer, float or
+    Accepts `#RRGGBB`, `RRGGBB`, `#RGB`, `RGB`, `#RGBA`, `#RRGGBBAA`, `rgb(...)`/`rgba(...)` with integer, float or
     percentage components, `hsl(...)`/`hsla(...)`, and CSS color names. Raises ValueError naming the value.
     """
     if not isinstance(text, str) or not text.strip():
@@ -47,7 +47,7 @@ def parse_color(text: str) -> tuple[float, float, float]:
     hex_match = _HEX.match(cleaned)
     if hex_match:
         digits = hex_match.group(1)
-        if len(digits) == 3:
+        if len(digits) in (3, 4):
             digits = "".join(c * 2 for c in digits)
         return tuple(int(digits[i : i + 2], 16) / 255.0 for i in (0, 2, 4))  # type: ignore[return-value]
     func_match = _FUNC.match(cleaned.replace(" (", "("))
@@ -63,6 +63,8 @@ def parse_color(text: str) -> tuple[float, float, float]:
                 raise ValueError(f"color {text!r}: {name} is out of range")
         return colorsys.hls_to_rgb(hue, lightness, saturation)
     try:
+        if not cleaned.isalpha():
+            raise ValueError
         red, green, blue = ImageColor.getrgb(cleaned.lower())[:3]
     except ValueError:
         raise ValueError(

@@ -66,3 +66,28 @@ def save_tiny_clip(folder: str, seed: int = 0) -> str:
     state = {key: value.contiguous() for key, value in model.state_dict().items()}
     save_file(state, os.path.join(folder, "open_clip_model.safetensors"))
     return f"local-dir:{folder}"
+
+
+class GaussianPriorUNet(torch.nn.Module):
+    """A denoiser that is exact for N(0, I) data, plus a small random-UNet term for structure.
+
+    A random UNet's noise prediction explains nothing, so schedulers without x0 clipping (DPM-Solver++) run off to
+    huge values with it; this model keeps every scheduler's trajectory in range, like a trained model would.
+    """
+
+    def __init__(self, unet, alphas_cumprod: torch.Tensor, mix: float = 0.1):
+        super().__init__()
+        self.unet, self.mix = unet, mix
+        self.register_buffer("alphas_cumprod", alphas_cumprod.float().clone())
+        self.config = unet.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def forward(self, sample: torch.Tensor, timestep):
+        from diffusers.models.unets.unet_2d import UNet2DOutput
+
+        alpha = self.alphas_cumprod[torch.as_tensor(timestep).long()]
+        eps = (1 - alpha).sqrt() * sample + self.mix * self.unet(sample, timestep).sample
+        return UNet2DOutput(sample=eps)
