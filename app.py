@@ -12,6 +12,11 @@ from pipelines.jobs import STOP_FLAGS
 from pipelines.outputs import save_png
 
 TITLE = "Guided-diffusion studio"
+INTRO = (
+    "Sample diffusion models and steer them with color and CLIP guidance. Guidance strength is the total "
+    "distance (RMS, in [-1, 1] pixel units) that guidance may move the predicted clean image over a run, "
+    "spread over the steps in proportion to the noise level; the same seed gives the same image."
+)
 GPU_QUEUE = "gpu"  # every generating event shares one queue slot: one job on the accelerator at a time
 GRADIENT_LABELS = [
     ("x0 (fast: no backprop through the UNet)", "x0"),
@@ -164,7 +169,9 @@ def _outputs(prefix: str):
     with gr.Row():
         generate_button = gr.Button("Generate", variant="primary", elem_id=f"{prefix}-generate")
         stop_button = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop")
-    gallery = gr.Gallery(label="Images (PNG with parameters)", format="png", columns=4, elem_id=f"{prefix}-gallery")
+    gallery = gr.Gallery(
+        label="Images (PNG with parameters)", format="png", columns=4, height=520, elem_id=f"{prefix}-gallery"
+    )
     info = gr.JSON(label="Info")
     return generate_button, stop_button, gallery, info
 
@@ -187,45 +194,56 @@ def _guidance_options(prefix: str):
 
 
 def build_demo() -> gr.Blocks:
-    """The whole UI: three tabs, one endpoint each."""
+    """The whole UI: three tabs, one endpoint each; controls on the left, results on the right."""
     with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(f"# {TITLE}\nSample diffusion models and steer them with color and CLIP guidance.")
+        gr.Markdown(f"# {TITLE}\n{INTRO}")
         note = gr.Markdown()
         wired = []
         with gr.Tab("Unconditional"):
-            controls = _sampling_controls("uncond")
-            tab_outputs = _outputs("uncond")
+            with gr.Row():
+                with gr.Column():
+                    controls = _sampling_controls("uncond")
+                with gr.Column():
+                    tab_outputs = _outputs("uncond")
             inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed", "eta")]
             wired.append(_wire(unconditional, inputs, tab_outputs, "unconditional"))
 
         with gr.Tab("Color-guided"):
-            controls = _sampling_controls("color")
             with gr.Row():
-                color = gr.ColorPicker("#ff8800", label="Target color", elem_id="color-color")
-                color_scale = gr.Slider(
-                    0, uncond.MAX_COLOR_SCALE, value=uncond.DEFAULT_COLOR_SCALE, step=0.5,
-                    label="Color guidance strength (0 = off)",
-                )
-            compare, method = _guidance_options("color")
-            tab_outputs = _outputs("color")
+                with gr.Column():
+                    controls = _sampling_controls("color")
+                    with gr.Row():
+                        color = gr.ColorPicker("#ff8800", label="Target color", elem_id="color-color")
+                        color_scale = gr.Slider(
+                            0, uncond.MAX_COLOR_SCALE, value=uncond.DEFAULT_COLOR_SCALE, step=0.5,
+                            label="Color guidance strength (0 = off)",
+                        )
+                    compare, method = _guidance_options("color")
+                with gr.Column():
+                    tab_outputs = _outputs("color")
             inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed")]
             inputs += [color, color_scale, compare, controls["eta"], method]
             wired.append(_wire(color_guided, inputs, tab_outputs, "color_guided"))
 
         with gr.Tab("CLIP-guided"):
-            controls = _sampling_controls("clip")
-            prompt = gr.Textbox(label="Prompt", placeholder="a smiling face with red hair", elem_id="clip-prompt")
             with gr.Row():
-                clip_scale = gr.Slider(
-                    0, uncond.MAX_CLIP_SCALE, value=uncond.DEFAULT_CLIP_SCALE, step=0.5,
-                    label="CLIP guidance strength (0 = off)",
-                )
-                cuts = gr.Slider(1, uncond.MAX_CUTS, value=4, step=1, label="Cutouts per image")
-            with gr.Row():
-                color = gr.ColorPicker("#ff8800", label="Also pull toward a color")
-                color_scale = gr.Slider(0, uncond.MAX_COLOR_SCALE, value=0, step=0.5, label="Color strength (0 = no color)")
-            compare, method = _guidance_options("clip")
-            tab_outputs = _outputs("clip")
+                with gr.Column():
+                    controls = _sampling_controls("clip")
+                    prompt = gr.Textbox(label="Prompt", placeholder="a smiling face with red hair", elem_id="clip-prompt")
+                    with gr.Row():
+                        clip_scale = gr.Slider(
+                            0, uncond.MAX_CLIP_SCALE, value=uncond.DEFAULT_CLIP_SCALE, step=0.5,
+                            label="CLIP guidance strength (0 = off)",
+                        )
+                        cuts = gr.Slider(1, uncond.MAX_CUTS, value=4, step=1, label="Cutouts per image")
+                    with gr.Row():
+                        color = gr.ColorPicker("#ff8800", label="Also pull toward a color")
+                        color_scale = gr.Slider(
+                            0, uncond.MAX_COLOR_SCALE, value=0, step=0.5, label="Color strength (0 = no color)"
+                        )
+                    compare, method = _guidance_options("clip")
+                with gr.Column():
+                    tab_outputs = _outputs("clip")
             inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed")]
             inputs += [prompt, clip_scale, cuts, color, color_scale, compare, controls["eta"], method]
             wired.append(_wire(clip_guided, inputs, tab_outputs, "clip_guided"))

@@ -31,3 +31,50 @@ def configured(tiny_models, monkeypatch):
     MODELS.clear()
     yield tiny_models
     MODELS.clear()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(tiny_models, tmp_path_factory):
+    """`python app.py` on a free port with the tiny models configured through the environment; yields its URL."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(
+        os.environ,
+        UNCOND_MODELS=f"{tiny_models['unet']},{tiny_models['unet_v']}",
+        CLIP_MODEL=tiny_models["clip"],
+        GRADIO_SERVER_NAME="127.0.0.1",
+        GRADIO_SERVER_PORT=str(port),
+        GRADIO_ANALYTICS_ENABLED="False",
+        STUDIO_OUTPUT_DIR=str(tmp_path_factory.mktemp("outputs")),
+    )
+    log = open(tmp_path_factory.mktemp("logs") / "server.log", "w+")
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                process.kill()
+                raise RuntimeError(f"app.py did not start:\n{log.read()}")
+            time.sleep(0.5)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
