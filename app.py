@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import gradio as gr
 
 from guidance.sampler import GRADIENT_METHODS
@@ -11,6 +13,7 @@ from pipelines.device import default_device
 from pipelines.jobs import STOP_FLAGS
 from pipelines.outputs import save_png
 
+logger = logging.getLogger("studio")
 TITLE = "Guided-diffusion studio"
 INTRO = (
     "Sample diffusion models and steer them with color and CLIP guidance. Guidance strength is the total "
@@ -42,6 +45,9 @@ def _run(sampling_request: uncond.SamplingRequest, request: gr.Request | None, p
         )
     except ValueError as error:
         raise gr.Error(str(error)) from None
+    except Exception as error:  # a failed download, out of memory...: tell the caller, keep serving
+        logger.exception("generation failed")
+        raise gr.Error(f"generation failed: {type(error).__name__}: {error}") from None
     gallery = [
         (save_png(image, parameters), f"{parameters['kind']} · seed {parameters['seed']}")
         for image, parameters in zip(result.images, result.image_parameters)
