@@ -55,6 +55,12 @@ def _run(sampling_request: uncond.SamplingRequest, request: gr.Request | None, p
     return gallery, result.info
 
 
+def _sampling_request(arguments: dict) -> uncond.SamplingRequest:
+    """A SamplingRequest from a handler's arguments, which are named like its fields (and the API's keywords)."""
+    fields = {key: value for key, value in arguments.items() if key not in ("request", "progress")}
+    return uncond.SamplingRequest(**fields)
+
+
 def unconditional(
     model: str,
     scheduler: str,
@@ -66,10 +72,7 @@ def unconditional(
     progress: gr.Progress = gr.Progress(),
 ):
     """Sample images from an unconditional diffusion model."""
-    sampling_request = uncond.SamplingRequest(
-        model=model, scheduler=scheduler, steps=steps, batch_size=batch_size, seed=seed, eta=eta
-    )
-    return _run(sampling_request, request, progress)
+    return _run(_sampling_request(locals()), request, progress)
 
 
 def color_guided(
@@ -87,19 +90,7 @@ def color_guided(
     progress: gr.Progress = gr.Progress(),
 ):
     """Sample images pulled toward a color by a loss on the predicted clean image."""
-    sampling_request = uncond.SamplingRequest(
-        model=model,
-        scheduler=scheduler,
-        steps=steps,
-        batch_size=batch_size,
-        seed=seed,
-        eta=eta,
-        color=color,
-        color_scale=color_scale,
-        compare=compare,
-        gradient_method=gradient_method,
-    )
-    return _run(sampling_request, request, progress)
+    return _run(_sampling_request(locals()), request, progress)
 
 
 def clip_guided(
@@ -120,22 +111,7 @@ def clip_guided(
     progress: gr.Progress = gr.Progress(),
 ):
     """Sample images pulled toward a text prompt by CLIP (and optionally toward a color at the same time)."""
-    sampling_request = uncond.SamplingRequest(
-        model=model,
-        scheduler=scheduler,
-        steps=steps,
-        batch_size=batch_size,
-        seed=seed,
-        eta=eta,
-        prompt=prompt,
-        clip_scale=clip_scale,
-        cuts=cuts,
-        color=color,
-        color_scale=color_scale,
-        compare=compare,
-        gradient_method=gradient_method,
-    )
-    return _run(sampling_request, request, progress)
+    return _run(_sampling_request(locals()), request, progress)
 
 
 def stop(request: gr.Request = None) -> None:
@@ -221,7 +197,10 @@ def build_demo() -> gr.Blocks:
                     with gr.Row():
                         color = gr.ColorPicker("#ff8800", label="Target color", elem_id="color-color")
                         color_scale = gr.Slider(
-                            0, uncond.MAX_COLOR_SCALE, value=uncond.DEFAULT_COLOR_SCALE, step=0.5,
+                            0,
+                            uncond.MAX_COLOR_SCALE,
+                            value=uncond.DEFAULT_COLOR_SCALE,
+                            step=0.5,
                             label="Color guidance strength (0 = off)",
                         )
                     compare, method = _guidance_options("color")
@@ -235,10 +214,15 @@ def build_demo() -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     controls = _sampling_controls("clip")
-                    prompt = gr.Textbox(label="Prompt", placeholder="a smiling face with red hair", elem_id="clip-prompt")
+                    prompt = gr.Textbox(
+                        label="Prompt", placeholder="a smiling face with red hair", elem_id="clip-prompt"
+                    )
                     with gr.Row():
                         clip_scale = gr.Slider(
-                            0, uncond.MAX_CLIP_SCALE, value=uncond.DEFAULT_CLIP_SCALE, step=0.5,
+                            0,
+                            uncond.MAX_CLIP_SCALE,
+                            value=uncond.DEFAULT_CLIP_SCALE,
+                            step=0.5,
                             label="CLIP guidance strength (0 = off)",
                         )
                         cuts = gr.Slider(1, uncond.MAX_CUTS, value=4, step=1, label="Cutouts per image")

@@ -121,6 +121,7 @@ def course_clip_loop(unet, clip_model, clip_size, text_embeds, noise, steps, cut
 
 def timed(fn, device, repeats: int) -> float:
     """Best wall time of `repeats` runs after one warm-up, synchronising the device."""
+
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -160,6 +161,7 @@ def main() -> None:
         def run():
             generators = seeded_generators(0, args.batch)
             guided_sample(unet, scheduler(), noise.clone(), steps, terms_factory(), generator=generators)
+
         return run
 
     color = lambda: [GuidanceTerm("color", ColorLoss(ORANGE), 4.0)]  # noqa: E731

@@ -30,9 +30,7 @@ def cutout_params(cuts: int, generator: torch.Generator) -> torch.Tensor:
     return theta
 
 
-def make_cutouts(
-    images: torch.Tensor, cut_size: int, cuts: int, generators: Sequence[torch.Generator]
-) -> torch.Tensor:
+def make_cutouts(images: torch.Tensor, cut_size: int, cuts: int, generators: Sequence[torch.Generator]) -> torch.Tensor:
     """All cutouts of all images in one batched resample: (B, C, H, W) -> (B * cuts, C, cut_size, cut_size).
 
     Image i's cutouts are drawn from generators[i], so an image gets the same cutouts in any batch.

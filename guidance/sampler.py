@@ -80,9 +80,7 @@ def _unet_forward(unet, model_input: torch.Tensor, timestep: torch.Tensor) -> to
     return unet(model_input.to(unet.dtype), timestep).sample.to(model_input.dtype)
 
 
-def _loss_gradients(
-    terms: Sequence[GuidanceTerm], predicted_x0: torch.Tensor, wrt: torch.Tensor
-) -> list[torch.Tensor]:
+def _loss_gradients(terms: Sequence[GuidanceTerm], predicted_x0: torch.Tensor, wrt: torch.Tensor) -> list[torch.Tensor]:
     """The gradient of each term's summed per-sample loss with respect to `wrt`."""
     gradients = []
     for index, term in enumerate(terms):

@@ -70,7 +70,9 @@ def test_clip_guided_endpoint(client, tiny_models):
 
 def test_bad_requests_are_errors_and_the_server_keeps_serving(client, tiny_models):
     with pytest.raises(AppError, match="notacolor"):
-        client.predict(model=tiny_models["unet"], steps=2, seed=1, color="notacolor", color_scale=3, api_name="/color_guided")
+        client.predict(
+            model=tiny_models["unet"], steps=2, seed=1, color="notacolor", color_scale=3, api_name="/color_guided"
+        )
     with pytest.raises(AppError, match="minimum"):
         client.predict(model=tiny_models["unet"], steps=0, seed=1, api_name="/unconditional")
     with pytest.raises(AppError):

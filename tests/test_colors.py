@@ -33,7 +33,19 @@ def test_valid_colors(text, expected):
 
 
 @pytest.mark.parametrize(
-    "text", ["", "   ", "notacolor", "#ff888", "#gg0000", "hsv(0, 100%, 100%)", "rgb(300, 0, 0)", "rgb(1, 2)", "rgb(a, b, c)", "hsl(0, 150%, 50%)"]
+    "text",
+    [
+        "",
+        "   ",
+        "notacolor",
+        "#ff888",
+        "#gg0000",
+        "hsv(0, 100%, 100%)",
+        "rgb(300, 0, 0)",
+        "rgb(1, 2)",
+        "rgb(a, b, c)",
+        "hsl(0, 150%, 50%)",
+    ],
 )
 def test_invalid_colors_name_the_value(text):
     with pytest.raises(ValueError, match="color"):

@@ -76,7 +76,9 @@ def test_compare_appends_unguided_images_of_the_same_seeds(configured):
 
 
 def test_v_prediction_model_samples(configured):
-    result = uncond.generate(request(configured, model=configured["unet_v"], scheduler="DPM++ 2M", color="red", color_scale=4))
+    result = uncond.generate(
+        request(configured, model=configured["unet_v"], scheduler="DPM++ 2M", color="red", color_scale=4)
+    )
     assert result.images[0].size == (32, 32)
 
 

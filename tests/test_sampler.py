@@ -50,7 +50,9 @@ def clip_terms(clip_model, seeds, scale, cuts=4):
 @pytest.mark.parametrize("eta", [0.0, 0.5])
 def test_parity_with_stock_ddim_pipeline(unet, clip_model, eta):
     ours = sample(
-        unet, "DDIM", [3, 4],
+        unet,
+        "DDIM",
+        [3, 4],
         [GuidanceTerm("color", ColorLoss(ORANGE), 0.0), clip_terms(clip_model, [3, 4], 0.0)],
         eta=eta,
     )
@@ -96,7 +98,9 @@ def test_color_guidance_halves_color_error(prior_unet, scheduler_name, method):
 
 def test_color_strength_orders_the_effect(prior_unet):
     distances = [
-        color_distance(sample(prior_unet, "DDIM", [30], [GuidanceTerm("c", ColorLoss(ORANGE), scale)], steps=20), ORANGE)
+        color_distance(
+            sample(prior_unet, "DDIM", [30], [GuidanceTerm("c", ColorLoss(ORANGE), scale)], steps=20), ORANGE
+        )
         for scale in (0.0, 1.0, 4.0, 20.0)
     ]
     assert distances[0] > distances[1] > distances[2], distances

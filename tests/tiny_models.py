@@ -35,7 +35,9 @@ def tiny_scheduler(prediction_type: str = "epsilon"):
     """The celebahq-256 scheduler config (linear betas, clip_sample on) with a chosen prediction type."""
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True, prediction_type=prediction_type)
+    return DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="linear", clip_sample=True, prediction_type=prediction_type
+    )
 
 
 def save_tiny_unconditional(folder: str, seed: int = 0, prediction_type: str = "epsilon") -> str:
