@@ -7,9 +7,11 @@ import logging
 import gradio as gr
 
 from guidance.sampler import GRADIENT_METHODS
+from pipelines import stable_diffusion as sd
 from pipelines import unconditional as uncond
 from pipelines.config import uncond_models
 from pipelines.device import default_device
+from pipelines.images import mask_from_editor
 from pipelines.jobs import STOP_FLAGS
 from pipelines.outputs import save_png
 
@@ -33,13 +35,13 @@ def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "anonymous"
 
 
-def _run(sampling_request: uncond.SamplingRequest, request: gr.Request | None, progress: gr.Progress):
-    """Run one sampling request and shape the result for the gallery and the info panel."""
+def _run(generate, job, request: gr.Request | None, progress: gr.Progress):
+    """Run one generation job and shape the result for the gallery and the info panel."""
     stop_flag = STOP_FLAGS.start(_session(request))
     progress(0, desc="Loading models")
     try:
-        result = uncond.generate(
-            sampling_request,
+        result = generate(
+            job,
             on_step=lambda done, total: progress((done, total), desc="Sampling", unit="steps"),
             should_stop=stop_flag.is_set,
         )
@@ -72,7 +74,7 @@ def unconditional(
     progress: gr.Progress = gr.Progress(),
 ):
     """Sample images from an unconditional diffusion model."""
-    return _run(_sampling_request(locals()), request, progress)
+    return _run(uncond.generate, _sampling_request(locals()), request, progress)
 
 
 def color_guided(
@@ -90,7 +92,7 @@ def color_guided(
     progress: gr.Progress = gr.Progress(),
 ):
     """Sample images pulled toward a color by a loss on the predicted clean image."""
-    return _run(_sampling_request(locals()), request, progress)
+    return _run(uncond.generate, _sampling_request(locals()), request, progress)
 
 
 def clip_guided(
@@ -111,7 +113,74 @@ def clip_guided(
     progress: gr.Progress = gr.Progress(),
 ):
     """Sample images pulled toward a text prompt by CLIP (and optionally toward a color at the same time)."""
-    return _run(_sampling_request(locals()), request, progress)
+    return _run(uncond.generate, _sampling_request(locals()), request, progress)
+
+
+def _sd_request(task: str, arguments: dict) -> sd.SDRequest:
+    """An SDRequest from a handler's arguments, which are named like its fields (and the API's keywords)."""
+    fields = {key: value for key, value in arguments.items() if key not in ("request", "progress")}
+    return sd.SDRequest(task=task, **fields)
+
+
+def txt2img(
+    prompt: str,
+    negative_prompt: str,
+    scheduler: str,
+    steps: int,
+    guidance_scale: float,
+    width: int,
+    height: int,
+    batch_size: int,
+    seed: int,
+    request: gr.Request = None,
+    progress: gr.Progress = gr.Progress(),
+):
+    """Stable Diffusion text to image."""
+    return _run(sd.generate_sd, _sd_request("txt2img", locals()), request, progress)
+
+
+def img2img(
+    image,
+    prompt: str,
+    negative_prompt: str,
+    scheduler: str,
+    steps: int,
+    guidance_scale: float,
+    strength: float,
+    batch_size: int,
+    seed: int,
+    request: gr.Request = None,
+    progress: gr.Progress = gr.Progress(),
+):
+    """Stable Diffusion image to image."""
+    return _run(sd.generate_sd, _sd_request("img2img", locals()), request, progress)
+
+
+def inpaint(
+    image,
+    mask,
+    prompt: str,
+    negative_prompt: str,
+    scheduler: str,
+    steps: int,
+    guidance_scale: float,
+    strength: float,
+    batch_size: int,
+    seed: int,
+    mask_blur: int = 4,
+    request: gr.Request = None,
+    progress: gr.Progress = gr.Progress(),
+):
+    """Stable Diffusion inpainting: white mask pixels are repainted, every other pixel is kept exactly."""
+    return _run(sd.generate_sd, _sd_request("inpaint", locals()), request, progress)
+
+
+def split_editor(editor_value):
+    """The painted editor's (image, mask): the UI's painting then goes through the same /inpaint code as the API."""
+    try:
+        return mask_from_editor(editor_value)
+    except ValueError as error:
+        raise gr.Error(str(error)) from None
 
 
 def stop(request: gr.Request = None) -> None:
@@ -167,6 +236,30 @@ def _wire(fn, inputs, tab_outputs, api_name: str):
     return event, stop_button
 
 
+def _prompts(prefix: str):
+    """Prompt and negative prompt boxes."""
+    prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a watercolor fox in the snow", elem_id=f"{prefix}-prompt")
+    negative = gr.Textbox("", label="Negative prompt", placeholder="blurry, low quality")
+    return prompt, negative
+
+
+def _sd_sampling_controls():
+    """Scheduler, steps and classifier-free guidance scale for the Stable Diffusion tabs."""
+    scheduler = gr.Dropdown(list(sd.SD_SCHEDULERS), value="DPM++ 2M Karras", label="Scheduler")
+    with gr.Row():
+        steps = gr.Slider(1, sd.MAX_SD_STEPS, value=25, step=1, label="Steps")
+        guidance = gr.Slider(0, sd.MAX_GUIDANCE, value=7.5, step=0.5, label="Guidance scale (CFG)")
+    return scheduler, steps, guidance
+
+
+def _sd_batch_and_seed():
+    """Number of images and seed for the Stable Diffusion tabs."""
+    with gr.Row():
+        batch_size = gr.Slider(1, sd.MAX_SD_BATCH, value=1, step=1, label="Number of images")
+        seed = gr.Number(-1, precision=0, label="Seed (-1 = random; image i uses seed + i)")
+    return batch_size, seed
+
+
 def _guidance_options(prefix: str):
     """Compare toggle and gradient method, shared by the guided tabs."""
     with gr.Accordion("Options", open=False):
@@ -176,7 +269,7 @@ def _guidance_options(prefix: str):
 
 
 def build_demo() -> gr.Blocks:
-    """The whole UI: three tabs, one endpoint each; controls on the left, results on the right."""
+    """The whole UI: six tabs, one endpoint each; controls on the left, results on the right."""
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         note = gr.Markdown()
@@ -238,10 +331,99 @@ def build_demo() -> gr.Blocks:
             inputs += [prompt, clip_scale, cuts, color, color_scale, compare, controls["eta"], method]
             wired.append(_wire(clip_guided, inputs, tab_outputs, "clip_guided"))
 
+        size = sd.default_size()
+        with gr.Tab("txt2img"):
+            with gr.Row():
+                with gr.Column():
+                    prompt, negative = _prompts("txt2img")
+                    scheduler, steps, guidance = _sd_sampling_controls()
+                    with gr.Row():
+                        width = gr.Slider(64, sd.MAX_SIZE, value=size, step=8, label=f"Width (native {size})")
+                        height = gr.Slider(64, sd.MAX_SIZE, value=size, step=8, label=f"Height (native {size})")
+                    batch_size, seed = _sd_batch_and_seed()
+                with gr.Column():
+                    tab_outputs = _outputs("txt2img")
+            inputs = [prompt, negative, scheduler, steps, guidance, width, height, batch_size, seed]
+            wired.append(_wire(txt2img, inputs, tab_outputs, "txt2img"))
+
+        with gr.Tab("img2img"):
+            with gr.Row():
+                with gr.Column():
+                    image = gr.Image(
+                        type="pil", image_mode=None, format="png", label="Input image", elem_id="img2img-image"
+                    )
+                    prompt, negative = _prompts("img2img")
+                    strength = gr.Slider(
+                        0, 1, value=0.75, step=0.01, label="Strength (0 keeps the input, 1 replaces it)"
+                    )
+                    scheduler, steps, guidance = _sd_sampling_controls()
+                    batch_size, seed = _sd_batch_and_seed()
+                with gr.Column():
+                    tab_outputs = _outputs("img2img")
+            inputs = [image, prompt, negative, scheduler, steps, guidance, strength, batch_size, seed]
+            wired.append(_wire(img2img, inputs, tab_outputs, "img2img"))
+
+        with gr.Tab("Inpainting"):
+            with gr.Row():
+                with gr.Column():
+                    editor = gr.ImageMask(
+                        type="pil",
+                        format="png",
+                        label="Upload an image, then paint over what to repaint",
+                        elem_id="inpaint-editor",
+                        layers=False,
+                        height=420,
+                    )
+                    prompt, negative = _prompts("inpaint")
+                    with gr.Row():
+                        strength = gr.Slider(0, 1, value=1.0, step=0.01, label="Strength")
+                        mask_blur = gr.Slider(0, sd.MAX_MASK_BLUR, value=4, step=1, label="Mask blur (px, inward)")
+                    scheduler, steps, guidance = _sd_sampling_controls()
+                    batch_size, seed = _sd_batch_and_seed()
+                    with gr.Accordion("Image and mask sent to the model", open=False):
+                        with gr.Row():
+                            plain_image = gr.Image(
+                                type="pil", image_mode=None, format="png", label="Image", interactive=False
+                            )
+                            plain_mask = gr.Image(
+                                type="pil",
+                                image_mode=None,
+                                format="png",
+                                label="Mask (white = repaint)",
+                                interactive=False,
+                            )
+                with gr.Column():
+                    generate_button, stop_button, gallery, info = _outputs("inpaint")
+            split = generate_button.click(
+                split_editor, editor, [plain_image, plain_mask], api_visibility="private", concurrency_limit=None
+            )
+            event = split.then(
+                inpaint,
+                [
+                    plain_image,
+                    plain_mask,
+                    prompt,
+                    negative,
+                    scheduler,
+                    steps,
+                    guidance,
+                    strength,
+                    batch_size,
+                    seed,
+                    mask_blur,
+                ],
+                [gallery, info],
+                api_name="inpaint",
+                concurrency_id=GPU_QUEUE,
+                concurrency_limit=1,
+            )
+            wired.append((split, stop_button))
+            wired.append((event, stop_button))
+
         # Stop sets the session's flag (the running job ends within one step) and drops queued jobs; it is
         # never queued behind a job.
         gr.on(
-            [stop_button.click for _, stop_button in wired],
+            list({id(button): button.click for _, button in wired}.values()),
             stop,
             None,
             None,

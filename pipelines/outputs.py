@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,15 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 METADATA_KEY = "parameters"  # PNG tEXt key holding the JSON parameters (the key A1111-style tools read)
+
+
+@dataclass
+class GenerationResult:
+    """What every generating function returns: images, the parameters stored with each, and the info dict."""
+
+    images: list[Image.Image] = field(default_factory=list)
+    image_parameters: list[dict] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
 
 
 def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -18,7 +17,8 @@ from pipelines.clip import get_clip
 from pipelines.config import check_model
 from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
-from pipelines.outputs import tensor_to_pil
+from pipelines.outputs import GenerationResult, tensor_to_pil
+from pipelines.validation import choice, number, resolve_seed
 
 # Schedulers that work in the alphas_cumprod parameterisation the guidance math assumes.
 SCHEDULERS: dict[str, Callable] = {
@@ -30,7 +30,6 @@ SCHEDULERS: dict[str, Callable] = {
 }
 MAX_STEPS = 1000
 MAX_BATCH = 8
-MAX_SEED = 2**32 - 1
 MAX_COLOR_SCALE = 20.0
 MAX_CLIP_SCALE = 40.0
 MAX_CUTS = 64
@@ -60,39 +59,24 @@ class SamplingRequest:
     color_rgb: tuple[float, float, float] | None = field(default=None, repr=False)
 
 
-def _number(name: str, value, kind: type, low: float, high: float):
-    """`value` converted to `kind` and checked to lie in [low, high], else ValueError naming `name`."""
-    try:
-        converted = kind(value)
-        if kind is int and converted != float(value):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}") from None
-    if not low <= converted <= high:
-        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
-    return converted
-
-
 def validate(request: SamplingRequest) -> SamplingRequest:
     """A checked copy of `request` with the seed resolved and the color parsed; ValueError names bad fields."""
     check_model(request.model)
-    if request.scheduler not in SCHEDULERS:
-        raise ValueError(f"scheduler {request.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
-    if request.gradient_method not in GRADIENT_METHODS:
-        raise ValueError(f"gradient_method {request.gradient_method!r} is not one of {', '.join(GRADIENT_METHODS)}")
-    seed = _number("seed", -1 if request.seed is None else request.seed, int, -1, MAX_SEED - MAX_BATCH)
+    choice("scheduler", request.scheduler, SCHEDULERS)
+    choice("gradient_method", request.gradient_method, GRADIENT_METHODS)
+    batch_size = number("batch_size", request.batch_size, int, 1, MAX_BATCH)
     checked = SamplingRequest(
         model=request.model,
         scheduler=request.scheduler,
-        steps=_number("steps", request.steps, int, 1, MAX_STEPS),
-        eta=_number("eta", request.eta, float, 0.0, 1.0),
-        batch_size=_number("batch_size", request.batch_size, int, 1, MAX_BATCH),
-        seed=secrets.randbelow(2**31) if seed == -1 else seed,
+        steps=number("steps", request.steps, int, 1, MAX_STEPS),
+        eta=number("eta", request.eta, float, 0.0, 1.0),
+        batch_size=batch_size,
+        seed=resolve_seed(request.seed, batch_size),
         color=(request.color or "").strip(),
-        color_scale=_number("color_scale", request.color_scale, float, 0.0, MAX_COLOR_SCALE),
+        color_scale=number("color_scale", request.color_scale, float, 0.0, MAX_COLOR_SCALE),
         prompt=(request.prompt or "").strip(),
-        clip_scale=_number("clip_scale", request.clip_scale, float, 0.0, MAX_CLIP_SCALE),
-        cuts=_number("cuts", request.cuts, int, 1, MAX_CUTS),
+        clip_scale=number("clip_scale", request.clip_scale, float, 0.0, MAX_CLIP_SCALE),
+        cuts=number("cuts", request.cuts, int, 1, MAX_CUTS),
         compare=bool(request.compare),
         gradient_method=request.gradient_method,
     )
@@ -188,15 +172,6 @@ def run_sampler(
     )
 
 
-@dataclass
-class SamplingResult:
-    """Images (guided first, then unguided when compared) and the info dict."""
-
-    images: list = field(default_factory=list)
-    image_parameters: list[dict] = field(default_factory=list)
-    info: dict = field(default_factory=dict)
-
-
 def request_info(request: SamplingRequest) -> dict:
     """The parameters recorded in the info panel and in every PNG."""
     info = {key: value for key, value in asdict(request).items() if key != "color_rgb"}
@@ -218,7 +193,7 @@ def generate(
     request: SamplingRequest,
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> SamplingResult:
+) -> GenerationResult:
     """Validate, sample (guided when any scale is above 0) and package images with their parameters.
 
     `on_step(done, total)` reports progress; when `should_stop()` turns true the run stops within one step and
@@ -233,7 +208,7 @@ def generate(
         runs.append(("unguided", []))
     total = request.steps * len(runs)
     info = request_info(request)
-    result = SamplingResult(info=info)
+    result = GenerationResult(info=info)
     for run_index, (label, run_terms) in enumerate(runs):
 
         def callback(step: int, steps: int, predicted_x0: torch.Tensor, offset=run_index * request.steps) -> None:

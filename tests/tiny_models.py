@@ -93,3 +93,99 @@ class GaussianPriorUNet(torch.nn.Module):
         alpha = self.alphas_cumprod[torch.as_tensor(timestep).long()]
         eps = (1 - alpha).sqrt() * sample + self.mix * self.unet(sample, timestep).sample
         return UNet2DOutput(sample=eps)
+
+
+def save_clip_tokenizer(folder: str):
+    """A real CLIP BPE tokenizer (the 49408-token vocabulary of SD 1.5) built from the BPE file open_clip ships."""
+    import gzip
+    import importlib.resources
+
+    from open_clip.tokenizer import bytes_to_unicode
+    from transformers import CLIPTokenizer
+
+    os.makedirs(folder, exist_ok=True)
+    bpe_path = importlib.resources.files("open_clip") / "bpe_simple_vocab_16e6.txt.gz"
+    lines = gzip.open(bpe_path, "rt", encoding="utf-8").read().split("\n")
+    merges = lines[1 : 49152 - 256 - 2 + 1]  # 48894 merges after the header line
+    byte_chars = list(bytes_to_unicode().values())
+    vocab = byte_chars + [char + "</w>" for char in byte_chars] + ["".join(merge.split()) for merge in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    vocab_file, merges_file = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
+    with open(vocab_file, "w", encoding="utf-8") as handle:
+        json.dump({token: index for index, token in enumerate(vocab)}, handle)
+    with open(merges_file, "w", encoding="utf-8") as handle:
+        handle.write("#version: 0.2\n" + "\n".join(merges) + "\n")
+    tokenizer = CLIPTokenizer(vocab_file, merges_file, model_max_length=77)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def tiny_sd_components(seed: int = 0, inpainting: bool = False) -> dict:
+    """Tiny Stable Diffusion components (64x64 native size) with random weights and a real tokenizer."""
+    import tempfile
+
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=9 if inpainting else 4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=(2, 4),
+        norm_num_groups=32,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        sample_size=64,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=49408,
+            max_position_embeddings=77,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        steps_offset=1,
+        set_alpha_to_one=False,
+    )
+    return {
+        "unet": unet.eval(),
+        "vae": vae.eval(),
+        "text_encoder": text_encoder.eval(),
+        "tokenizer": save_clip_tokenizer(tempfile.mkdtemp()),
+        "scheduler": scheduler,
+        "safety_checker": None,
+        "feature_extractor": None,
+        "requires_safety_checker": False,
+    }
+
+
+def save_tiny_sd(folder: str, seed: int = 0, inpainting: bool = False) -> str:
+    """Save a tiny Stable Diffusion checkpoint (txt2img, or a 9-channel inpainting one) to `folder`."""
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
+
+    pipeline_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
+    pipeline_class(**tiny_sd_components(seed, inpainting)).save_pretrained(folder)
+    return folder

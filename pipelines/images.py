@@ -1,0 +1,103 @@
+"""Input images and masks for Stable Diffusion: any mode and size in, RGB at a multiple of 8 out.
+
+Size rule (documented in the README): an input is scaled, keeping its aspect ratio, down so that its longer side
+is at most 1024 px and up so that its shorter side is at least 64 px; each side is then rounded to the nearest
+multiple of 8 (a change of at most 4 px per side). Results are resized back to the input's own size, so the user
+gets the size they gave. A mask of another size than its image is stretched to the image's size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps
+
+MULTIPLE = 8
+MIN_SIDE = 64
+MAX_SIDE = 1024
+MASK_THRESHOLD = 128  # mask pixels at or above this (of 255) are repainted
+
+
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Any PIL mode as RGB; transparency is composited onto `background` (white)."""
+    image = ImageOps.exif_transpose(image) or image
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit or float grayscale: rescale to 8 bits
+        values = np.asarray(image, dtype=np.float64)
+        peak = 1.0 if values.max(initial=0) <= 1.0 else 255.0 if values.max() <= 255 else 65535.0
+        return Image.fromarray(np.clip(values / peak * 255, 0, 255).round().astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
+
+
+def _round_to_multiple(value: float) -> int:
+    """Nearest multiple of 8 within [64, 1024]."""
+    return int(min(MAX_SIDE, max(MIN_SIDE, round(value / MULTIPLE) * MULTIPLE)))
+
+
+def working_size(width: int, height: int) -> tuple[int, int]:
+    """The (width, height) Stable Diffusion works at for an input of this size (see the module docstring)."""
+    if width < 1 or height < 1:
+        raise ValueError(f"image is empty ({width}x{height})")
+    scale = min(1.0, MAX_SIDE / max(width, height))
+    scale = max(scale, MIN_SIDE / min(width, height))
+    return _round_to_multiple(width * scale), _round_to_multiple(height * scale)
+
+
+def prepare_image(image: Image.Image | None, name: str = "image") -> Image.Image:
+    """Check an input image and return it as RGB (its own size)."""
+    if image is None:
+        raise ValueError(f"{name} is empty: upload an image")
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"{name} is empty ({image.width}x{image.height})")
+    return to_rgb(image)
+
+
+def prepare_mask(mask: Image.Image | None, size: tuple[int, int]) -> Image.Image:
+    """A binary L mask (255 = repaint) of `size`: white (or opaque, for a transparent layer) pixels are repainted."""
+    if mask is None:
+        raise ValueError("mask is empty: paint over the part of the image to repaint, or upload a mask")
+    if mask.mode in ("RGBA", "LA", "PA") or (mask.mode == "P" and "transparency" in mask.info):
+        mask = to_rgb(mask, background=(0, 0, 0))
+    gray = mask.convert("L")
+    if gray.size != size:
+        gray = gray.resize(size, Image.Resampling.NEAREST)
+    binary = gray.point(lambda value: 255 if value >= MASK_THRESHOLD else 0)
+    if binary.getbbox() is None:
+        raise ValueError("mask is empty: paint over the part of the image to repaint")
+    return binary
+
+
+def feathered_mask(mask: Image.Image, blur: int) -> Image.Image:
+    """Soften the mask edge inward by `blur` px: 0 outside the mask, 255 deep inside, a ramp in between."""
+    if blur <= 0:
+        return mask
+    eroded = mask.filter(ImageFilter.MinFilter(2 * blur + 1))
+    soft = eroded.filter(ImageFilter.GaussianBlur(blur / 2))
+    return Image.fromarray(np.minimum(np.asarray(soft), np.asarray(mask)))
+
+
+def paste_outside_mask(original: Image.Image, generated: Image.Image, alpha: Image.Image) -> Image.Image:
+    """Generated pixels where alpha is 255, the original's where it is 0 (exactly), blended in between."""
+    if generated.size != original.size:
+        generated = generated.resize(original.size, Image.Resampling.LANCZOS)
+    return Image.composite(generated, original, alpha)
+
+
+def mask_from_editor(editor_value: dict | None) -> tuple[Image.Image, Image.Image]:
+    """(image, mask) from a gr.ImageEditor/gr.ImageMask value: painted (non-transparent) layer pixels are the mask."""
+    if not editor_value or editor_value.get("background") is None:
+        raise ValueError("image is empty: upload an image, then paint the part to repaint")
+    background = editor_value["background"]
+    mask = np.zeros((background.height, background.width), dtype=np.uint8)
+    for layer in editor_value.get("layers") or []:
+        if layer is None:
+            continue
+        alpha = layer.convert("RGBA").getchannel("A")
+        if alpha.size != background.size:
+            alpha = alpha.resize(background.size, Image.Resampling.NEAREST)
+        mask = np.maximum(mask, np.asarray(alpha))
+    return background, Image.fromarray(mask)

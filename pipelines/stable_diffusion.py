@@ -1,0 +1,325 @@
+"""Stable Diffusion txt2img, img2img and inpainting on one cached copy of the weights."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    UniPCMultistepScheduler,
+)
+from PIL import Image
+
+from pipelines.cache import MODELS
+from pipelines.device import default_device, model_dtype
+from pipelines.gpu import gpu
+from pipelines.images import feathered_mask, paste_outside_mask, prepare_image, prepare_mask, working_size
+from pipelines.outputs import GenerationResult
+from pipelines.validation import choice, number, resolve_seed
+
+DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+DEFAULT_SD_INPAINT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
+TASKS = ("txt2img", "img2img", "inpaint")
+SD_SCHEDULERS: dict[str, Callable] = {
+    "DPM++ 2M Karras": lambda config: DPMSolverMultistepScheduler.from_config(
+        config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True
+    ),
+    "DPM++ 2M": lambda config: DPMSolverMultistepScheduler.from_config(
+        config, algorithm_type="dpmsolver++", solver_order=2
+    ),
+    "Euler a": lambda config: EulerAncestralDiscreteScheduler.from_config(config),
+    "Euler": lambda config: EulerDiscreteScheduler.from_config(config),
+    "DDIM": lambda config: DDIMScheduler.from_config(config),
+    "UniPC": lambda config: UniPCMultistepScheduler.from_config(config),
+}
+PIPELINE_CLASSES = {
+    "txt2img": StableDiffusionPipeline,
+    "img2img": StableDiffusionImg2ImgPipeline,
+    "inpaint": StableDiffusionInpaintPipeline,
+}
+MAX_SD_STEPS = 150
+MAX_SD_BATCH = 4
+MAX_GUIDANCE = 30.0
+MAX_MASK_BLUR = 64
+MIN_SIZE, MAX_SIZE = 64, 1024
+
+
+def sd_model() -> str:
+    """`SD_MODEL`: the base checkpoint (hub id or local folder)."""
+    return os.environ.get("SD_MODEL", "").strip() or DEFAULT_SD_MODEL
+
+
+def sd_inpaint_model() -> str:
+    """`SD_INPAINT_MODEL`: the inpainting checkpoint; equal to `SD_MODEL` means inpaint with the base weights."""
+    return os.environ.get("SD_INPAINT_MODEL", "").strip() or DEFAULT_SD_INPAINT_MODEL
+
+
+def safety_checker_enabled() -> bool:
+    """False when `SD_DISABLE_SAFETY_CHECKER` is 1/true/yes: the checker is then not even loaded."""
+    return os.environ.get("SD_DISABLE_SAFETY_CHECKER", "").strip().lower() not in ("1", "true", "yes")
+
+
+@dataclass
+class SDRequest:
+    """One Stable Diffusion generation; field names are the API's keyword names."""
+
+    task: str  # txt2img, img2img or inpaint
+    prompt: str = ""
+    negative_prompt: str = ""
+    scheduler: str = "DPM++ 2M Karras"
+    steps: int = 25
+    guidance_scale: float = 7.5
+    width: int | None = None  # txt2img only; None = the model's native size
+    height: int | None = None
+    batch_size: int = 1
+    seed: int = -1
+    strength: float = 0.75  # img2img and inpaint: how much of the input is re-noised (0 keeps it, 1 replaces it)
+    mask_blur: int = 4  # inpaint: px of inward feathering where the result meets the original
+    image: Image.Image | None = field(default=None, repr=False)
+    mask: Image.Image | None = field(default=None, repr=False)
+
+
+def _text(name: str, value) -> str:
+    """A prompt-like field as a stripped string."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be text, got {type(value).__name__}")
+    return value.strip()
+
+
+def _size(name: str, value) -> int:
+    """A width or height: a multiple of 8 from 64 to 1024."""
+    size = number(name, value, int, MIN_SIZE, MAX_SIZE) if value is not None else None
+    if size is None or size % 8:
+        raise ValueError(f"{name} must be a multiple of 8 from {MIN_SIZE} to {MAX_SIZE}, got {value!r}")
+    return size
+
+
+def validate_sd(request: SDRequest, native_size: Callable[[], int]) -> SDRequest:
+    """A checked copy with the seed resolved and images prepared; ValueError names the bad field and value."""
+    choice("task", request.task, TASKS)
+    choice("scheduler", request.scheduler, SD_SCHEDULERS)
+    batch_size = number("batch_size", request.batch_size, int, 1, MAX_SD_BATCH)
+    checked = SDRequest(
+        task=request.task,
+        prompt=_text("prompt", request.prompt),
+        negative_prompt=_text("negative_prompt", request.negative_prompt),
+        scheduler=request.scheduler,
+        steps=number("steps", request.steps, int, 1, MAX_SD_STEPS),
+        guidance_scale=number("guidance_scale", request.guidance_scale, float, 0.0, MAX_GUIDANCE),
+        batch_size=batch_size,
+        seed=resolve_seed(request.seed, batch_size),
+        strength=number("strength", request.strength, float, 0.0, 1.0),
+        mask_blur=number("mask_blur", request.mask_blur, int, 0, MAX_MASK_BLUR),
+    )
+    if request.task == "txt2img":
+        checked.width = _size("width", native_size() if request.width in (None, 0) else request.width)
+        checked.height = _size("height", native_size() if request.height in (None, 0) else request.height)
+    else:
+        checked.image = prepare_image(request.image)
+        checked.width, checked.height = working_size(*checked.image.size)
+    if request.task == "inpaint":
+        checked.mask = prepare_mask(request.mask, checked.image.size)
+    return checked
+
+
+def _load(pipeline_class, ref: str, device: torch.device):
+    """Load a Stable Diffusion checkpoint on `device` (fp16 on CUDA), safety checker as configured."""
+    kwargs = {"torch_dtype": model_dtype(device)}
+    if not safety_checker_enabled():
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    pipeline = None
+    if device.type == "cuda":
+        try:  # the fp16 files are half the download
+            pipeline = pipeline_class.from_pretrained(ref, variant="fp16", **kwargs)
+        except (OSError, ValueError):
+            pipeline = None
+    if pipeline is None:
+        pipeline = pipeline_class.from_pretrained(ref, **kwargs)
+    pipeline = pipeline.to(device)
+    if device.type == "cuda":
+        pipeline.unet.to(memory_format=torch.channels_last)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def get_base_pipeline() -> StableDiffusionPipeline:
+    """The `SD_MODEL` txt2img pipeline, loaded once; img2img (and inpainting on the base) reuse its components."""
+    ref, device = sd_model(), default_device()
+    return MODELS.get(("sd", ref, str(device)), lambda: _load(StableDiffusionPipeline, ref, device))
+
+
+def get_components(task: str) -> tuple[dict, str]:
+    """The components for `task` and the checkpoint they come from; a dedicated inpainting model loads on first use."""
+    if task == "inpaint" and sd_inpaint_model() != sd_model():
+        ref, device = sd_inpaint_model(), default_device()
+        pipeline = MODELS.get(
+            ("sd-inpaint", ref, str(device)), lambda: _load(StableDiffusionInpaintPipeline, ref, device)
+        )
+        return dict(pipeline.components), ref
+    return dict(get_base_pipeline().components), sd_model()
+
+
+def build_pipeline(task: str, scheduler_name: str):
+    """A pipeline object for one request: shared weights, its own fresh scheduler (never shared between requests)."""
+    components, ref = get_components(task)
+    components["scheduler"] = SD_SCHEDULERS[scheduler_name](components["scheduler"].config)
+    if components.get("safety_checker") is None:
+        components["requires_safety_checker"] = False
+    pipeline = PIPELINE_CLASSES[task](**components)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline, ref
+
+
+def native_size(local_files_only: bool = False) -> int:
+    """The base model's native image side (512 for SD 1.5), read from its UNet and VAE configs (no weights)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    ref = sd_model()
+    unet_config = UNet2DConditionModel.load_config(ref, subfolder="unet", local_files_only=local_files_only)
+    vae_config = AutoencoderKL.load_config(ref, subfolder="vae", local_files_only=local_files_only)
+    return int(unet_config["sample_size"]) * 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
+def default_size() -> int:
+    """The native size if its config is already on disk (never downloads: used while building the UI), else 512."""
+    try:
+        return native_size(local_files_only=True)
+    except Exception:  # not cached yet, or no network: SD 1.5's size
+        return 512
+
+
+def prompt_warnings(tokenizer, prompt: str, name: str) -> list[str]:
+    """A warning when `prompt` has more tokens than the text encoder takes (it is then truncated)."""
+    if not prompt:
+        return []
+    limit = tokenizer.model_max_length
+    ids = tokenizer(prompt, truncation=False, add_special_tokens=True).input_ids
+    if len(ids) <= limit:
+        return []
+    kept = tokenizer.decode(ids[1 : limit - 1])
+    return [f"{name} has {len(ids)} tokens; the text encoder takes {limit}: truncated after {kept[-40:]!r}"]
+
+
+def denoising_steps(request: SDRequest) -> int:
+    """How many steps actually run: img2img and inpaint run `int(steps * strength)` of them."""
+    if request.task == "txt2img":
+        return request.steps
+    return min(int(request.steps * request.strength), request.steps)
+
+
+def _info(request: SDRequest, ref: str, warnings: list[str]) -> dict:
+    """The parameters recorded in the info panel and every PNG."""
+    info = {
+        "task": request.task,
+        "model": ref,
+        "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt,
+        "scheduler": request.scheduler,
+        "steps": request.steps,
+        "guidance_scale": request.guidance_scale,
+        "width": request.width,
+        "height": request.height,
+        "batch_size": request.batch_size,
+        "seed": request.seed,
+        "seeds": [request.seed + index for index in range(request.batch_size)],
+    }
+    if request.task != "txt2img":
+        info.update(
+            strength=request.strength,
+            denoising_steps=denoising_steps(request),
+            input_size=list(request.image.size),
+            working_size=[request.width, request.height],
+        )
+        info.pop("width"), info.pop("height")
+    if request.task == "inpaint":
+        info["mask_blur"] = request.mask_blur
+    info["warnings"] = warnings
+    return info
+
+
+def _call_arguments(request: SDRequest) -> dict:
+    """Task-specific pipeline arguments, with the input resized to the working size."""
+    if request.task == "txt2img":
+        return {"width": request.width, "height": request.height}
+    size = (request.width, request.height)
+    arguments = {"image": request.image.resize(size, Image.Resampling.LANCZOS), "strength": request.strength}
+    if request.task == "inpaint":
+        arguments.update(mask_image=request.mask.resize(size, Image.Resampling.NEAREST), width=size[0], height=size[1])
+    return arguments
+
+
+def _finish(request: SDRequest, image: Image.Image) -> Image.Image:
+    """Bring a generated image back to the size the user gave; outside the mask, the input's exact pixels."""
+    if request.task == "txt2img":
+        return image
+    if request.task == "img2img":
+        return image.resize(request.image.size, Image.Resampling.LANCZOS)
+    return paste_outside_mask(request.image, image, feathered_mask(request.mask, request.mask_blur))
+
+
+@gpu(duration=120)
+def generate_sd(
+    request: SDRequest,
+    on_step: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> GenerationResult:
+    """Validate and run one txt2img / img2img / inpaint request; `should_stop()` ends it within one step."""
+    started = time.perf_counter()
+    request = validate_sd(request, native_size)
+    pipeline, ref = build_pipeline(request.task, request.scheduler)
+    warnings = prompt_warnings(pipeline.tokenizer, request.prompt, "prompt")
+    warnings += prompt_warnings(pipeline.tokenizer, request.negative_prompt, "negative_prompt")
+    info = _info(request, ref, warnings)
+    state = {"stopped_after_step": None}
+
+    def on_step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        if on_step is not None:
+            on_step(step + 1, pipe.num_timesteps)
+        if should_stop is not None and should_stop() and not pipe.interrupt:
+            pipe._interrupt = True  # diffusers' documented way to end the loop; the latents so far are decoded
+            state["stopped_after_step"] = step + 1
+        return callback_kwargs
+
+    if request.task != "txt2img" and denoising_steps(request) == 0:
+        images, nsfw = [request.image.copy() for _ in range(request.batch_size)], [False] * request.batch_size
+        warnings.append("strength x steps is below 1, so no denoising step ran: the input is returned unchanged")
+    else:
+        output = pipeline(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or None,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance_scale,
+            num_images_per_prompt=request.batch_size,
+            generator=[torch.Generator("cpu").manual_seed(seed) for seed in info["seeds"]],
+            callback_on_step_end=on_step_end,
+            **_call_arguments(request),
+        )
+        images = [_finish(request, image) for image in output.images]
+        nsfw = list(output.nsfw_content_detected or [False] * len(images))
+    unet = pipeline.unet
+    info.update(
+        interrupted=state["stopped_after_step"] is not None,
+        nsfw_content_detected=[bool(flag) for flag in nsfw],
+        device=str(unet.device),
+        dtype=str(unet.dtype).removeprefix("torch."),
+        elapsed_seconds=round(time.perf_counter() - started, 3),
+    )
+    if state["stopped_after_step"] is not None:
+        info["stopped_after_step"] = state["stopped_after_step"]
+    result = GenerationResult(info=info)
+    for index, image in enumerate(images):
+        result.images.append(image)
+        result.image_parameters.append({**info, "seed": request.seed + index, "kind": request.task})
+    return result

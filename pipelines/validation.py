@@ -1,0 +1,33 @@
+"""Checks shared by every request: numbers in range, seeds. Errors name the parameter and the bad value."""
+
+from __future__ import annotations
+
+import secrets
+
+MAX_SEED = 2**32 - 1
+
+
+def number(name: str, value, kind: type, low: float, high: float):
+    """`value` converted to `kind` and checked to lie in [low, high], else ValueError naming `name`."""
+    try:
+        converted = kind(value)
+        if kind is int and converted != float(value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}") from None
+    if not low <= converted <= high:
+        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+    return converted
+
+
+def resolve_seed(seed, batch_size: int) -> int:
+    """A checked seed; -1 (or None) draws a random one. Image i of the batch uses seed + i."""
+    checked = number("seed", -1 if seed is None else seed, int, -1, MAX_SEED - batch_size)
+    return secrets.randbelow(2**31) if checked == -1 else checked
+
+
+def choice(name: str, value, choices) -> str:
+    """`value` if it is one of `choices`, else ValueError listing them."""
+    if value not in choices:
+        raise ValueError(f"{name} {value!r} is not one of {', '.join(choices)}")
+    return value
