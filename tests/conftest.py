@@ -8,7 +8,7 @@ os.environ.setdefault("STUDIO_DEVICE", "cpu")
 
 import pytest  # noqa: E402
 
-from tests.tiny_models import save_tiny_clip, save_tiny_unconditional  # noqa: E402
+from tests.tiny_models import save_tiny_clip, save_tiny_sd, save_tiny_unconditional  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +18,9 @@ def tiny_models(tmp_path_factory):
     unet_dir = save_tiny_unconditional(str(root / "tiny-ddpm"))
     second_dir = save_tiny_unconditional(str(root / "tiny-ddpm-v"), seed=1, prediction_type="v_prediction")
     clip_ref = save_tiny_clip(str(root / "tiny-clip"))
-    return {"unet": unet_dir, "unet_v": second_dir, "clip": clip_ref}
+    sd_dir = save_tiny_sd(str(root / "tiny-sd"))
+    sd_inpaint_dir = save_tiny_sd(str(root / "tiny-sd-inpainting"), seed=1, inpainting=True)
+    return {"unet": unet_dir, "unet_v": second_dir, "clip": clip_ref, "sd": sd_dir, "sd_inpaint": sd_inpaint_dir}
 
 
 @pytest.fixture()
@@ -28,6 +30,8 @@ def configured(tiny_models, monkeypatch):
 
     monkeypatch.setenv("UNCOND_MODELS", f"{tiny_models['unet']},{tiny_models['unet_v']}")
     monkeypatch.setenv("CLIP_MODEL", tiny_models["clip"])
+    monkeypatch.setenv("SD_MODEL", tiny_models["sd"])
+    monkeypatch.setenv("SD_INPAINT_MODEL", tiny_models["sd_inpaint"])
     MODELS.clear()
     yield tiny_models
     MODELS.clear()
@@ -55,6 +59,8 @@ def server(tiny_models, tmp_path_factory):
         os.environ,
         UNCOND_MODELS=f"{tiny_models['unet']},{tiny_models['unet_v']}",
         CLIP_MODEL=tiny_models["clip"],
+        SD_MODEL=tiny_models["sd"],
+        SD_INPAINT_MODEL=tiny_models["sd_inpaint"],
         GRADIO_SERVER_NAME="127.0.0.1",
         GRADIO_SERVER_PORT=str(port),
         GRADIO_ANALYTICS_ENABLED="False",

@@ -93,3 +93,70 @@ def test_stop_interrupts_within_a_step(client, tiny_models):
     assert time.monotonic() - stopped_at < 5
     assert info["interrupted"] is True and info["stopped_after_step"] < 1000
     check_pngs(gallery, [3])
+
+
+def _noise_png(path, size, mode="RGB", seed=0) -> str:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode).save(path)
+    return str(path)
+
+
+def test_txt2img_endpoint(client):
+    kwargs = dict(prompt="a red heart", negative_prompt="blurry", scheduler="Euler a", steps=4, guidance_scale=7)
+    gallery, info = client.predict(**kwargs, width=64, height=96, batch_size=2, seed=41, api_name="/txt2img")
+    check_pngs(gallery, [41, 42])
+    assert Image.open(gallery[0]["image"]).size == (64, 96) and info["task"] == "txt2img"
+    again, _ = client.predict(**kwargs, width=64, height=96, batch_size=2, seed=41, api_name="/txt2img")
+    np.testing.assert_array_equal(pixels(gallery[1]), pixels(again[1]))
+
+
+def test_img2img_endpoint_takes_odd_modes_and_sizes(client, tmp_path):
+    from gradio_client import handle_file
+
+    path = _noise_png(tmp_path / "input.png", (90, 50), mode="P")
+    gallery, info = client.predict(
+        image=handle_file(path), prompt="a cat", steps=4, strength=0.5, seed=51, api_name="/img2img"
+    )
+    check_pngs(gallery, [51])
+    assert Image.open(gallery[0]["image"]).size == (90, 50) and info["working_size"] == [112, 64]  # short side up to 64
+
+
+def test_inpaint_endpoint_keeps_pixels_outside_the_mask(client, tmp_path):
+    from gradio_client import handle_file
+
+    image_path = _noise_png(tmp_path / "image.png", (80, 64), seed=2)
+    mask = Image.new("L", (80, 64), 0)
+    mask.paste(255, (10, 10, 50, 40))
+    mask.save(tmp_path / "mask.png")
+    gallery, info = client.predict(
+        image=handle_file(image_path),
+        mask=handle_file(str(tmp_path / "mask.png")),
+        prompt="a cat",
+        steps=4,
+        strength=1.0,
+        seed=61,
+        mask_blur=3,
+        api_name="/inpaint",
+    )
+    check_pngs(gallery, [61])
+    outside = np.asarray(mask) == 0
+    np.testing.assert_array_equal(pixels(gallery[0])[outside], np.asarray(Image.open(image_path))[outside])
+
+
+def test_bad_stable_diffusion_requests_are_errors(client, tmp_path):
+    from gradio_client import handle_file
+
+    with pytest.raises(AppError, match="width must be a multiple of 8"):
+        client.predict(prompt="x", width=100, steps=2, api_name="/txt2img")
+    with pytest.raises(AppError):
+        client.predict(prompt="x", width=13, steps=2, api_name="/txt2img")
+    with pytest.raises(AppError):
+        client.predict(prompt="x", steps=0, api_name="/txt2img")
+    image = handle_file(_noise_png(tmp_path / "in.png", (64, 64)))
+    with pytest.raises(AppError):
+        client.predict(image=image, prompt="x", strength=1.5, api_name="/img2img")
+    with pytest.raises(AppError, match="image is empty"):
+        client.predict(image=None, prompt="x", steps=2, api_name="/img2img")
+    gallery, info = client.predict(prompt="word " * 100, steps=2, seed=1, api_name="/txt2img")
+    assert "truncated" in info["warnings"][0]
+    check_pngs(gallery, [1])

@@ -1,0 +1,167 @@
+"""The Stable Diffusion wrapper: shared weights, seeds, exact pixels outside the mask, sizes, errors, Stop."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from PIL import Image
+
+from pipelines import stable_diffusion as sd
+from pipelines.cache import MODELS
+
+
+def noise_image(size, mode="RGB", seed=0):
+    """A random-pixel image of `size` converted to `mode`."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
+
+
+def box_mask(size, box):
+    mask = Image.new("L", size, 0)
+    mask.paste(255, box)
+    return mask
+
+
+def run(task, **fields):
+    fields = {"prompt": "a red heart", "steps": 4, "seed": 1, **fields}
+    return sd.generate_sd(sd.SDRequest(task=task, **fields))
+
+
+def test_native_size_comes_from_the_config(configured):
+    assert sd.native_size() == 64  # tiny UNet sample_size 32 x VAE factor 2
+    assert run("txt2img").images[0].size == (64, 64)
+
+
+def test_three_tasks_share_one_copy_of_the_weights(configured, monkeypatch):
+    monkeypatch.setenv("SD_INPAINT_MODEL", configured["sd"])  # inpaint with the base model
+    pipelines = [sd.build_pipeline(task, "DDIM")[0] for task in sd.TASKS]
+    for name in ("unet", "vae", "text_encoder"):
+        assert len({id(getattr(pipeline, name)) for pipeline in pipelines}) == 1
+    assert len({id(pipeline.scheduler) for pipeline in pipelines}) == 3  # each request gets its own
+    result = run("inpaint", image=noise_image((64, 64)), mask=box_mask((64, 64), (8, 8, 40, 40)))
+    assert result.info["model"] == configured["sd"] and MODELS.load_count == 1
+
+
+def test_dedicated_inpainting_model_loads_only_when_first_used(configured):
+    run("txt2img")
+    run("img2img", image=noise_image((64, 64)))
+    assert MODELS.load_count == 1
+    run("inpaint", image=noise_image((64, 64)), mask=box_mask((64, 64), (8, 8, 40, 40)))
+    assert MODELS.load_count == 2
+    run("inpaint", image=noise_image((64, 64)), mask=box_mask((64, 64), (8, 8, 40, 40)))
+    assert MODELS.load_count == 2
+
+
+def test_wrapper_gives_the_bare_pipelines_pixels(configured):
+    ours = run("txt2img", scheduler="Euler a", batch_size=2, seed=5, negative_prompt="blurry")
+    base = sd.get_base_pipeline()
+    components = dict(base.components, requires_safety_checker=False)
+    components["scheduler"] = sd.SD_SCHEDULERS["Euler a"](base.scheduler.config)
+    bare = StableDiffusionPipeline(**components)(
+        "a red heart",
+        negative_prompt="blurry",
+        num_inference_steps=4,
+        num_images_per_prompt=2,
+        generator=[torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)],
+    ).images
+    for mine, theirs in zip(ours.images, bare):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+
+
+@pytest.mark.parametrize("scheduler", list(sd.SD_SCHEDULERS))
+def test_same_seed_same_pixels_for_every_scheduler(configured, scheduler):
+    first = run("txt2img", scheduler=scheduler, batch_size=2, seed=9)
+    again = run("txt2img", scheduler=scheduler, batch_size=2, seed=9)
+    for one, two in zip(first.images, again.images):
+        np.testing.assert_array_equal(np.asarray(one), np.asarray(two))
+    assert [p["seed"] for p in first.image_parameters] == [9, 10]
+
+
+def test_img2img_strength_zero_returns_the_input(configured):
+    image = noise_image((72, 40))
+    result = run("img2img", image=image, strength=0.0, batch_size=2)
+    for output in result.images:
+        np.testing.assert_array_equal(np.asarray(output), np.asarray(image))
+    assert result.info["denoising_steps"] == 0 and result.info["warnings"]
+
+
+def test_img2img_runs_steps_times_strength_denoising_steps(configured):
+    # (A random VAE cannot reconstruct an image, so closeness to the input is only testable at strength 0.)
+    seen = []
+    result = sd.generate_sd(
+        sd.SDRequest(task="img2img", image=noise_image((64, 64)), strength=0.25, steps=8, seed=1),
+        on_step=lambda done, total: seen.append((done, total)),
+    )
+    assert result.info["denoising_steps"] == 2 and seen == [(1, 2), (2, 2)]
+
+
+@pytest.mark.parametrize("base_model", [False, True])
+@pytest.mark.parametrize("mask_blur", [0, 6])
+def test_inpainting_keeps_every_pixel_outside_the_mask(configured, monkeypatch, base_model, mask_blur):
+    if base_model:
+        monkeypatch.setenv("SD_INPAINT_MODEL", configured["sd"])
+    image = noise_image((90, 60), seed=4)
+    mask = box_mask((90, 60), (20, 10, 70, 50))
+    result = run("inpaint", image=image, mask=mask, strength=1.0, mask_blur=mask_blur, batch_size=2)
+    outside = np.asarray(mask) == 0
+    for output in result.images:
+        assert output.size == (90, 60)
+        np.testing.assert_array_equal(np.asarray(output)[outside], np.asarray(image)[outside])
+        assert not np.array_equal(np.asarray(output)[~outside], np.asarray(image)[~outside])
+
+
+def test_inpaint_mask_of_another_size_is_stretched(configured):
+    image = noise_image((80, 48), seed=5)
+    small_mask = box_mask((40, 24), (0, 0, 20, 24))  # left half, at half the size
+    result = run("inpaint", image=image, mask=small_mask)
+    output = np.asarray(result.images[0])
+    np.testing.assert_array_equal(output[:, 40:], np.asarray(image)[:, 40:])
+
+
+@pytest.mark.parametrize(
+    "size, mode", [((100, 70), "RGBA"), ((33, 17), "L"), ((130, 90), "P"), ((64, 200), "CMYK"), ((1100, 60), "RGB")]
+)
+def test_odd_sizes_and_modes_come_back_at_their_size(configured, size, mode):
+    image = noise_image(size, mode)
+    assert run("img2img", image=image, strength=0.5).images[0].size == size
+    mask = box_mask(size, (0, 0, size[0] // 2, size[1] // 2))
+    assert run("inpaint", image=image, mask=mask).images[0].size == size
+
+
+@pytest.mark.parametrize(
+    "task, fields, message",
+    [
+        ("txt2img", {"width": 13}, "width must be"),
+        ("txt2img", {"height": 100}, "height must be a multiple of 8 from 64 to 1024, got 100"),
+        ("txt2img", {"steps": 0}, "steps must be between 1 and 150, got 0"),
+        ("txt2img", {"guidance_scale": -1}, "guidance_scale must be between 0 and 30"),
+        ("txt2img", {"batch_size": 5}, "batch_size must be between 1 and 4, got 5"),
+        ("txt2img", {"scheduler": "LMS"}, "scheduler 'LMS'"),
+        ("img2img", {"image": None}, "image is empty"),
+        ("img2img", {"strength": 1.5}, "strength must be between 0 and 1, got 1.5"),
+        ("inpaint", {"mask": None}, "mask is empty"),
+    ],
+)
+def test_bad_input_is_a_named_error(configured, task, fields, message):
+    if task != "txt2img":
+        fields = {"image": noise_image((64, 64)), "mask": box_mask((64, 64), (0, 0, 8, 8)), **fields}
+    with pytest.raises(ValueError, match=message):
+        run(task, **fields)
+
+
+def test_long_prompt_is_truncated_with_a_warning(configured):
+    result = run("txt2img", prompt="a very red heart " * 30)
+    assert any("truncated" in warning and "77" in warning for warning in result.info["warnings"])
+    assert run("txt2img").info["warnings"] == []
+
+
+def test_stop_interrupts_within_one_step(configured):
+    seen = []
+    result = sd.generate_sd(
+        sd.SDRequest(task="txt2img", prompt="x", steps=30, seed=1),
+        on_step=lambda done, total: seen.append((done, total)),
+        should_stop=lambda: len(seen) >= 2,
+    )
+    assert seen[:2] == [(1, 30), (2, 30)]
+    assert result.info["interrupted"] and result.info["stopped_after_step"] == 2
+    assert len(seen) <= 3  # diffusers skips the remaining steps without calling back for them
