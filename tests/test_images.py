@@ -41,7 +41,15 @@ def test_working_size_keeps_aspect_ratio_within_rounding():
 
 @pytest.mark.parametrize(
     "mode, color",
-    [("RGBA", (255, 0, 0, 255)), ("L", 128), ("P", 5), ("CMYK", (0, 255, 0, 0)), ("I;16", 65535), ("1", 1), ("LA", (9, 255))],
+    [
+        ("RGBA", (255, 0, 0, 255)),
+        ("L", 128),
+        ("P", 5),
+        ("CMYK", (0, 255, 0, 0)),
+        ("I;16", 65535),
+        ("1", 1),
+        ("LA", (9, 255)),
+    ],
 )
 def test_every_mode_becomes_rgb(mode, color):
     image = to_rgb(Image.new(mode, (10, 6), color))
