@@ -9,6 +9,7 @@ import gradio as gr
 from guidance.sampler import GRADIENT_METHODS
 from pipelines import stable_diffusion as sd
 from pipelines import unconditional as uncond
+from pipelines.bundled import BUNDLED_LABEL, prefer_bundled
 from pipelines.config import uncond_models
 from pipelines.device import default_device
 from pipelines.images import mask_from_editor
@@ -132,6 +133,7 @@ def txt2img(
     height: int,
     batch_size: int,
     seed: int,
+    model: str | None = None,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
@@ -149,6 +151,7 @@ def img2img(
     strength: float,
     batch_size: int,
     seed: int,
+    model: str | None = None,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
@@ -168,6 +171,7 @@ def inpaint(
     batch_size: int,
     seed: int,
     mask_blur: int = 4,
+    model: str | None = None,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
@@ -183,20 +187,33 @@ def split_editor(editor_value):
         raise gr.Error(str(error)) from None
 
 
+def native_size_update(model: str):
+    """Width and height sliders set to a Stable Diffusion model's native size when the model changes."""
+    try:
+        size = sd.native_size(model)
+    except Exception:  # config not reachable: leave the sliders as they are
+        return gr.update(), gr.update()
+    return gr.update(value=size, label=f"Width (native {size})"), gr.update(value=size, label=f"Height (native {size})")
+
+
 def stop(request: gr.Request = None) -> None:
     """Ask this session's running job to stop after its current step."""
     STOP_FLAGS.stop(_session(request))
 
 
 def device_note() -> str:
-    """One line saying where models run, read when the page loads (never at import)."""
+    """Where models run, and whether the bundled offline models are the defaults; read when the page loads."""
     device = default_device()
     if device.type == "cpu":
-        return (
-            "Running on **CPU**: 256x256 models take seconds per step; use few steps, or a GPU Space "
-            "(Settings > Hardware), or tiny models via `UNCOND_MODELS`."
+        note = (
+            "Running on **CPU**: 256x256 models take seconds per step; use few steps, the bundled emoji models, "
+            "or a GPU Space (Settings > Hardware)."
         )
-    return f"Running on **{device.type.upper()}**."
+    else:
+        note = f"Running on **{device.type.upper()}**."
+    if any(prefer_bundled(name) for name in ("ddpm", "sd")):
+        note += f" The Hugging Face Hub is unreachable, so the defaults are the **{BUNDLED_LABEL}** models."
+    return note
 
 
 def _sampling_controls(prefix: str) -> dict[str, gr.components.Component]:
@@ -241,6 +258,12 @@ def _prompts(prefix: str):
     prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a watercolor fox in the snow", elem_id=f"{prefix}-prompt")
     negative = gr.Textbox("", label="Negative prompt", placeholder="blurry, low quality")
     return prompt, negative
+
+
+def _sd_model_choice():
+    """The Stable Diffusion model dropdown (SD_MODEL, and the bundled emoji preset when present)."""
+    models = sd.sd_models()
+    return gr.Dropdown(models, value=models[0], label="Model")
 
 
 def _sd_sampling_controls():
@@ -331,10 +354,11 @@ def build_demo() -> gr.Blocks:
             inputs += [prompt, clip_scale, cuts, color, color_scale, compare, controls["eta"], method]
             wired.append(_wire(clip_guided, inputs, tab_outputs, "clip_guided"))
 
-        size = sd.default_size()
+        size = sd.default_size(sd.sd_models()[0])
         with gr.Tab("txt2img"):
             with gr.Row():
                 with gr.Column():
+                    sd_model = _sd_model_choice()
                     prompt, negative = _prompts("txt2img")
                     scheduler, steps, guidance = _sd_sampling_controls()
                     with gr.Row():
@@ -343,12 +367,14 @@ def build_demo() -> gr.Blocks:
                     batch_size, seed = _sd_batch_and_seed()
                 with gr.Column():
                     tab_outputs = _outputs("txt2img")
-            inputs = [prompt, negative, scheduler, steps, guidance, width, height, batch_size, seed]
+            inputs = [prompt, negative, scheduler, steps, guidance, width, height, batch_size, seed, sd_model]
             wired.append(_wire(txt2img, inputs, tab_outputs, "txt2img"))
+            sd_model.change(native_size_update, sd_model, [width, height], api_visibility="private")
 
         with gr.Tab("img2img"):
             with gr.Row():
                 with gr.Column():
+                    sd_model = _sd_model_choice()
                     image = gr.Image(
                         type="pil", image_mode=None, format="png", label="Input image", elem_id="img2img-image"
                     )
@@ -360,12 +386,13 @@ def build_demo() -> gr.Blocks:
                     batch_size, seed = _sd_batch_and_seed()
                 with gr.Column():
                     tab_outputs = _outputs("img2img")
-            inputs = [image, prompt, negative, scheduler, steps, guidance, strength, batch_size, seed]
+            inputs = [image, prompt, negative, scheduler, steps, guidance, strength, batch_size, seed, sd_model]
             wired.append(_wire(img2img, inputs, tab_outputs, "img2img"))
 
         with gr.Tab("Inpainting"):
             with gr.Row():
                 with gr.Column():
+                    sd_model = _sd_model_choice()
                     editor = gr.ImageMask(
                         type="pil",
                         format="png",
@@ -411,6 +438,7 @@ def build_demo() -> gr.Blocks:
                     batch_size,
                     seed,
                     mask_blur,
+                    sd_model,
                 ],
                 [gallery, info],
                 api_name="inpaint",

@@ -49,8 +49,8 @@ def load_clip(name: str, pretrained: str | None, device: torch.device) -> ClipBu
     )
 
 
-def get_clip() -> ClipBundle:
-    """The configured CLIP model (`CLIP_MODEL`, `CLIP_PRETRAINED`), loaded on first use and cached."""
-    name, pretrained = clip_model()
+def get_clip(model: str | None = None) -> ClipBundle:
+    """The CLIP model that guides `model` (see `clip_model`), loaded on first use and cached."""
+    name, pretrained = clip_model(model)
     device = default_device()
     return MODELS.get(("clip", name, pretrained, str(device)), lambda: load_clip(name, pretrained, device))

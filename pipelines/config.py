@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from pipelines.bundled import BUNDLED_LABEL, bundled_path, prefer_bundled
+
 DEFAULT_UNCOND_MODELS = (
     "google/ddpm-celebahq-256",
     "johnowhitaker/sd-class-wikiart-from-bedrooms",
@@ -15,14 +17,28 @@ DEFAULT_CLIP_PRETRAINED = "openai"
 
 
 def uncond_models() -> list[str]:
-    """The unconditional models users may pick (`UNCOND_MODELS`, comma-separated); the first is the default."""
+    """The unconditional models users may pick, the default first.
+
+    `UNCOND_MODELS` (comma-separated), plus the bundled emoji preset when its weights are present; the preset is
+    the default when the Hub is unreachable.
+    """
     raw = os.environ.get("UNCOND_MODELS", "")
-    models = [entry.strip() for entry in raw.split(",") if entry.strip()]
-    return models or list(DEFAULT_UNCOND_MODELS)
+    models = [entry.strip() for entry in raw.split(",") if entry.strip()] or list(DEFAULT_UNCOND_MODELS)
+    if bundled_path("ddpm") is not None:
+        models = [BUNDLED_LABEL, *models] if prefer_bundled("ddpm") else [*models, BUNDLED_LABEL]
+    return models
 
 
-def clip_model() -> tuple[str, str | None]:
-    """(`CLIP_MODEL`, `CLIP_PRETRAINED`); the tag is None for `local-dir:`/`hf-hub:` references."""
+def model_location(model: str) -> str:
+    """The hub id or folder to load for a model choice (the bundled preset maps to its folder)."""
+    return bundled_path("ddpm") if model == BUNDLED_LABEL else model
+
+
+def clip_model(model: str | None = None) -> tuple[str, str | None]:
+    """The CLIP that guides `model`: the bundled emoji CLIP for the bundled preset, else (`CLIP_MODEL`,
+    `CLIP_PRETRAINED`); the tag is None for `local-dir:`/`hf-hub:` references."""
+    if model == BUNDLED_LABEL and bundled_path("clip") is not None:
+        return f"local-dir:{bundled_path('clip')}", None
     name = os.environ.get("CLIP_MODEL", "").strip() or DEFAULT_CLIP_MODEL
     pretrained = os.environ.get("CLIP_PRETRAINED", "").strip() or DEFAULT_CLIP_PRETRAINED
     if name.startswith(("local-dir:", "hf-hub:")):

@@ -20,6 +20,7 @@ from diffusers import (
 )
 from PIL import Image
 
+from pipelines.bundled import BUNDLED_LABEL, bundled_path, prefer_bundled
 from pipelines.cache import MODELS
 from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
@@ -64,6 +65,23 @@ def sd_inpaint_model() -> str:
     return os.environ.get("SD_INPAINT_MODEL", "").strip() or DEFAULT_SD_INPAINT_MODEL
 
 
+def sd_models() -> list[str]:
+    """The Stable Diffusion model choices, the default first: `SD_MODEL`, and the bundled emoji preset when its
+    weights are present (the default when the Hub is unreachable)."""
+    if bundled_path("sd") is None:
+        return [sd_model()]
+    return [BUNDLED_LABEL, sd_model()] if prefer_bundled("sd") else [sd_model(), BUNDLED_LABEL]
+
+
+def model_locations(model: str | None) -> tuple[str, str]:
+    """(base checkpoint, inpainting checkpoint) for a model choice; None means the default choice."""
+    model = model or sd_models()[0]
+    choice("model", model, sd_models())
+    if model == BUNDLED_LABEL:
+        return bundled_path("sd"), bundled_path("sd")
+    return sd_model(), sd_inpaint_model()
+
+
 def safety_checker_enabled() -> bool:
     """False when `SD_DISABLE_SAFETY_CHECKER` is 1/true/yes: the checker is then not even loaded."""
     return os.environ.get("SD_DISABLE_SAFETY_CHECKER", "").strip().lower() not in ("1", "true", "yes")
@@ -85,6 +103,7 @@ class SDRequest:
     seed: int = -1
     strength: float = 0.75  # img2img and inpaint: how much of the input is re-noised (0 keeps it, 1 replaces it)
     mask_blur: int = 4  # inpaint: px of inward feathering where the result meets the original
+    model: str | None = None  # a choice from sd_models(); None = the default
     image: Image.Image | None = field(default=None, repr=False)
     mask: Image.Image | None = field(default=None, repr=False)
 
@@ -106,9 +125,11 @@ def _size(name: str, value) -> int:
     return size
 
 
-def validate_sd(request: SDRequest, native_size: Callable[[], int]) -> SDRequest:
+def validate_sd(request: SDRequest) -> SDRequest:
     """A checked copy with the seed resolved and images prepared; ValueError names the bad field and value."""
     choice("task", request.task, TASKS)
+    model = request.model or sd_models()[0]
+    choice("model", model, sd_models())
     choice("scheduler", request.scheduler, SD_SCHEDULERS)
     batch_size = number("batch_size", request.batch_size, int, 1, MAX_SD_BATCH)
     checked = SDRequest(
@@ -122,10 +143,12 @@ def validate_sd(request: SDRequest, native_size: Callable[[], int]) -> SDRequest
         seed=resolve_seed(request.seed, batch_size),
         strength=number("strength", request.strength, float, 0.0, 1.0),
         mask_blur=number("mask_blur", request.mask_blur, int, 0, MAX_MASK_BLUR),
+        model=model,
     )
     if request.task == "txt2img":
-        checked.width = _size("width", native_size() if request.width in (None, 0) else request.width)
-        checked.height = _size("height", native_size() if request.height in (None, 0) else request.height)
+        native = (lambda: native_size(model)) if request.width in (None, 0) or request.height in (None, 0) else None
+        checked.width = _size("width", native() if request.width in (None, 0) else request.width)
+        checked.height = _size("height", native() if request.height in (None, 0) else request.height)
     else:
         checked.image = prepare_image(request.image)
         checked.width, checked.height = working_size(*checked.image.size)
@@ -154,26 +177,27 @@ def _load(pipeline_class, ref: str, device: torch.device):
     return pipeline
 
 
-def get_base_pipeline() -> StableDiffusionPipeline:
-    """The `SD_MODEL` txt2img pipeline, loaded once; img2img (and inpainting on the base) reuse its components."""
-    ref, device = sd_model(), default_device()
+def get_base_pipeline(model: str | None = None) -> StableDiffusionPipeline:
+    """The txt2img pipeline of a model choice, loaded once; img2img (and inpainting on the base) reuse its parts."""
+    ref, device = model_locations(model)[0], default_device()
     return MODELS.get(("sd", ref, str(device)), lambda: _load(StableDiffusionPipeline, ref, device))
 
 
-def get_components(task: str) -> tuple[dict, str]:
+def get_components(task: str, model: str | None = None) -> tuple[dict, str]:
     """The components for `task` and the checkpoint they come from; a dedicated inpainting model loads on first use."""
-    if task == "inpaint" and sd_inpaint_model() != sd_model():
-        ref, device = sd_inpaint_model(), default_device()
+    base_ref, inpaint_ref = model_locations(model)
+    if task == "inpaint" and inpaint_ref != base_ref:
+        device = default_device()
         pipeline = MODELS.get(
-            ("sd-inpaint", ref, str(device)), lambda: _load(StableDiffusionInpaintPipeline, ref, device)
+            ("sd-inpaint", inpaint_ref, str(device)), lambda: _load(StableDiffusionInpaintPipeline, inpaint_ref, device)
         )
-        return dict(pipeline.components), ref
-    return dict(get_base_pipeline().components), sd_model()
+        return dict(pipeline.components), inpaint_ref
+    return dict(get_base_pipeline(model).components), base_ref
 
 
-def build_pipeline(task: str, scheduler_name: str):
+def build_pipeline(task: str, scheduler_name: str, model: str | None = None):
     """A pipeline object for one request: shared weights, its own fresh scheduler (never shared between requests)."""
-    components, ref = get_components(task)
+    components, ref = get_components(task, model)
     components["scheduler"] = SD_SCHEDULERS[scheduler_name](components["scheduler"].config)
     if components.get("safety_checker") is None:
         components["requires_safety_checker"] = False
@@ -182,20 +206,20 @@ def build_pipeline(task: str, scheduler_name: str):
     return pipeline, ref
 
 
-def native_size(local_files_only: bool = False) -> int:
-    """The base model's native image side (512 for SD 1.5), read from its UNet and VAE configs (no weights)."""
+def native_size(model: str | None = None, local_files_only: bool = False) -> int:
+    """A model's native image side (512 for SD 1.5), read from its UNet and VAE configs (no weights)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    ref = sd_model()
+    ref = model_locations(model)[0]
     unet_config = UNet2DConditionModel.load_config(ref, subfolder="unet", local_files_only=local_files_only)
     vae_config = AutoencoderKL.load_config(ref, subfolder="vae", local_files_only=local_files_only)
     return int(unet_config["sample_size"]) * 2 ** (len(vae_config["block_out_channels"]) - 1)
 
 
-def default_size() -> int:
+def default_size(model: str | None = None) -> int:
     """The native size if its config is already on disk (never downloads: used while building the UI), else 512."""
     try:
-        return native_size(local_files_only=True)
+        return native_size(model, local_files_only=True)
     except Exception:  # not cached yet, or no network: SD 1.5's size
         return 512
 
@@ -277,8 +301,8 @@ def generate_sd(
 ) -> GenerationResult:
     """Validate and run one txt2img / img2img / inpaint request; `should_stop()` ends it within one step."""
     started = time.perf_counter()
-    request = validate_sd(request, native_size)
-    pipeline, ref = build_pipeline(request.task, request.scheduler)
+    request = validate_sd(request)
+    pipeline, ref = build_pipeline(request.task, request.scheduler, request.model)
     warnings = prompt_warnings(pipeline.tokenizer, request.prompt, "prompt")
     warnings += prompt_warnings(pipeline.tokenizer, request.negative_prompt, "negative_prompt")
     info = _info(request, ref, warnings)

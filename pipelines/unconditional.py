@@ -14,7 +14,7 @@ from guidance import ClipLoss, ColorLoss, GuidanceTerm, SamplingInterrupted, gui
 from guidance.sampler import GRADIENT_METHODS
 from pipelines.cache import MODELS
 from pipelines.clip import get_clip
-from pipelines.config import check_model
+from pipelines.config import check_model, model_location
 from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
 from pipelines.outputs import GenerationResult, tensor_to_pil
@@ -105,9 +105,9 @@ def load_unconditional(ref: str, device: torch.device) -> UnconditionalModel:
     return UnconditionalModel(unet=unet, scheduler_config=dict(pipeline.scheduler.config), ref=ref)
 
 
-def get_unconditional(ref: str) -> UnconditionalModel:
-    """The model for `ref`, loaded on first use and cached for the life of the process."""
-    device = default_device()
+def get_unconditional(model: str) -> UnconditionalModel:
+    """The model for a model choice, loaded on first use and cached for the life of the process."""
+    device, ref = default_device(), model_location(model)
     return MODELS.get(("unconditional", ref, str(device)), lambda: load_unconditional(ref, device))
 
 
@@ -127,7 +127,7 @@ def guidance_terms(request: SamplingRequest, batch_size: int) -> list[GuidanceTe
     if request.color_scale > 0:
         terms.append(GuidanceTerm("color", ColorLoss(request.color_rgb), request.color_scale))
     if request.clip_scale > 0:
-        clip = get_clip()
+        clip = get_clip(request.model)
         loss = ClipLoss(
             clip.model,
             clip.encode_text(request.prompt),
@@ -182,7 +182,7 @@ def request_info(request: SamplingRequest) -> dict:
         for key in ("prompt", "cuts"):
             info.pop(key)
     else:
-        info["clip_model"] = get_clip().name
+        info["clip_model"] = get_clip(request.model).name
     if request.scheduler != "DDIM":
         info.pop("eta")
     return info

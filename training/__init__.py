@@ -1,0 +1,1 @@
+"""Data set builder and training scripts for the bundled emoji model family."""
