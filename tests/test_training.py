@@ -60,9 +60,8 @@ def toy_bundle(tmp_path_factory):
     train_ddpm(DDPMConfig(**common, out=str(root / "ddpm"), steps=2, batch_size=4, sample_every=2, sample_count=4))
     train_clip(ClipConfig(**common, out=str(root / "clip"), steps=2, batch_size=8))
     train_clip(ClipConfig(**common, out=str(root / "clip-score"), steps=2, batch_size=8, seed=1, vision_width=96))
-    train_sd(
-        SDConfig(**common, out=str(root / "sd"), vae_steps=2, unet_steps=2, batch_size=4, sample_every=2, sample_count=4)
-    )
+    toy_sd = dict(vae_steps=2, unet_steps=2, batch_size=4, sample_every=2, sample_count=4)
+    train_sd(SDConfig(**common, out=str(root / "sd"), **toy_sd))
     return root
 
 
