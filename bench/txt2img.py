@@ -31,7 +31,7 @@ from tests.tiny_models import save_clip_tokenizer, tiny_sd_components  # noqa: E
 
 def sd15_components() -> dict:
     """Stable Diffusion 1.5 architecture (UNet, VAE, CLIP ViT-L/14 text encoder) with random weights."""
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
@@ -62,9 +62,9 @@ def sd15_components() -> dict:
             vocab_size=49408,
         )
     )
-    scheduler = PNDMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
-    )
+    from training.train_sd import build_scheduler
+
+    scheduler = build_scheduler()  # SD 1.x's schedule
     return dict(
         unet=unet,
         vae=vae,

@@ -101,7 +101,7 @@ def tiny_sd_components(seed: int = 0, inpainting: bool = False) -> dict:
     """Tiny Stable Diffusion components (64x64 native size) with random weights and a real tokenizer."""
     import tempfile
 
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -139,14 +139,9 @@ def tiny_sd_components(seed: int = 0, inpainting: bool = False) -> dict:
             pad_token_id=49407,
         )
     )
-    scheduler = PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        skip_prk_steps=True,
-        steps_offset=1,
-        set_alpha_to_one=False,
-    )
+    from training.train_sd import build_scheduler
+
+    scheduler = build_scheduler()  # SD 1.x's schedule
     return {
         "unet": unet.eval(),
         "vae": vae.eval(),
