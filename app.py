@@ -316,7 +316,7 @@ def build_demo() -> gr.Blocks:
                             0,
                             uncond.MAX_COLOR_SCALE,
                             value=uncond.DEFAULT_COLOR_SCALE,
-                            step=0.5,
+                            step=0.05,
                             label="Color guidance strength (0 = off)",
                         )
                     compare, method = _guidance_options("color")
@@ -338,14 +338,14 @@ def build_demo() -> gr.Blocks:
                             0,
                             uncond.MAX_CLIP_SCALE,
                             value=uncond.DEFAULT_CLIP_SCALE,
-                            step=0.5,
+                            step=0.1,
                             label="CLIP guidance strength (0 = off)",
                         )
                         cuts = gr.Slider(1, uncond.MAX_CUTS, value=4, step=1, label="Cutouts per image")
                     with gr.Row():
                         color = gr.ColorPicker("#ff8800", label="Also pull toward a color")
                         color_scale = gr.Slider(
-                            0, uncond.MAX_COLOR_SCALE, value=0, step=0.5, label="Color strength (0 = no color)"
+                            0, uncond.MAX_COLOR_SCALE, value=0, step=0.05, label="Color strength (0 = no color)"
                         )
                     compare, method = _guidance_options("clip")
                 with gr.Column():

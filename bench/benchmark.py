@@ -26,7 +26,7 @@ from diffusers import DDIMScheduler, UNet2DModel  # noqa: E402
 from diffusers.utils.torch_utils import randn_tensor  # noqa: E402
 
 from guidance import ClipLoss, ColorLoss, GuidanceTerm, guided_sample, spherical_distance  # noqa: E402
-from pipelines.unconditional import seeded_generators  # noqa: E402
+from pipelines.unconditional import DEFAULT_CLIP_SCALE, DEFAULT_COLOR_SCALE, seeded_generators  # noqa: E402
 
 # google/ddpm-celebahq-256 unet/config.json (the published config), built here with random weights.
 CELEBAHQ_UNET_CONFIG = dict(
@@ -164,12 +164,12 @@ def main() -> None:
 
         return run
 
-    color = lambda: [GuidanceTerm("color", ColorLoss(ORANGE), 4.0)]  # noqa: E731
+    color = lambda: [GuidanceTerm("color", ColorLoss(ORANGE), DEFAULT_COLOR_SCALE)]  # noqa: E731
     clip = lambda: [  # noqa: E731
         GuidanceTerm(
             "clip",
             ClipLoss(clip_model, text_embeds, args.cuts, seeded_generators(2**40, args.batch), clip_size, mean, std),
-            8.0,
+            DEFAULT_CLIP_SCALE,
         )
     ]
     rows = {
@@ -177,7 +177,9 @@ def main() -> None:
         "color-guided": timed(ours(color), device, args.repeats),
         f"CLIP-guided ({args.cuts} cutouts, ours)": timed(ours(clip), device, args.repeats),
         f"CLIP-guided ({args.cuts} cutouts, course loop)": timed(
-            lambda: course_clip_loop(unet, clip_model, clip_size, text_embeds, noise, steps, args.cuts, 8.0),
+            lambda: course_clip_loop(
+                unet, clip_model, clip_size, text_embeds, noise, steps, args.cuts, DEFAULT_CLIP_SCALE
+            ),
             device,
             args.repeats,
         ),

@@ -30,11 +30,14 @@ SCHEDULERS: dict[str, Callable] = {
 }
 MAX_STEPS = 1000
 MAX_BATCH = 8
-MAX_COLOR_SCALE = 20.0
-MAX_CLIP_SCALE = 40.0
+# Strength ranges calibrated on a trained 64x64 emoji DDPM + emoji CLIP (see the README): color 0.5 already pulls
+# clearly toward the target, 2 recolours almost everything; CLIP 3 is clearly visible, beyond ~10 it turns into
+# adversarial texture.
+MAX_COLOR_SCALE = 2.0
+MAX_CLIP_SCALE = 10.0
 MAX_CUTS = 64
-DEFAULT_COLOR_SCALE = 4.0
-DEFAULT_CLIP_SCALE = 8.0
+DEFAULT_COLOR_SCALE = 0.5
+DEFAULT_CLIP_SCALE = 3.0
 # Cutout draws use their own generators so guided and unguided runs of one seed share the same noise.
 CUTOUT_SEED_OFFSET = 2**40
 

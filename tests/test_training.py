@@ -112,7 +112,7 @@ def test_every_tab_runs_on_the_bundled_models(configured, monkeypatch, toy_bundl
     monkeypatch.setenv("BUNDLED_MODELS_DIR", str(toy_bundle))
     result = uncond.generate(
         uncond.SamplingRequest(
-            model=BUNDLED_LABEL, steps=3, seed=1, prompt="red heart", clip_scale=8, color="red", color_scale=4
+            model=BUNDLED_LABEL, steps=3, seed=1, prompt="red heart", clip_scale=3, color="red", color_scale=1
         )
     )
     assert result.images[0].size == (64, 64) and result.info["clip_model"] == f"local-dir:{toy_bundle / 'clip'}"
