@@ -216,6 +216,11 @@ def device_note() -> str:
     return note
 
 
+def _seed() -> gr.Number:
+    """The seed box every tab shares."""
+    return gr.Number(-1, precision=0, label="Seed (-1 = random; image i uses seed + i)")
+
+
 def _sampling_controls(prefix: str) -> dict[str, gr.components.Component]:
     """Model, scheduler, steps, eta, batch size and seed controls shared by the three tabs."""
     models = uncond_models()
@@ -228,7 +233,7 @@ def _sampling_controls(prefix: str) -> dict[str, gr.components.Component]:
         controls["eta"] = gr.Slider(0, 1, value=0, step=0.05, label="Eta (DDIM only; 0 = deterministic)")
     with gr.Row():
         controls["batch_size"] = gr.Slider(1, uncond.MAX_BATCH, value=1, step=1, label="Batch size")
-        controls["seed"] = gr.Number(-1, precision=0, label="Seed (-1 = random; image i uses seed + i)")
+        controls["seed"] = _seed()
     return controls
 
 
@@ -279,7 +284,7 @@ def _sd_batch_and_seed():
     """Number of images and seed for the Stable Diffusion tabs."""
     with gr.Row():
         batch_size = gr.Slider(1, sd.MAX_SD_BATCH, value=1, step=1, label="Number of images")
-        seed = gr.Number(-1, precision=0, label="Seed (-1 = random; image i uses seed + i)")
+        seed = _seed()
     return batch_size, seed
 
 

@@ -17,12 +17,17 @@ MAX_SIDE = 1024
 MASK_THRESHOLD = 128  # mask pixels at or above this (of 255) are repainted
 
 
+def _has_alpha(image: Image.Image) -> bool:
+    """Whether the image carries transparency (an alpha channel or a transparent palette entry)."""
+    return image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+
+
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """Any PIL mode as RGB; transparency is composited onto `background` (white)."""
     image = ImageOps.exif_transpose(image) or image
     if image.mode == "RGB":
         return image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if _has_alpha(image):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (*background, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
@@ -60,7 +65,7 @@ def prepare_mask(mask: Image.Image | None, size: tuple[int, int]) -> Image.Image
     """A binary L mask (255 = repaint) of `size`: white (or opaque, for a transparent layer) pixels are repainted."""
     if mask is None:
         raise ValueError("mask is empty: paint over the part of the image to repaint, or upload a mask")
-    if mask.mode in ("RGBA", "LA", "PA") or (mask.mode == "P" and "transparency" in mask.info):
+    if _has_alpha(mask):
         mask = to_rgb(mask, background=(0, 0, 0))
     gray = mask.convert("L")
     if gray.size != size:

@@ -26,6 +26,16 @@ class GenerationResult:
     info: dict = field(default_factory=dict)
 
 
+def package(images: list[tuple[Image.Image, int, str]], info: dict) -> GenerationResult:
+    """(image, seed, kind) triples and the final info dict -> a result whose per-image parameters are the info
+    plus that image's own seed and kind."""
+    return GenerationResult(
+        images=[image for image, _, _ in images],
+        image_parameters=[{**info, "seed": seed, "kind": kind} for _, seed, kind in images],
+        info=info,
+    )
+
+
 def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     """(B, 3, H, W) in [-1, 1] -> list of RGB PIL images."""
     array = ((images.detach().float().cpu() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()

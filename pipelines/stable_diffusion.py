@@ -25,7 +25,7 @@ from pipelines.cache import MODELS
 from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
 from pipelines.images import feathered_mask, paste_outside_mask, prepare_image, prepare_mask, working_size
-from pipelines.outputs import GenerationResult
+from pipelines.outputs import GenerationResult, package
 from pipelines.validation import choice, number, resolve_seed
 
 DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -146,9 +146,9 @@ def validate_sd(request: SDRequest) -> SDRequest:
         model=model,
     )
     if request.task == "txt2img":
-        native = (lambda: native_size(model)) if request.width in (None, 0) or request.height in (None, 0) else None
-        checked.width = _size("width", native() if request.width in (None, 0) else request.width)
-        checked.height = _size("height", native() if request.height in (None, 0) else request.height)
+        native = native_size(model) if not (request.width and request.height) else None  # 0/None = native
+        checked.width = _size("width", request.width or native)
+        checked.height = _size("height", request.height or native)
     else:
         checked.image = prepare_image(request.image)
         checked.width, checked.height = working_size(*checked.image.size)
@@ -342,8 +342,4 @@ def generate_sd(
     )
     if state["stopped_after_step"] is not None:
         info["stopped_after_step"] = state["stopped_after_step"]
-    result = GenerationResult(info=info)
-    for index, image in enumerate(images):
-        result.images.append(image)
-        result.image_parameters.append({**info, "seed": request.seed + index, "kind": request.task})
-    return result
+    return package([(image, request.seed + index, request.task) for index, image in enumerate(images)], info)

@@ -17,7 +17,7 @@ from pipelines.clip import get_clip
 from pipelines.config import check_model, model_location
 from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
-from pipelines.outputs import GenerationResult, tensor_to_pil
+from pipelines.outputs import GenerationResult, package, tensor_to_pil
 from pipelines.validation import choice, number, resolve_seed
 
 # Schedulers that work in the alphas_cumprod parameterisation the guidance math assumes.
@@ -211,7 +211,7 @@ def generate(
         runs.append(("unguided", []))
     total = request.steps * len(runs)
     info = request_info(request)
-    result = GenerationResult(info=info)
+    images: list[tuple] = []  # (image, seed, kind)
     for run_index, (label, run_terms) in enumerate(runs):
 
         def callback(step: int, steps: int, predicted_x0: torch.Tensor, offset=run_index * request.steps) -> None:
@@ -221,13 +221,11 @@ def generate(
                 raise SamplingInterrupted(offset + step + 1, predicted_x0)
 
         try:
-            images = run_sampler(model, request, run_terms, callback)
+            samples = run_sampler(model, request, run_terms, callback)
         except SamplingInterrupted as stop:
-            images = stop.predicted_x0
+            samples = stop.predicted_x0
             info.update(interrupted=True, stopped_after_step=stop.step)
-        for index, image in enumerate(tensor_to_pil(images)):
-            result.images.append(image)
-            result.image_parameters.append({**info, "seed": request.seed + index, "kind": label})
+        images += [(image, request.seed + index, label) for index, image in enumerate(tensor_to_pil(samples))]
         if info.get("interrupted"):
             break
     unet = model.unet
@@ -237,6 +235,4 @@ def generate(
         elapsed_seconds=round(time.perf_counter() - started, 3),
         interrupted=info.get("interrupted", False),
     )
-    for parameters in result.image_parameters:
-        parameters.update({key: info[key] for key in ("device", "dtype", "elapsed_seconds", "interrupted")})
-    return result
+    return package(images, info)

@@ -61,9 +61,9 @@ class EMA:
         self.shadow = {name: value.detach().clone().float() for name, value in model.state_dict().items()}
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module, decay: float | None = None) -> None:
-        """Move the average toward the model's current weights."""
-        decay = self.decay if decay is None else decay
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        """Move the average toward the model's current weights; early steps average over fewer of them."""
+        decay = min(self.decay, (1 + step) / (10 + step))
         for name, value in model.state_dict().items():
             if value.dtype.is_floating_point:
                 self.shadow[name].mul_(decay).add_(value.detach().float(), alpha=1 - decay)

@@ -111,7 +111,7 @@ def train(config: DDPMConfig) -> str:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimiser.step()
-        ema.update(unet, min(config.ema_decay, (1 + step) / (10 + step)))
+        ema.update(unet, step)
         progress.set_postfix(loss=f"{loss.item():.4f}")
         if step % config.sample_every == 0 or step == config.steps:
             averaged = build_unet(config).to(device).eval()

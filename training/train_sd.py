@@ -154,12 +154,11 @@ def train_vae(config: SDConfig, images: torch.Tensor, device, generator):
 
 
 @torch.no_grad()
-def latent_scale(vae, images: torch.Tensor, device) -> float:
-    """1 / std of the latents, so the diffusion model sees unit-variance inputs (SD's `scaling_factor`)."""
-    latents = torch.cat(
-        [vae.encode(images[i : i + 256].to(device)).latent_dist.mean for i in range(0, len(images), 256)]
+def encode_all(vae, images: torch.Tensor, device) -> torch.Tensor:
+    """The posterior means of every image's latents, unscaled, on the CPU."""
+    return torch.cat(
+        [vae.encode(images[i : i + 256].to(device)).latent_dist.mean.cpu() for i in range(0, len(images), 256)]
     )
-    return float(1.0 / latents.std())
 
 
 def assemble(vae, text_encoder, unet, tokenizer):
@@ -189,14 +188,10 @@ def train(config: SDConfig) -> str:
     images, names = images_to_tensor(dataset["images"]), list(dataset["names"])
     tokenizer = save_clip_tokenizer(os.path.join(config.out, "tokenizer"))
     vae = train_vae(config, images, device, generator)
-    vae.register_to_config(scaling_factor=latent_scale(vae, images, device))
-    with torch.no_grad():
-        latents = (
-            torch.cat(
-                [vae.encode(images[i : i + 256].to(device)).latent_dist.mean for i in range(0, len(images), 256)]
-            ).cpu()
-            * vae.config.scaling_factor
-        )
+    latents = encode_all(vae, images, device)
+    # SD's `scaling_factor`: 1 / std of the latents, so the diffusion model sees unit-variance inputs.
+    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+    latents = latents * vae.config.scaling_factor
 
     text_encoder, unet = build_text_encoder(config).to(device), build_unet(config).to(device)
     parameters = list(text_encoder.parameters()) + list(unet.parameters())
@@ -227,9 +222,8 @@ def train(config: SDConfig) -> str:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimiser.step()
-        decay = min(config.ema_decay, (1 + step) / (10 + step))
-        ema_unet.update(unet, decay)
-        ema_text.update(text_encoder, decay)
+        ema_unet.update(unet, step)
+        ema_text.update(text_encoder, step)
         progress.set_postfix(loss=f"{loss.item():.4f}")
         if step % config.sample_every == 0 or step == config.unet_steps:
             sample_unet, sample_text = (
