@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+DISPLAY_MIN_SIDE = 64  # images from smaller models (the 32x32 bundled emoji DDPM) are upscaled to this
 METADATA_KEY = "parameters"  # PNG tEXt key holding the JSON parameters (the key A1111-style tools read)
 
 
@@ -40,6 +41,15 @@ def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     """(B, 3, H, W) in [-1, 1] -> list of RGB PIL images."""
     array = ((images.detach().float().cpu() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     return [Image.fromarray(np.round(item * 255).astype(np.uint8)) for item in array]
+
+
+def upscale_for_display(image: Image.Image, min_side: int = DISPLAY_MIN_SIDE) -> Image.Image:
+    """`image` enlarged by the smallest integer factor that brings its shorter side to `min_side` (bicubic), or
+    unchanged when it is already that large."""
+    factor = -(-min_side // min(image.size))
+    if factor <= 1:
+        return image
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.BICUBIC)
 
 
 def output_dir() -> str:

@@ -17,7 +17,7 @@ from pipelines.clip import get_clip
 from pipelines.config import check_model, model_location
 from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
-from pipelines.outputs import GenerationResult, package, tensor_to_pil
+from pipelines.outputs import GenerationResult, package, tensor_to_pil, upscale_for_display
 from pipelines.validation import choice, number, resolve_seed
 
 # Schedulers that work in the alphas_cumprod parameterisation the guidance math assumes.
@@ -225,10 +225,15 @@ def generate(
         except SamplingInterrupted as stop:
             samples = stop.predicted_x0
             info.update(interrupted=True, stopped_after_step=stop.step)
-        images += [(image, request.seed + index, label) for index, image in enumerate(tensor_to_pil(samples))]
+        images += [
+            (upscale_for_display(image), request.seed + index, label)
+            for index, image in enumerate(tensor_to_pil(samples))
+        ]
         if info.get("interrupted"):
             break
     unet = model.unet
+    if images and images[0][0].size != tuple(samples.shape[-1:-3:-1]):
+        info["upscaled_from"] = f"{samples.shape[-1]}x{samples.shape[-2]}"  # small models are shown enlarged
     info.update(
         device=str(next(unet.parameters()).device),
         dtype=str(unet.dtype).removeprefix("torch."),

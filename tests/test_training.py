@@ -57,11 +57,23 @@ def toy_bundle(tmp_path_factory):
     data_path = str(root / "emoji.npz")
     np.savez_compressed(data_path, **build(limit=48))
     common = dict(data=data_path, device="cpu")
-    train_ddpm(DDPMConfig(**common, out=str(root / "ddpm"), steps=2, batch_size=4, sample_every=2, sample_count=4))
-    train_clip(ClipConfig(**common, out=str(root / "clip"), steps=2, batch_size=8))
-    train_clip(ClipConfig(**common, out=str(root / "clip-score"), steps=2, batch_size=8, seed=1, vision_width=96))
-    toy_sd = dict(vae_steps=2, unet_steps=2, batch_size=4, sample_every=2, sample_count=4)
-    train_sd(SDConfig(**common, out=str(root / "sd"), **toy_sd))
+    checkpoints = root / "checkpoints"
+    toy_ddpm = dict(steps=2, batch_size=4, sample_count=4, eval_count=4, block_out_channels=(32, 32, 64))
+    train_ddpm(DDPMConfig(**common, out=str(root / "ddpm"), checkpoints=str(checkpoints / "ddpm"), **toy_ddpm))
+    train_clip(ClipConfig(**common, out=str(root / "clip"), checkpoints=str(checkpoints / "clip"), steps=2, batch_size=8))
+    train_clip(
+        ClipConfig(
+            **common,
+            out=str(root / "clip-score"),
+            checkpoints=str(checkpoints / "clip-score"),
+            steps=2,
+            batch_size=8,
+            seed=1,
+            vision_width=96,
+        )
+    )
+    toy_sd = dict(vae_steps=2, unet_steps=2, batch_size=4, sample_count=4, unet_channels=(32, 32, 64))
+    train_sd(SDConfig(**common, out=str(root / "sd"), checkpoints=str(checkpoints / "sd"), **toy_sd))
     return root
 
 
@@ -76,8 +88,9 @@ def test_training_exports_fp16_safetensors_and_sample_grids(toy_bundle):
     for name in ("ddpm", "clip", "clip-score", "sd"):
         assert os.path.isfile(toy_bundle / bundled.WEIGHT_FILES[name])
         assert _dtypes(toy_bundle / bundled.WEIGHT_FILES[name]) == {torch.float16}
-    assert (toy_bundle / "ddpm" / "samples" / "step000002.png").is_file()
-    assert (toy_bundle / "sd" / "samples" / "step000002.png").is_file()
+    assert (toy_bundle / "checkpoints" / "ddpm" / "samples" / "step000002.png").is_file()
+    assert (toy_bundle / "checkpoints" / "sd" / "unet" / "samples" / "step000002.png").is_file()
+    assert (toy_bundle / "checkpoints" / "sd" / "vae" / "samples" / "step000002.png").is_file()
     score_config = json.loads((toy_bundle / "clip-score" / "open_clip_config.json").read_text())
     guide_config = json.loads((toy_bundle / "clip" / "open_clip_config.json").read_text())
     assert score_config["model_cfg"]["vision_cfg"]["width"] != guide_config["model_cfg"]["vision_cfg"]["width"]

@@ -89,6 +89,7 @@ def main() -> None:
     np.savez_compressed(args.out, **data)
     print(f"{len(data['images'])} emoji at {args.size}x{args.size} -> {args.out}")
     if args.grid:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         from training.common import save_grid
 
         save_grid(data["images"][:64], args.grid)

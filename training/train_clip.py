@@ -3,10 +3,13 @@
     python training/train_clip.py --out models/emoji/clip                                  # the guiding CLIP
     python training/train_clip.py --out models/emoji/clip-score --seed 1 --vision-width 96 --text-width 48
                                                                                            # the scoring CLIP
-    python training/train_clip.py --steps 3 --batch-size 8 --out /tmp/x                     # toy scale (CPU)
+    python training/train_clip.py --steps 3 --batch-size 8 --out /tmp/x --checkpoints /tmp/c  # toy scale (CPU)
 
 Two models trained with different seeds and widths: one guides, the other only scores text adherence, so a
-benchmark never scores with the model that guided.
+benchmark never scores with the model that guided. Both see every image at 64, 32 and 16 pixels (resampled back to
+64), since they judge images of the 32x32 models and blurry predicted clean images mid-sampling; the guiding one
+also sees noised images. Like every training script: `--minutes` budget, checkpoints in `--checkpoints`,
+`--resume 1`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,19 @@ import torch.nn.functional as F  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from training.build_emoji_dataset import DEFAULT_OUT, load_dataset  # noqa: E402
-from training.common import images_to_tensor, parameter_count, parse_config, pick_device, seed_everything  # noqa: E402
+from training.common import (  # noqa: E402
+    Budget,
+    autocast,
+    images_to_tensor,
+    load_checkpoint,
+    parameter_count,
+    parse_config,
+    pick_device,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+)
 
 CAPTION_TEMPLATES = ("{}", "{} emoji", "an emoji of {}", "a picture of {}")
 MEAN = STD = (0.5, 0.5, 0.5)
@@ -34,6 +49,10 @@ MEAN = STD = (0.5, 0.5, 0.5)
 class ClipConfig:
     data: str = DEFAULT_OUT  # the .npz written by build_emoji_dataset.py
     out: str = "models/emoji/clip"  # the local-dir folder written
+    checkpoints: str = "checkpoints/clip"  # git-ignored: last.pt, the full training state
+    resume: bool = False  # continue from `checkpoints`
+    minutes: float = 0.0  # wall-clock budget of this invocation (0: none)
+    checkpoint_minutes: float = 10.0
     steps: int = 6_000
     batch_size: int = 256
     learning_rate: float = 1e-3
@@ -44,6 +63,7 @@ class ClipConfig:
     text_width: int = 64
     text_layers: int = 4
     context_length: int = 32  # emoji names are short
+    noise_augment: float = 0.0  # share of images noised like a diffusion model's x_t (for the guiding CLIP)
     seed: int = 0
     device: str | None = None
 
@@ -69,17 +89,30 @@ def model_config(config: ClipConfig) -> dict:
     }
 
 
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random scale (0.8-1.0) and shift, white fill: CLIP guidance reads cutouts, so the model should too."""
+def augment(images: torch.Tensor, generator: torch.Generator, noise_share: float = 0.0) -> torch.Tensor:
+    """Random scale (0.8-1.0) and shift with white fill (CLIP guidance reads cutouts), random resolution (64, 32 or
+    16 pixels, resampled back) and, for a share `noise_share` of images, Gaussian noise of a random level."""
     count = images.shape[0]
-    draws = torch.rand(count, 3, generator=generator).to(images.device)
+    draws = torch.rand(count, 5, generator=generator).to(images.device)
     scale = 0.8 + 0.2 * draws[:, 0]
     theta = torch.zeros(count, 2, 3, device=images.device)
     theta[:, 0, 0] = theta[:, 1, 1] = scale
-    theta[:, :, 2] = (draws[:, 1:] * 2 - 1) * (1 - scale)[:, None]
+    theta[:, :, 2] = (draws[:, 1:3] * 2 - 1) * (1 - scale)[:, None]
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     # Shifted so that the zero padding lands on +1: white, the data set's background.
-    return F.grid_sample(images - 1, grid, align_corners=False, padding_mode="zeros") + 1
+    images = F.grid_sample(images - 1, grid, align_corners=False, padding_mode="zeros") + 1
+    size = images.shape[-1]
+    for low, (start, stop) in ((size // 2, (1 / 3, 2 / 3)), (size // 4, (2 / 3, 5 / 6))):
+        chosen = (draws[:, 3] >= start) & (draws[:, 3] < stop)
+        if chosen.any():
+            small = F.interpolate(images[chosen], size=(low, low), mode="area")
+            images[chosen] = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
+    noised = draws[:, 4] < noise_share
+    if noised.any():
+        level = torch.rand(int(noised.sum()), 1, 1, 1, generator=generator).to(images.device) * 0.5
+        noise = torch.randn(images[noised].shape, generator=generator).to(images.device)
+        images[noised] = images[noised] + level * noise
+    return images
 
 
 def captions(names, rng: random.Random) -> list[str]:
@@ -111,18 +144,36 @@ def train(config: ClipConfig) -> str:
     model = open_clip.CLIP(**model_config(config)).to(device)
     tokenizer = open_clip.SimpleTokenizer(context_length=config.context_length)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.1)
+    step = 0
+    state = load_checkpoint(config.checkpoints) if config.resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        step = state["step"]
+        restore_rng(state["rng"], generator)
+        rng.setstate(state["captions_rng"])
+        print(f"resumed from {config.checkpoints} at step {step}")
     mean, std = torch.tensor(MEAN, device=device).view(1, 3, 1, 1), torch.tensor(STD, device=device).view(1, 3, 1, 1)
     print(f"{len(images)} pairs, {parameter_count(model) / 1e6:.2f}M parameters, device {device}")
     batch_size = min(config.batch_size, len(images))
-    progress = tqdm(range(1, config.steps + 1), desc="clip")
-    for step in progress:
+    budget = Budget(config.minutes, config.checkpoint_minutes, sample_minutes=float("inf"))
+
+    def save_all() -> None:
+        state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step}
+        save_checkpoint(config.checkpoints, {**state, "rng": rng_state(generator), "captions_rng": rng.getstate()})
+        export(model.eval(), config)
+        model.train()
+
+    progress = tqdm(total=config.steps, initial=step, desc="clip", mininterval=30)
+    while step < config.steps and not budget.expired():
+        step += 1
         for group in optimiser.param_groups:
             group["lr"] = config.learning_rate * min(1.0, step / config.warmup)
         # Distinct names in a batch: a duplicate would be a false negative.
         indices = torch.randperm(len(images), generator=generator)[:batch_size]
-        batch = augment(images[indices].to(device), generator)
+        batch = augment(images[indices].to(device), generator, config.noise_augment)
         tokens = tokenizer(captions([names[i] for i in indices.tolist()], rng)).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             image_features, text_features, logit_scale = model(((batch + 1) / 2 - mean) / std, tokens)
         logits = logit_scale * image_features.float() @ text_features.float().T
         labels = torch.arange(len(logits), device=device)
@@ -133,8 +184,13 @@ def train(config: ClipConfig) -> str:
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)  # temperature at most 100, as in CLIP
         accuracy = (logits.argmax(dim=1) == labels).float().mean().item()
-        progress.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.2f}")
-    return export(model.eval(), config)
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.2f}", refresh=False)
+        if budget.checkpoint_due():
+            save_all()
+    progress.close()
+    save_all()
+    return config.out
 
 
 if __name__ == "__main__":

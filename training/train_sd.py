@@ -1,12 +1,16 @@
 """Train the bundled emoji text-to-image model (Stable Diffusion format) and export it (fp16 safetensors).
 
-    python training/train_sd.py --out models/emoji/sd                                  # full run (GPU)
-    python training/train_sd.py --vae-steps 2 --unet-steps 2 --batch-size 4 --out /tmp/x   # toy scale (CPU)
+    python training/train_sd.py --stage vae --minutes 20 --resume 1    # CPU: stage 1 for 20 minutes
+    python training/train_sd.py --stage unet --minutes 80 --resume 1   # CPU: stage 2 for 80 minutes
+    python training/train_sd.py --vae-steps 2 --unet-steps 2 --batch-size 4 --out /tmp/x --checkpoints /tmp/c  # toy
 
 Stage 1 trains a small KL autoencoder (64x64 RGB <-> 4x16x16 latents); stage 2 trains a cross-attention UNet
-and a CLIP text encoder together on the latents, dropping 10% of captions for classifier-free guidance. The
-export is a StableDiffusionPipeline folder (tokenizer rebuilt from open_clip's BPE file), so the app's txt2img,
-img2img and inpainting tabs run it unchanged.
+(v-prediction, Min-SNR weighting) and a CLIP text encoder together on the latents, dropping 10% of captions for
+classifier-free guidance. `--stage all` runs both (stage 2 once stage 1 reached `--vae-steps`). Each stage stops at
+its step count or after `--minutes`, checkpoints to `--checkpoints` every `--checkpoint-minutes`, and `--resume 1`
+continues from there (or, with no checkpoint, warm-starts from the export in `--out`). The export is a
+StableDiffusionPipeline folder (tokenizer rebuilt from open_clip's BPE file), so the app's txt2img, img2img and
+inpainting tabs run it unchanged.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import os
 import random
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -25,11 +29,20 @@ from tqdm.auto import tqdm  # noqa: E402
 from training.build_emoji_dataset import DEFAULT_OUT, load_dataset  # noqa: E402
 from training.common import (  # noqa: E402
     EMA,
+    Budget,
+    autocast,
+    diffusion_target,
     images_to_tensor,
+    load_checkpoint,
+    min_snr_weights,
     parameter_count,
     parse_config,
     pick_device,
+    posterior_mean,
     random_batches,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
     save_grid,
     seed_everything,
 )
@@ -40,20 +53,28 @@ from training.train_clip import CAPTION_TEMPLATES  # noqa: E402
 class SDConfig:
     data: str = DEFAULT_OUT  # the .npz written by build_emoji_dataset.py
     out: str = "models/emoji/sd"  # the StableDiffusionPipeline folder written
+    checkpoints: str = "checkpoints/sd"  # git-ignored: vae/last.pt and unet/last.pt, sample grids
+    stage: str = "all"  # "vae", "unet" or "all"
+    resume: bool = False
+    minutes: float = 0.0  # wall-clock budget of this invocation (0: none)
+    checkpoint_minutes: float = 10.0
+    sample_minutes: float = 15.0
     vae_steps: int = 8_000
-    unet_steps: int = 30_000
-    batch_size: int = 128
-    vae_learning_rate: float = 5e-4
-    unet_learning_rate: float = 3e-4
-    warmup: int = 500
+    unet_steps: int = 200_000
+    batch_size: int = 64
+    vae_learning_rate: float = 1e-3
+    unet_learning_rate: float = 1e-3
+    warmup: int = 200
     kl_weight: float = 1e-6
+    vae_crop: int = 32  # the VAE trains on random crops of this side (4x cheaper than 64; it is convolutional)
     caption_dropout: float = 0.1  # empty captions, for classifier-free guidance
-    ema_decay: float = 0.9995
+    ema_decay: float = 0.999
+    min_snr_gamma: float = 5.0
     text_width: int = 64
     text_layers: int = 4
     unet_channels: tuple[int, ...] = (64, 128, 128)
     seed: int = 0
-    sample_every: int = 5_000
+    sample_every: int = 0  # also write samples every this many UNet steps (0: only by the clock)
     sample_count: int = 16  # prompts (spread over the data set) per sample grid
     device: str | None = None
 
@@ -114,7 +135,7 @@ def build_unet(config: SDConfig):
 
 
 def build_scheduler():
-    """Stable Diffusion 1.x's noise schedule and default scheduler config."""
+    """Stable Diffusion 1.x's noise schedule and scheduler config, with v-prediction (stable at high noise)."""
     from diffusers import PNDMScheduler
 
     return PNDMScheduler(
@@ -124,32 +145,104 @@ def build_scheduler():
         skip_prk_steps=True,
         steps_offset=1,
         set_alpha_to_one=False,
+        prediction_type="v_prediction",
     )
 
 
 def _lr(step: int, config: SDConfig, base: float) -> float:
-    """Linear warm-up, then constant."""
+    """Linear warm-up, then constant (runs are resumed across sessions)."""
     return base * min(1.0, step / config.warmup)
 
 
+def _exported(config: SDConfig, part: str, loader) -> dict | None:
+    """The float32 state dict of an exported part (vae, unet, text_encoder) in `config.out`, or None."""
+    folder = os.path.join(config.out, part)
+    if not os.path.isdir(folder):
+        return None
+    return {name: value.float() for name, value in loader(folder).state_dict().items()}
+
+
+def random_crops(images: torch.Tensor, side: int, generator: torch.Generator) -> torch.Tensor:
+    """A random `side` x `side` crop of each image, on the latent grid (offsets are multiples of 4)."""
+    if side >= images.shape[-1]:
+        return images
+    offsets = torch.randint(0, (images.shape[-1] - side) // 4 + 1, (len(images), 2), generator=generator) * 4
+    return torch.stack([image[:, y : y + side, x : x + side] for image, (y, x) in zip(images, offsets.tolist())])
+
+
+def reconstruction_psnr(vae, images: torch.Tensor) -> float:
+    """Mean PSNR (dB, images in [-1, 1]) of the VAE's reconstructions of `images` at full size."""
+    with torch.no_grad():
+        device = next(vae.parameters()).device
+        batch = images.to(device)
+        reconstruction = vae.decode(vae.encode(batch).latent_dist.mean).sample.clamp(-1, 1)
+        mse = ((reconstruction - batch) / 2).pow(2).mean(dim=(1, 2, 3))
+    return float((-10 * mse.log10()).mean())
+
+
+def export_vae(vae, config: SDConfig) -> None:
+    """Write the VAE alone (fp16) to `config.out`/vae, so stage 2 can start warm on a fresh machine."""
+    fp16 = build_vae().eval()
+    fp16.load_state_dict(vae.state_dict())
+    fp16.half().save_pretrained(os.path.join(config.out, "vae"), safe_serialization=True)
+
+
 def train_vae(config: SDConfig, images: torch.Tensor, device, generator):
-    """Stage 1: reconstruction (L1 + MSE) with a light KL term; returns the trained VAE."""
+    """Stage 1: reconstruction (L1 + MSE) with a light KL term, within the budget; returns the VAE."""
+    from diffusers import AutoencoderKL
+
     vae = build_vae().to(device)
     optimiser = torch.optim.AdamW(vae.parameters(), lr=config.vae_learning_rate)
-    batches = random_batches(len(images), min(config.batch_size, len(images)), generator)
-    print(f"VAE: {parameter_count(vae) / 1e6:.2f}M parameters")
-    for step in (progress := tqdm(range(1, config.vae_steps + 1), desc="vae")):
+    folder = os.path.join(config.checkpoints, "vae")
+    keep = config.resume or config.stage == "unet"  # stage 2 alone always starts from the trained VAE
+    state = load_checkpoint(folder) if keep else None
+    step = 0
+    if state is not None:
+        vae.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        step = state["step"]
+        restore_rng(state["rng"], generator)
+    elif keep and (warm := _exported(config, "vae", AutoencoderKL.from_pretrained)) is not None:
+        vae.load_state_dict(warm)
+    if step >= config.vae_steps or config.stage == "unet":
+        return vae.eval().requires_grad_(False)
+    batches = random_batches(len(images), config.batch_size, config.seed, start_step=step)
+    budget = Budget(config.minutes, config.checkpoint_minutes, config.sample_minutes)
+    print(f"VAE: {parameter_count(vae) / 1e6:.2f}M parameters, from step {step}")
+
+    def save(sample: bool) -> None:
+        save_checkpoint(
+            folder, {"model": vae.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
+                     "rng": rng_state(generator)}
+        )
+        export_vae(vae, config)
+        print(f"step {step}: VAE reconstruction PSNR {reconstruction_psnr(vae, images[::40]):.2f} dB", flush=True)
+        if sample:
+            with torch.no_grad():
+                batch = images[:16].to(device)
+                pairs = torch.cat([batch, vae.decode(vae.encode(batch).latent_dist.mean).sample.clamp(-1, 1)])
+            save_grid(pairs, os.path.join(folder, "samples", f"step{step:06d}.png"), columns=16)
+
+    progress = tqdm(total=config.vae_steps, initial=step, desc="vae", mininterval=30)
+    while step < config.vae_steps and not budget.expired():
+        step += 1
         for group in optimiser.param_groups:
             group["lr"] = _lr(step, config, config.vae_learning_rate)
-        batch = images[next(batches)].to(device)
-        posterior = vae.encode(batch).latent_dist
-        reconstruction = vae.decode(posterior.sample(generator=None)).sample
+        batch = random_crops(images[next(batches)], config.vae_crop, generator).to(device)
+        with autocast(device):
+            posterior = vae.encode(batch).latent_dist
+            reconstruction = vae.decode(posterior.sample(generator=None)).sample.float()
         loss = F.l1_loss(reconstruction, batch) + F.mse_loss(reconstruction, batch)
-        loss = loss + config.kl_weight * posterior.kl().mean()
+        loss = loss + config.kl_weight * posterior.kl().float().mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        progress.set_postfix(loss=f"{loss.item():.4f}")
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        if budget.checkpoint_due():
+            save(sample=budget.sample_due())
+    progress.close()
+    save(sample=True)
     return vae.eval().requires_grad_(False)
 
 
@@ -177,62 +270,71 @@ def assemble(vae, text_encoder, unet, tokenizer):
     )
 
 
-def train(config: SDConfig) -> str:
-    """Train both stages, write sample grids and the fp16 export to `config.out`; return it."""
-    from training.tokenizer import save_clip_tokenizer
+def caption_batch(indices: list[int], names: list[str], config: SDConfig, rng: random.Random) -> list[str]:
+    """A caption per image from a random template; `caption_dropout` of them empty."""
+    return ["" if rng.random() < config.caption_dropout else rng.choice(CAPTION_TEMPLATES).format(names[i])
+            for i in indices]
 
-    generator = seed_everything(config.seed)
+
+def train_unet(config: SDConfig, vae, names: list[str], images: torch.Tensor, device, generator, tokenizer):
+    """Stage 2: text encoder + UNet on the VAE's latents, within the budget; exports the pipeline."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
     rng = random.Random(config.seed)
-    device = pick_device(config.device)
-    dataset = load_dataset(config.data)
-    images, names = images_to_tensor(dataset["images"]), list(dataset["names"])
-    tokenizer = save_clip_tokenizer(os.path.join(config.out, "tokenizer"))
-    vae = train_vae(config, images, device, generator)
-    latents = encode_all(vae, images, device)
-    # SD's `scaling_factor`: 1 / std of the latents, so the diffusion model sees unit-variance inputs.
-    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
-    latents = latents * vae.config.scaling_factor
-
+    folder = os.path.join(config.checkpoints, "unet")
     text_encoder, unet = build_text_encoder(config).to(device), build_unet(config).to(device)
     parameters = list(text_encoder.parameters()) + list(unet.parameters())
     optimiser = torch.optim.AdamW(parameters, lr=config.unet_learning_rate, weight_decay=0.01)
+    state = load_checkpoint(folder) if config.resume else None
+    step = 0
+    if state is not None:
+        unet.load_state_dict(state["unet"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        optimiser.load_state_dict(state["optimiser"])
+        step = state["step"]
+        restore_rng(state["rng"], generator)
+        rng.setstate(state["captions_rng"])
+        vae.register_to_config(scaling_factor=state["scaling_factor"])
+    else:
+        if config.resume and (warm := _exported(config, "unet", UNet2DConditionModel.from_pretrained)) is not None:
+            unet.load_state_dict(warm)
+            text_encoder.load_state_dict(_exported(config, "text_encoder", CLIPTextModel.from_pretrained))
+        # SD's `scaling_factor`: 1 / std of the latents, so the diffusion model sees unit-variance inputs.
+        vae.register_to_config(scaling_factor=float(1.0 / encode_all(vae, images, device).std()))
+    latents = encode_all(vae, images, device) * vae.config.scaling_factor
     ema_unet, ema_text = EMA(unet, config.ema_decay), EMA(text_encoder, config.ema_decay)
+    if state is not None:
+        ema_unet.shadow, ema_text.shadow = state["ema_unet"], state["ema_text"]
     scheduler = build_scheduler()
     alphas = scheduler.alphas_cumprod.to(device)
-    print(f"UNet: {parameter_count(unet) / 1e6:.2f}M, text encoder: {parameter_count(text_encoder) / 1e6:.2f}M")
-    batches = random_batches(len(latents), min(config.batch_size, len(latents)), generator)
-    for step in (progress := tqdm(range(1, config.unet_steps + 1), desc="unet")):
-        for group in optimiser.param_groups:
-            group["lr"] = _lr(step, config, config.unet_learning_rate)
-        indices = next(batches)
-        clean = latents[indices].to(device)
-        texts = [
-            "" if rng.random() < config.caption_dropout else rng.choice(CAPTION_TEMPLATES).format(names[i])
-            for i in indices.tolist()
-        ]
-        tokens = tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
-        noise = torch.randn(clean.shape, generator=generator).to(device)
-        timesteps = torch.randint(0, 1000, (len(clean),), generator=generator).to(device)
-        alpha = alphas[timesteps].view(-1, 1, 1, 1)
-        noisy = alpha.sqrt() * clean + (1 - alpha).sqrt() * noise
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            hidden = text_encoder(tokens.input_ids.to(device))[0]
-            loss = F.mse_loss(unet(noisy, timesteps, encoder_hidden_states=hidden).sample.float(), noise)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimiser.step()
-        ema_unet.update(unet, step)
-        ema_text.update(text_encoder, step)
-        progress.set_postfix(loss=f"{loss.item():.4f}")
-        if step % config.sample_every == 0 or step == config.unet_steps:
-            sample_unet, sample_text = (
-                build_unet(config).to(device).eval(),
-                build_text_encoder(config).to(device).eval(),
-            )
-            ema_unet.copy_to(sample_unet)
-            ema_text.copy_to(sample_text)
-            pipeline = assemble(vae, sample_text, sample_unet, tokenizer)
+    prediction_type = scheduler.config.prediction_type
+    print(f"UNet: {parameter_count(unet) / 1e6:.2f}M, text encoder: {parameter_count(text_encoder) / 1e6:.2f}M, "
+          f"from step {step}")
+    batches = random_batches(len(latents), config.batch_size, config.seed + 1, start_step=step)
+    budget = Budget(config.minutes, config.checkpoint_minutes, config.sample_minutes)
+
+    def export_and_save(sample: bool) -> None:
+        save_checkpoint(
+            folder,
+            {
+                "unet": unet.state_dict(),
+                "text_encoder": text_encoder.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "ema_unet": ema_unet.shadow,
+                "ema_text": ema_text.shadow,
+                "step": step,
+                "scaling_factor": vae.config.scaling_factor,
+                "rng": rng_state(generator),
+                "captions_rng": rng.getstate(),
+                "config": asdict(config),
+            },
+        )
+        export_unet, export_text = build_unet(config).eval(), build_text_encoder(config).eval()
+        ema_unet.copy_to(export_unet)
+        ema_text.copy_to(export_text)
+        pipeline = assemble(vae, export_text.to(device), export_unet.to(device), tokenizer)
+        if sample:
             pipeline.set_progress_bar_config(disable=True)
             spacing = max(1, len(names) // config.sample_count)
             prompts = [names[i] for i in range(0, len(names), spacing)][: config.sample_count]
@@ -240,12 +342,64 @@ def train(config: SDConfig) -> str:
                 out = pipeline(
                     prompts, num_inference_steps=25, output_type="pt", generator=torch.Generator().manual_seed(0)
                 )
-            save_grid(out.images * 2 - 1, os.path.join(config.out, "samples", f"step{step:06d}.png"))
-    export_unet, export_text = build_unet(config).eval(), build_text_encoder(config).eval()
-    ema_unet.copy_to(export_unet)
-    ema_text.copy_to(export_text)
-    pipeline = assemble(vae.cpu(), export_text, export_unet, tokenizer).to(torch.float16)
-    pipeline.save_pretrained(config.out, safe_serialization=True)
+            save_grid(out.images * 2 - 1, os.path.join(folder, "samples", f"step{step:06d}.png"))
+        fp32_vae = {name: value.clone() for name, value in vae.state_dict().items()}
+        pipeline.to("cpu", torch.float16).save_pretrained(config.out, safe_serialization=True)
+        vae.to(torch.float32).load_state_dict(fp32_vae)
+        vae.to(device)
+
+    progress = tqdm(total=config.unet_steps, initial=step, desc="unet", mininterval=30)
+    while step < config.unet_steps and not budget.expired():
+        step += 1
+        for group in optimiser.param_groups:
+            group["lr"] = _lr(step, config, config.unet_learning_rate)
+        indices = next(batches)
+        clean = latents[indices].to(device)
+        texts = caption_batch(indices.tolist(), names, config, rng)
+        tokens = tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+        noise = torch.randn(clean.shape, generator=generator).to(device)
+        timesteps = torch.randint(0, 1000, (len(clean),), generator=generator).to(device)
+        alpha = alphas[timesteps].view(-1, 1, 1, 1)
+        noisy = alpha.sqrt() * clean + (1 - alpha).sqrt() * noise
+        # A caption names one emoji, so its x0 is exact; an empty caption's ideal target is the mean over all.
+        dropped = torch.tensor([text == "" for text in texts], device=device)
+        if dropped.any():
+            clean = clean.clone()
+            clean[dropped] = posterior_mean(noisy[dropped], alpha[dropped], latents.to(device))
+            noise = (noisy - alpha.sqrt() * clean) / (1 - alpha).sqrt()
+        target = diffusion_target(clean, noise, alpha, prediction_type)
+        with autocast(device):
+            hidden = text_encoder(tokens.input_ids.to(device))[0]
+            prediction = unet(noisy, timesteps, encoder_hidden_states=hidden).sample
+        per_sample = (prediction.float() - target).pow(2).mean(dim=(1, 2, 3))
+        loss = (per_sample * min_snr_weights(alphas, timesteps, config.min_snr_gamma, prediction_type)).mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimiser.step()
+        ema_unet.update(unet, step)
+        ema_text.update(text_encoder, step)
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        sample_now = budget.sample_due() or (config.sample_every > 0 and step % config.sample_every == 0)
+        if budget.checkpoint_due() or sample_now:
+            export_and_save(sample_now)
+    progress.close()
+    export_and_save(sample=True)
+
+
+def train(config: SDConfig) -> str:
+    """Train the stages asked for, write sample grids and the fp16 export to `config.out`; return it."""
+    from training.tokenizer import save_clip_tokenizer
+
+    generator = seed_everything(config.seed)
+    device = pick_device(config.device)
+    dataset = load_dataset(config.data)
+    images, names = images_to_tensor(dataset["images"]), list(dataset["names"])
+    tokenizer = save_clip_tokenizer(os.path.join(config.out, "tokenizer"))
+    vae = train_vae(config, images, device, generator)
+    if config.stage != "vae":
+        train_unet(config, vae, names, images, device, generator, tokenizer)
     return config.out
 
 

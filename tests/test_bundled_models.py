@@ -1,0 +1,71 @@
+"""Guidance measured on the shipped emoji models (models/emoji): the effects the tiny random models cannot show."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines import bundled
+from pipelines.bundled import BUNDLED_LABEL
+
+SHIPPED = os.path.join(bundled.REPO_ROOT, "models", "emoji")
+STEPS = 20
+
+
+def _shipped(*names):
+    missing = [name for name in names if not os.path.isfile(os.path.join(SHIPPED, bundled.WEIGHT_FILES[name]))]
+    return pytest.mark.skipif(bool(missing), reason=f"bundled weights not shipped: {', '.join(missing)}")
+
+
+@pytest.fixture()
+def shipped_bundle(monkeypatch):
+    from pipelines.cache import MODELS
+
+    monkeypatch.setenv("BUNDLED_MODELS_DIR", SHIPPED)
+    MODELS.clear()
+    yield SHIPPED
+    MODELS.clear()
+
+
+def _pixels(images) -> torch.Tensor:
+    return torch.from_numpy(np.stack([np.asarray(image) for image in images])).permute(0, 3, 1, 2).float() / 255
+
+
+@_shipped("ddpm")
+def test_color_guidance_at_the_default_strength_halves_the_distance(shipped_bundle):
+    from guidance import color_distance, parse_color
+    from pipelines import unconditional as uncond
+
+    def distance(scale: float) -> float:
+        request = uncond.SamplingRequest(
+            model=BUNDLED_LABEL, steps=STEPS, batch_size=4, seed=7, color="#1e90ff", color_scale=scale
+        )
+        return color_distance(_pixels(uncond.generate(request).images), parse_color("#1e90ff")).mean().item()
+
+    unguided, guided = distance(0.0), distance(uncond.DEFAULT_COLOR_SCALE)
+    assert guided <= 0.5 * unguided, (guided, unguided)
+
+
+@_shipped("ddpm", "clip", "clip-score")
+def test_clip_guidance_raises_the_scoring_clips_similarity_to_the_prompt(shipped_bundle):
+    from pipelines import unconditional as uncond
+    from pipelines.clip import load_clip
+
+    scorer = load_clip(f"local-dir:{os.path.join(SHIPPED, 'clip-score')}", None, torch.device("cpu"))
+    prompt = "red heart"
+
+    def similarity(scale: float) -> float:
+        request = uncond.SamplingRequest(
+            model=BUNDLED_LABEL, steps=STEPS, batch_size=4, seed=11, prompt=prompt, clip_scale=scale
+        )
+        pixels = _pixels(uncond.generate(request).images)
+        pixels = torch.nn.functional.interpolate(pixels, size=scorer.image_size, mode="bicubic", align_corners=False)
+        mean, std = torch.tensor(scorer.mean).view(1, 3, 1, 1), torch.tensor(scorer.std).view(1, 3, 1, 1)
+        with torch.no_grad():
+            image = torch.nn.functional.normalize(scorer.model.encode_image((pixels - mean) / std).float(), dim=-1)
+        text = torch.nn.functional.normalize(scorer.encode_text(prompt), dim=-1)
+        return (image @ text.T).mean().item()
+
+    unguided, guided = similarity(0.0), similarity(uncond.DEFAULT_CLIP_SCALE)
+    assert guided > unguided + 0.05, (guided, unguided)
