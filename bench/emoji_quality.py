@@ -1,25 +1,45 @@
 """Quality and speed bars of the bundled emoji models, measured in one run.
 
-    python bench/emoji_quality.py                      # the bundled models (models/emoji)
+    python bench/emoji_quality.py                      # the bundled models (models/emoji), every section
     python bench/emoji_quality.py --bundle DIR --docs docs/   # another bundle; also write the sample grid
+    python bench/emoji_quality.py --only uncond,color --count 50 --draws 2   # some sections, smaller sets
 
-Bars (issue 4): txt2img images ranked first among the 20 names below by the *scoring* CLIP (never the guiding
-one) at least half the time; color guidance at least halves the distance to the target versus strength 0 on the
-same seeds; on CPU a batch of 4 unconditional images at 25 steps and one txt2img image at 25 steps each under 3 s.
+"Looks like an emoji" is improved precision/recall (Kynkaanniemi et al. 2019, k=3) of L2-normalised image
+embeddings of the *scoring* CLIP (never the guiding one), generated set versus an equal-size random set of real
+emoji; real images go through the model's path (area-downsampled to its native size, then upscaled for display like
+its samples). Both are biased low at small counts, so the reference is real-vs-real on split halves at the same
+count, and every number is a mean +- std over `--draws` seeded draws. Two negative controls (uniform noise, and real
+emoji blurred to 4x4 px: colour blobs) show whether the scoring CLIP can tell junk from emoji at all. Copy ratio
+(Gu et al. 2023): share of samples whose nearest data-set image is closer than 1/3 of the second nearest.
+
+Bars (issue 4), each on the same seeds where two runs are compared:
+- unconditional (DDIM, 25 steps): precision >= 0.7x and recall >= 0.5x the real-vs-real values;
+- color guidance at the default strength toward #1e90ff at most halves the distance to it versus strength 0, and
+  keeps precision >= 0.8x that of the unguided samples;
+- CLIP guidance at the default strength (the bundled guiding CLIP), prompt = each of the 20 names below: ranked
+  first among the 20 by the scoring CLIP at least 30% of the time (unguided shown beside it), precision >= 0.8x
+  unguided;
+- txt2img images ranked first among the 20 names by the scoring CLIP at least half the time;
+- on CPU a batch of 4 unconditional images at 25 steps and one txt2img image at 25 steps each under 3 s; all
+  bundled *.safetensors together under 80 MB.
+A section whose weights are missing is skipped with a line saying so. Everything is seeded: two runs print the same
+numbers (timings aside). The default run samples about 500 unguided or color-guided and 80 CLIP-guided DDPM images
+and 80 txt2img images, several minutes on 2 CPU cores; on a CPU shared with training, `--threads 1` is much faster.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 
+import numpy as np
+import torch
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 # Twenty emoji names (from the data set) spanning faces, hearts, food, animals and objects.
 NAMES = [
@@ -45,97 +65,471 @@ NAMES = [
     "tomato",
 ]
 TARGET = "#1e90ff"
+STEPS = 25
+K = 3  # neighbourhood size of precision/recall
+SECTIONS = ("uncond", "color", "clip", "txt2img", "speed")
+# The bundled models each section needs (speed times whichever of ddpm and sd exist).
+NEEDS = {
+    "uncond": ("ddpm", "clip-score"),
+    "color": ("ddpm", "clip-score"),
+    "clip": ("ddpm", "clip", "clip-score"),
+    "txt2img": ("sd", "clip-score"),
+    "speed": (),
+}
+DRAW_SEED_STRIDE = 10_000  # draw d samples seeds d * stride + i: the same first seeds whatever --count is
+SPLIT_SEED, REAL_SEED = 1_000, 2_000  # random generators of the real-vs-real halves and of the real comparison sets
+GRID_SEEDS = range(16)
+BLOB_SIZE = 4  # negative control: real emoji area-downsampled to 4x4 px, the colour blobs of an undertrained DDPM
+CONTROLS = ("uniform noise images", f"real emoji blurred to {BLOB_SIZE}x{BLOB_SIZE} px")
+MAX_BUNDLE_MB = 80
 
 
-def main() -> None:
+def log(message: str) -> None:
+    """Progress on stderr, so that stdout is the markdown table."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def as_display(images) -> np.ndarray:
+    """Generated PIL images as uint8 (N, H, W, 3), enlarged like the app shows them when they come back smaller."""
+    from pipelines.outputs import upscale_for_display
+
+    return np.stack([np.asarray(upscale_for_display(image.convert("RGB"))) for image in images])
+
+
+def real_like_samples(images: np.ndarray, size: int) -> np.ndarray:
+    """Real uint8 (N, H, W, 3) images the way a model of native `size` shows its samples: area-downsampled to
+    `size`, rounded to uint8, then upscaled for display."""
+    from PIL import Image
+
+    from pipelines.outputs import upscale_for_display
+
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    small = torch.nn.functional.interpolate(pixels, size=(size, size), mode="area")  # the identity at the same size
+    small = small.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return np.stack([np.asarray(upscale_for_display(Image.fromarray(image))) for image in small])
+
+
+class Scorer:
+    """The scoring CLIP: L2-normalised image and text embeddings."""
+
+    def __init__(self, path: str):
+        from pipelines.clip import load_clip
+
+        self.clip = load_clip(f"local-dir:{path}", None, torch.device("cpu"))
+
+    @torch.no_grad()
+    def images(self, images: np.ndarray, batch_size: int = 128) -> torch.Tensor:
+        """(N, D) embeddings of uint8 (N, H, W, 3) images, normalised with the CLIP's mean and std."""
+        mean = torch.tensor(self.clip.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.clip.std).view(1, 3, 1, 1)
+        size = self.clip.image_size
+        features = []
+        for start in range(0, len(images), batch_size):
+            pixels = torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2).float() / 255
+            if pixels.shape[-2:] != (size, size):
+                pixels = torch.nn.functional.interpolate(pixels, size=(size, size), mode="bicubic", antialias=True)
+            features.append(self.clip.model.encode_image((pixels - mean) / std).float())
+        return torch.nn.functional.normalize(torch.cat(features), dim=-1)
+
+    def texts(self, texts: list[str]) -> torch.Tensor:
+        """(len(texts), D) embeddings."""
+        return torch.nn.functional.normalize(torch.cat([self.clip.encode_text(text) for text in texts]), dim=-1)
+
+
+def rank_one_hits(image_features: torch.Tensor, text_features: torch.Tensor, labels: list[int]) -> int:
+    """How many images score highest with their own label's text."""
+    return int((image_features @ text_features.T).argmax(dim=1).eq(torch.tensor(labels)).sum())
+
+
+class Sampler:
+    """Bundled-DDPM samples by seed and guidance, each generated once (image i of a call uses seed + i)."""
+
+    def __init__(self):
+        self.cache: dict[tuple, np.ndarray] = {}
+
+    def __call__(
+        self, seeds: list[int], prompt: str = "", clip_scale: float = 0.0, color: str = "", color_scale: float = 0.0
+    ) -> np.ndarray:
+        """uint8 (len(seeds), H, W, 3) samples at STEPS DDIM steps, in calls of up to MAX_BATCH consecutive seeds."""
+        from pipelines import unconditional as uncond
+        from pipelines.bundled import BUNDLED_LABEL
+
+        guidance = (prompt if clip_scale else "", clip_scale, color if color_scale else "", color_scale)
+        missing = sorted({seed for seed in seeds if (guidance, seed) not in self.cache})
+        runs: list[list[int]] = []
+        for seed in missing:
+            if runs and seed == runs[-1][-1] + 1 and len(runs[-1]) < uncond.MAX_BATCH:
+                runs[-1].append(seed)
+            else:
+                runs.append([seed])
+        for run in runs:
+            request = uncond.SamplingRequest(
+                model=BUNDLED_LABEL,
+                steps=STEPS,
+                batch_size=len(run),
+                seed=run[0],
+                prompt=guidance[0],
+                clip_scale=clip_scale,
+                color=guidance[2],
+                color_scale=color_scale,
+            )
+            for seed, image in zip(run, as_display(uncond.generate(request).images), strict=True):
+                self.cache[(guidance, seed)] = image
+        return np.stack([self.cache[(guidance, seed)] for seed in seeds])
+
+
+def spread(values: list[float]) -> str:
+    """'mean +- std' of a list of numbers."""
+    from bench.metrics import mean_std
+
+    mean, std = mean_std(values)
+    return f"{mean:.3f} +- {std:.3f}"
+
+
+def verdict(passed: bool) -> str:
+    """Marker appended to a measured value."""
+    return " (pass)" if passed else " (**FAIL**)"
+
+
+def safetensors_megabytes(folder: str) -> float:
+    """Total size of the *.safetensors files under `folder`, in MB (10^6 bytes)."""
+    total = 0
+    for root, _, files in os.walk(folder, followlinks=True):
+        total += sum(os.path.getsize(os.path.join(root, name)) for name in files if name.endswith(".safetensors"))
+    return total / 1e6
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command-line flags."""
+    from training.build_emoji_dataset import DEFAULT_OUT
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default=None, help="bundled models folder (default: models/emoji)")
-    parser.add_argument("--images-per-name", type=int, default=4)
+    parser.add_argument("--data", default=DEFAULT_OUT, help="the emoji data set (.npz from build_emoji_dataset.py)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {', '.join(SECTIONS)}")
+    parser.add_argument("--count", type=int, default=100, help="images per set in precision/recall (N)")
+    parser.add_argument("--draws", type=int, default=4, help="seeded draws behind every mean +- std")
+    parser.add_argument("--clip-images-per-name", type=int, default=4, help="CLIP-guided images per name")
+    parser.add_argument("--images-per-name", type=int, default=4, help="txt2img images per name")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--docs", default=None, help="write the 16-sample unconditional grid into this folder")
-    args = parser.parse_args()
-    if args.bundle:
-        os.environ["BUNDLED_MODELS_DIR"] = args.bundle
+    args = parser.parse_args(argv)
+    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = set(args.only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
+    if args.count <= K or args.draws < 1:
+        parser.error(f"--count must be above {K} and --draws at least 1")
+    return args
 
-    from guidance import color_distance, parse_color
-    from pipelines import stable_diffusion as sd
-    from pipelines import unconditional as uncond
-    from pipelines.bundled import BUNDLED_LABEL, bundled_path
-    from pipelines.clip import load_clip
-    from training.common import save_grid
 
-    missing = [name for name in ("ddpm", "clip", "clip-score", "sd") if bundled_path(name) is None]
-    if missing:
-        sys.exit(f"bundled weights missing: {', '.join(missing)} (train them with training/, see README)")
-    os.environ["UNCOND_MODELS"] = os.environ.get("UNCOND_MODELS", "") or "none"
-    to_array = lambda images: np.stack([np.asarray(image) for image in images])  # noqa: E731
+class Bench:
+    """What the sections share: the flags, the scoring CLIP, the sample cache, the real embeddings, the rows."""
 
-    # 1. Unconditional samples and the CPU timing of a batch of 4 at 25 steps.
-    request = uncond.SamplingRequest(model=BUNDLED_LABEL, steps=25, batch_size=4, seed=0)
-    uncond.generate(request)  # load and warm up
-    started = time.perf_counter()
-    uncond.generate(request)
-    uncond_seconds = time.perf_counter() - started
-    samples = [
-        image
-        for seed in (0, 4, 8, 12)
-        for image in uncond.generate(
-            uncond.SamplingRequest(model=BUNDLED_LABEL, steps=50, batch_size=4, seed=seed)
-        ).images
-    ]
-    if args.docs:
-        print("grid:", save_grid(to_array(samples), os.path.join(args.docs, "emoji_samples.png"), columns=8))
+    def __init__(self, args: argparse.Namespace):
+        from pipelines.bundled import bundled_path
 
-    # 2. Color guidance toward one target on the same seeds.
-    target = parse_color(TARGET)
-    distances = {}
-    for scale in (0.0, uncond.DEFAULT_COLOR_SCALE):
-        images = uncond.generate(
-            uncond.SamplingRequest(
-                model=BUNDLED_LABEL, steps=25, batch_size=8, seed=100, color=TARGET, color_scale=scale
+        self.args, self.count, self.draws = args, args.count, args.draws
+        self.scorer = Scorer(bundled_path("clip-score")) if bundled_path("clip-score") else None
+        self.sampler = Sampler()
+        self.real: torch.Tensor | None = None  # scoring-CLIP embeddings of the whole data set, the DDPM's path
+        self.real_precision = self.real_recall = 0.0
+        self.rows: list[tuple[str, str, str]] = []  # (bar, measured, target)
+        self.skipped: list[str] = []
+
+    def draw_seeds(self, draw: int) -> list[int]:
+        """The `count` sample seeds of draw `draw`."""
+        return [draw * DRAW_SEED_STRIDE + index for index in range(self.count)]
+
+    def real_set(self, draw: int, length: int) -> torch.Tensor:
+        """Embeddings of draw `draw`'s random real comparison set of `length` images."""
+        return self.real[np.random.default_rng(REAL_SEED + draw).permutation(len(self.real))[:length]]
+
+    def precisions(self, fake: torch.Tensor) -> list[float]:
+        """Precision of `fake` against each draw's equal-size real set."""
+        from bench.metrics import precision_recall
+
+        return [precision_recall(self.real_set(draw, len(fake)), fake, K)[0] for draw in range(self.draws)]
+
+    def reference(self) -> None:
+        """Embed the data set through the DDPM's path; real-vs-real precision/recall and copy ratio on split halves,
+        and the precision/recall of two negative controls (noise, blobs) against the same real sets."""
+        from bench.metrics import copy_ratio, mean_std, precision_recall
+        from pipelines import unconditional as uncond
+        from pipelines.bundled import BUNDLED_LABEL
+        from training.build_emoji_dataset import load_dataset
+
+        count, draws = self.count, self.draws
+        log("embedding the data set")
+        size = uncond.get_unconditional(BUNDLED_LABEL).unet.config.sample_size
+        size = size if isinstance(size, int) else size[0]
+        images = load_dataset(self.args.data)["images"]
+        self.real = real = self.scorer.images(real_like_samples(images, size))
+        if 2 * count > len(real):
+            sys.exit(f"--count {count} needs at least {2 * count} data-set images, there are {len(real)}")
+        scores: dict[str, list[float]] = {"precision": [], "recall": [], "copy": []}
+        controls: dict[str, dict[str, list[float]]] = {name: {"precision": [], "recall": []} for name in CONTROLS}
+        for draw in range(draws):
+            order = np.random.default_rng(SPLIT_SEED + draw).permutation(len(real))
+            first, second = order[: len(real) // 2], order[len(real) // 2 :]
+            precision, recall = precision_recall(real[first[:count]], real[second[:count]], K)
+            scores["precision"].append(precision)
+            scores["recall"].append(recall)
+            scores["copy"].append(copy_ratio(real[second[:count]], real[first]))
+            noise = np.random.default_rng(SPLIT_SEED + draw).integers(0, 256, images[:count].shape, dtype=np.uint8)
+            blobs = real_like_samples(images[second[:count]], BLOB_SIZE)
+            for name, control in zip(CONTROLS, (noise, blobs), strict=True):
+                precision, recall = precision_recall(
+                    real[first[:count]], self.scorer.images(real_like_samples(control, size)), K
+                )
+                controls[name]["precision"].append(precision)
+                controls[name]["recall"].append(recall)
+        self.real_precision, self.real_recall = mean_std(scores["precision"])[0], mean_std(scores["recall"])[0]
+        # The scoring CLIP scores colour blobs close to real emoji, so samples must also beat the blob control.
+        blob = controls[CONTROLS[1]]
+        self.blob_precision, self.blob_recall = mean_std(blob["precision"])[0], mean_std(blob["recall"])[0]
+        self.rows.append(
+            (
+                f"reference: real vs real, {count} vs {count} from split halves, {draws} draws",
+                f"precision {spread(scores['precision'])}, recall {spread(scores['recall'])}",
+                "-",
             )
-        ).images
-        pixels = torch.from_numpy(to_array(images)).permute(0, 3, 1, 2).float() / 255
-        distances[scale] = color_distance(pixels, target).mean().item()
+        )
+        for name, values in controls.items():
+            self.rows.append(
+                (
+                    f"negative control: {name} vs real, {count} vs {count}, {draws} draws",
+                    f"precision {spread(values['precision'])}, recall {spread(values['recall'])}",
+                    "far below real vs real, else the metric is blind",
+                )
+            )
+        self.rows.append(("reference: copy ratio of real images vs the other half", spread(scores["copy"]), "-"))
 
-    # 3. txt2img adherence, scored by the second CLIP, and the CPU timing of one image at 25 steps.
-    scorer = load_clip(f"local-dir:{bundled_path('clip-score')}", None, torch.device("cpu"))
-    with torch.no_grad():
-        text = torch.nn.functional.normalize(torch.cat([scorer.encode_text(name) for name in NAMES]), dim=-1)
+
+def section_uncond(bench: Bench) -> None:
+    """Unconditional samples: precision/recall against real sets of the same size, copy ratio."""
+    from bench.metrics import copy_ratio, mean_std, precision_recall
+
+    count, draws = bench.count, bench.draws
+    log(f"unconditional: {draws} x {count} samples")
+    scores: dict[str, list[float]] = {"precision": [], "recall": []}
+    fakes = []
+    for draw in range(draws):
+        fake = bench.scorer.images(bench.sampler(bench.draw_seeds(draw)))
+        precision, recall = precision_recall(bench.real_set(draw, count), fake, K)
+        scores["precision"].append(precision)
+        scores["recall"].append(recall)
+        fakes.append(fake)
+    for name, share in (("precision", 0.7), ("recall", 0.5)):
+        measured = mean_std(scores[name])[0]
+        reference = bench.real_precision if name == "precision" else bench.real_recall
+        blob = bench.blob_precision if name == "precision" else bench.blob_recall
+        bench.rows.append(
+            (
+                f"unconditional {name}, {count} vs {count} real, {draws} draws",
+                f"{spread(scores[name])} (x{measured / max(reference, 1e-9):.2f})"
+                + verdict(measured >= share * reference and measured > blob),
+                f">= {share} x real-vs-real = {share * reference:.3f}, and > the blob control's {blob:.3f}",
+            )
+        )
+    copies = copy_ratio(torch.cat(fakes), bench.real)
+    bench.rows.append((f"unconditional copy ratio vs the data set, {draws * count} samples", f"{copies:.1%}", "-"))
+
+
+def guided_precision_row(bench: Bench, kind: str, guided: torch.Tensor, plain: torch.Tensor) -> None:
+    """The row comparing the precision of guided samples with that of the unguided ones of the same seeds."""
+    from bench.metrics import mean_std
+
+    guided_precision, plain_precision = bench.precisions(guided), bench.precisions(plain)
+    bar = 0.8 * mean_std(plain_precision)[0]
+    bench.rows.append(
+        (
+            f"{kind}-guided precision vs real (unguided: same seeds), {bench.draws} real draws",
+            f"{spread(guided_precision)} (unguided {spread(plain_precision)})"
+            + verdict(mean_std(guided_precision)[0] >= bar),
+            f">= 0.8 x unguided = {bar:.3f}",
+        )
+    )
+
+
+def section_color(bench: Bench) -> None:
+    """Color guidance toward TARGET at the default strength versus strength 0 on draw 0's seeds."""
+    from guidance import color_distance, parse_color
+    from pipelines import unconditional as uncond
+
+    log(f"color guidance: {bench.count} samples")
+    seeds, target, scale = bench.draw_seeds(0), parse_color(TARGET), uncond.DEFAULT_COLOR_SCALE
+    plain, guided = bench.sampler(seeds), bench.sampler(seeds, color=TARGET, color_scale=scale)
+
+    def distance(images: np.ndarray) -> float:
+        return color_distance(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, target).mean().item()
+
+    ratio = distance(guided) / distance(plain)
+    bench.rows.append(
+        (
+            f"color distance to {TARGET}, strength {scale:g} vs 0, {len(seeds)} seeds",
+            f"{distance(guided):.3f} vs {distance(plain):.3f} (x{ratio:.2f})" + verdict(ratio <= 0.5),
+            "<= x0.50",
+        )
+    )
+    guided_precision_row(bench, "color", bench.scorer.images(guided), bench.scorer.images(plain))
+
+
+def section_clip(bench: Bench) -> None:
+    """CLIP guidance by the bundled guiding CLIP toward each name, judged by the scoring CLIP."""
+    from pipelines import unconditional as uncond
+
+    per_name = bench.args.clip_images_per_name
+    log(f"CLIP guidance: {len(NAMES)} names x {per_name} samples")
+    text = bench.scorer.texts(NAMES)
+    labels = [index for index in range(len(NAMES)) for _ in range(per_name)]
+    seeds = list(range(len(labels)))  # name i gets seeds i * per_name + j: draw 0's seeds when --count allows
+    guided = np.concatenate(
+        [
+            bench.sampler(seeds[index * per_name : (index + 1) * per_name], name, uncond.DEFAULT_CLIP_SCALE)
+            for index, name in enumerate(NAMES)
+        ]
+    )
+    guided_features, plain_features = bench.scorer.images(guided), bench.scorer.images(bench.sampler(seeds))
+    hits, plain_hits = rank_one_hits(guided_features, text, labels), rank_one_hits(plain_features, text, labels)
+    total = len(labels)
+    bench.rows.append(
+        (
+            f"CLIP-guided (strength {uncond.DEFAULT_CLIP_SCALE:g}) ranked first of 20 by the scoring CLIP",
+            f"{hits}/{total} = {hits / total:.0%} (unguided: {plain_hits}/{total} = {plain_hits / total:.0%})"
+            + verdict(hits / total >= 0.3),
+            ">= 30%",
+        )
+    )
+    guided_precision_row(bench, "CLIP", guided_features, plain_features)
+
+
+def section_txt2img(bench: Bench) -> None:
+    """The bundled Stable Diffusion's adherence to each name, judged by the scoring CLIP."""
+    from pipelines import stable_diffusion as sd
+    from pipelines.bundled import BUNDLED_LABEL
+
+    per_name = bench.args.images_per_name
+    log(f"txt2img: {len(NAMES)} names x {per_name} images")
+    text = bench.scorer.texts(NAMES)
     hits, total = 0, 0
     for index, name in enumerate(NAMES):
-        result = sd.generate_sd(
-            sd.SDRequest(
+        images = []
+        for start in range(0, per_name, sd.MAX_SD_BATCH):
+            request = sd.SDRequest(
                 task="txt2img",
                 model=BUNDLED_LABEL,
                 prompt=name,
-                steps=25,
-                batch_size=args.images_per_name,
-                seed=1000 + 10 * index,
+                steps=STEPS,
+                batch_size=min(sd.MAX_SD_BATCH, per_name - start),
+                seed=1000 + 10 * index + start,
             )
+            images += sd.generate_sd(request).images
+        hits += rank_one_hits(bench.scorer.images(as_display(images)), text, [index] * len(images))
+        total += len(images)
+    bench.rows.append(
+        (
+            "txt2img ranked first of 20 by the scoring CLIP",
+            f"{hits}/{total} = {hits / total:.0%}" + verdict(hits / total >= 0.5),
+            ">= 50%",
         )
-        pixels = torch.from_numpy(to_array(result.images)).permute(0, 3, 1, 2).float() / 255
-        mean, std = torch.tensor(scorer.mean).view(1, 3, 1, 1), torch.tensor(scorer.std).view(1, 3, 1, 1)
-        with torch.no_grad():
-            image = torch.nn.functional.normalize(scorer.model.encode_image((pixels - mean) / std).float(), dim=-1)
-        hits += int((image @ text.T).argmax(dim=1).eq(index).sum())
-        total += len(result.images)
-    one = sd.SDRequest(task="txt2img", model=BUNDLED_LABEL, prompt="red heart", steps=25, seed=0)
+    )
+
+
+def timed_twice(generate, request) -> float:
+    """Seconds of the second of two identical calls (the first loads and warms up)."""
+    generate(request)
     started = time.perf_counter()
-    sd.generate_sd(one)
-    txt2img_seconds = time.perf_counter() - started
+    generate(request)
+    return time.perf_counter() - started
+
+
+def section_speed(bench: Bench) -> None:
+    """CPU timings of the app's two common calls and the size of the bundle."""
+    from pipelines import stable_diffusion as sd
+    from pipelines import unconditional as uncond
+    from pipelines.bundled import BUNDLED_LABEL, bundled_dir, bundled_path
+
+    log("speed")
+    if bundled_path("ddpm"):
+        request = uncond.SamplingRequest(model=BUNDLED_LABEL, steps=STEPS, batch_size=4, seed=0)
+        seconds = timed_twice(uncond.generate, request)
+        bench.rows.append(
+            (f"unconditional, batch of 4, {STEPS} steps", f"{seconds:.2f} s" + verdict(seconds < 3), "< 3 s on CPU")
+        )
+    else:
+        bench.skipped.append("skipped unconditional speed: no bundled ddpm")
+    if bundled_path("sd"):
+        request = sd.SDRequest(task="txt2img", model=BUNDLED_LABEL, prompt="red heart", steps=STEPS, seed=0)
+        seconds = timed_twice(sd.generate_sd, request)
+        bench.rows.append(
+            (f"txt2img, 1 image, {STEPS} steps", f"{seconds:.2f} s" + verdict(seconds < 3), "< 3 s on CPU")
+        )
+    else:
+        bench.skipped.append("skipped txt2img speed: no bundled sd")
+    megabytes = safetensors_megabytes(bundled_dir())
+    bench.rows.append(
+        (
+            "all bundled *.safetensors",
+            f"{megabytes:.1f} MB" + verdict(megabytes < MAX_BUNDLE_MB),
+            f"< {MAX_BUNDLE_MB} MB",
+        )
+    )
+
+
+RUNS = {
+    "uncond": section_uncond,
+    "color": section_color,
+    "clip": section_clip,
+    "txt2img": section_txt2img,
+    "speed": section_speed,
+}
+
+
+def main(argv=None) -> None:
+    started_run = time.perf_counter()
+    args = parse_args(argv)
+    if args.bundle:
+        os.environ["BUNDLED_MODELS_DIR"] = args.bundle
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.environ["UNCOND_MODELS"] = os.environ.get("UNCOND_MODELS", "") or "none"
+
+    from pipelines.bundled import bundled_dir, bundled_path
+    from training.common import save_grid
+
+    bench = Bench(args)
+    seconds: dict[str, float] = {}
+    for section in args.only:
+        missing = [name for name in NEEDS[section] if bundled_path(name) is None]
+        if missing:
+            bench.skipped.append(f"skipped {section}: bundled weights missing in {bundled_dir()}: {', '.join(missing)}")
+            continue
+        started = time.perf_counter()
+        if section in ("uncond", "color", "clip") and bench.real is None:
+            bench.reference()
+            seconds["reference"] = time.perf_counter() - started
+            started = time.perf_counter()
+        RUNS[section](bench)
+        seconds[section] = time.perf_counter() - started
+    if args.docs and bundled_path("ddpm"):
+        path = os.path.join(args.docs, "emoji_samples.png")
+        log(f"grid: {save_grid(bench.sampler(list(GRID_SEEDS)), path, columns=4)}")
+    elif args.docs:
+        bench.skipped.append("skipped the sample grid: no bundled ddpm")
 
     device = "CPU" if not torch.cuda.is_available() else torch.cuda.get_device_name()
+    print(f"bundle: {bundled_dir()}")
     print(f"device: {device}, {torch.get_num_threads()} threads\n")
     print("| bar | measured | target |")
     print("|---|---|---|")
-    print(f"| txt2img ranked first of 20 by the scoring CLIP | {hits}/{total} = {hits / total:.0%} | >= 50% |")
-    ratio = distances[uncond.DEFAULT_COLOR_SCALE] / distances[0.0]
-    print(
-        f"| color distance to {TARGET}, strength {uncond.DEFAULT_COLOR_SCALE:g} vs 0 | "
-        f"{distances[uncond.DEFAULT_COLOR_SCALE]:.3f} vs {distances[0.0]:.3f} (x{ratio:.2f}) | <= x0.50 |"
-    )
-    print(f"| unconditional, batch of 4, 25 steps | {uncond_seconds:.2f} s | < 3 s on 2 CPU cores |")
-    print(f"| txt2img, 1 image, 25 steps | {txt2img_seconds:.2f} s | < 3 s on 2 CPU cores |")
+    for row in bench.rows:
+        print(f"| {' | '.join(row)} |")
+    for line in bench.skipped:
+        print(f"\n{line}")
+    print(f"\ncommand: {shlex.join(['python', *sys.argv] if argv is None else ['python', __file__, *argv])}")
+    print("seconds per section: " + ", ".join(f"{name} {value:.0f}" for name, value in seconds.items()))
+    print(f"wall time: {time.perf_counter() - started_run:.0f} s")
 
 
 if __name__ == "__main__":

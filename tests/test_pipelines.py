@@ -62,7 +62,12 @@ def test_same_seed_same_pixels_and_batch_in_seed_order(configured):
     batch = uncond.generate(request(configured, seed=100, batch_size=3))
     single = uncond.generate(request(configured, seed=101))
     assert [p["seed"] for p in batch.image_parameters] == [100, 101, 102]
-    np.testing.assert_array_equal(np.asarray(batch.images[1]), np.asarray(single.images[0]))
+    # Same seed, same batch size: bit for bit (below). Across batch sizes the CPU's conv kernels may differ with
+    # the batch (seen on an AVX2-only machine: 5 of 12288 values off by one level), so allow one level.
+    in_batch, alone = np.asarray(batch.images[1]).astype(int), np.asarray(single.images[0]).astype(int)
+    assert np.abs(in_batch - alone).max() <= 1 and (in_batch != alone).mean() < 0.01
+    again = uncond.generate(request(configured, seed=100, batch_size=3))
+    np.testing.assert_array_equal(np.asarray(again.images[1]), np.asarray(batch.images[1]))
     assert batch.info["seeds"] == [100, 101, 102]
 
 
@@ -79,7 +84,8 @@ def test_v_prediction_model_samples(configured):
     result = uncond.generate(
         request(configured, model=configured["unet_v"], scheduler="DPM++ 2M", color="red", color_scale=1)
     )
-    assert result.images[0].size == (32, 32)
+    assert result.images[0].size == (64, 64)  # a 32x32 model, shown 2x
+    assert result.info["upscaled_from"] == "32x32"
 
 
 def test_stop_returns_preview_and_marks_interrupted(configured):
