@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import gradio as gr
 
 from guidance.sampler import GRADIENT_METHODS
 from pipelines import stable_diffusion as sd
 from pipelines import unconditional as uncond
-from pipelines.bundled import BUNDLED_LABEL, prefer_bundled
+from pipelines.bundled import bundled_path, hub_unreachable, status_text
+from pipelines.cache import ModelUnavailableError
 from pipelines.config import uncond_models
 from pipelines.device import default_device
 from pipelines.images import mask_from_editor
@@ -47,6 +49,9 @@ def _run(generate, job, request: gr.Request | None, progress: gr.Progress):
             should_stop=stop_flag.is_set,
         )
     except ValueError as error:
+        raise gr.Error(str(error)) from None
+    except ModelUnavailableError as error:  # the Hub is unreachable: one sentence that says what to pick instead
+        logger.warning("%s", error)
         raise gr.Error(str(error)) from None
     except Exception as error:  # a failed download, out of memory...: tell the caller, keep serving
         logger.exception("generation failed")
@@ -189,8 +194,8 @@ def split_editor(editor_value):
 
 def native_size_update(model: str):
     """Width and height sliders set to a Stable Diffusion model's native size when the model changes."""
-    try:
-        size = sd.native_size(model)
+    try:  # with the Hub unreachable, only the local cache (no retries against a network that is not there)
+        size = sd.native_size(model, local_files_only=hub_unreachable())
     except Exception:  # config not reachable: leave the sliders as they are
         return gr.update(), gr.update()
     return gr.update(value=size, label=f"Width (native {size})"), gr.update(value=size, label=f"Height (native {size})")
@@ -202,18 +207,10 @@ def stop(request: gr.Request = None) -> None:
 
 
 def device_note() -> str:
-    """Where models run, and whether the bundled offline models are the defaults; read when the page loads."""
-    device = default_device()
-    if device.type == "cpu":
-        note = (
-            "Running on **CPU**: 256x256 models take seconds per step; use few steps, the bundled emoji models, "
-            "or a GPU Space (Settings > Hardware)."
-        )
-    else:
-        note = f"Running on **{device.type.upper()}**."
-    if any(prefer_bundled(name) for name in ("ddpm", "sd")):
-        note += f" The Hugging Face Hub is unreachable, so the defaults are the **{BUNDLED_LABEL}** models."
-    return note
+    """The status line for this process (device, Space or not, bundled models present, Hub reachable); read when the
+    page loads."""
+    bundled = tuple(name for name in ("ddpm", "sd") if bundled_path(name) is not None)
+    return status_text(default_device().type, bool(os.environ.get("SPACE_ID")), bundled, hub_unreachable())
 
 
 def _seed() -> gr.Number:
@@ -229,7 +226,7 @@ def _sampling_controls(prefix: str) -> dict[str, gr.components.Component]:
         "scheduler": gr.Dropdown(list(uncond.SCHEDULERS), value="DDIM", label="Scheduler"),
     }
     with gr.Row():
-        controls["steps"] = gr.Slider(1, uncond.MAX_STEPS, value=50, step=1, label="Steps")
+        controls["steps"] = gr.Slider(1, uncond.MAX_STEPS, value=50, step=1, label="Steps", elem_id=f"{prefix}-steps")
         controls["eta"] = gr.Slider(0, 1, value=0, step=0.05, label="Eta (DDIM only; 0 = deterministic)")
     with gr.Row():
         controls["batch_size"] = gr.Slider(1, uncond.MAX_BATCH, value=1, step=1, label="Batch size")
@@ -271,11 +268,11 @@ def _sd_model_choice():
     return gr.Dropdown(models, value=models[0], label="Model")
 
 
-def _sd_sampling_controls():
+def _sd_sampling_controls(prefix: str):
     """Scheduler, steps and classifier-free guidance scale for the Stable Diffusion tabs."""
     scheduler = gr.Dropdown(list(sd.SD_SCHEDULERS), value="DPM++ 2M Karras", label="Scheduler")
     with gr.Row():
-        steps = gr.Slider(1, sd.MAX_SD_STEPS, value=25, step=1, label="Steps")
+        steps = gr.Slider(1, sd.MAX_SD_STEPS, value=25, step=1, label="Steps", elem_id=f"{prefix}-steps")
         guidance = gr.Slider(0, sd.MAX_GUIDANCE, value=7.5, step=0.5, label="Guidance scale (CFG)")
     return scheduler, steps, guidance
 
@@ -365,7 +362,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Column():
                     sd_model = _sd_model_choice()
                     prompt, negative = _prompts("txt2img")
-                    scheduler, steps, guidance = _sd_sampling_controls()
+                    scheduler, steps, guidance = _sd_sampling_controls("txt2img")
                     with gr.Row():
                         width = gr.Slider(64, sd.MAX_SIZE, value=size, step=8, label=f"Width (native {size})")
                         height = gr.Slider(64, sd.MAX_SIZE, value=size, step=8, label=f"Height (native {size})")
@@ -387,7 +384,7 @@ def build_demo() -> gr.Blocks:
                     strength = gr.Slider(
                         0, 1, value=0.75, step=0.01, label="Strength (0 keeps the input, 1 replaces it)"
                     )
-                    scheduler, steps, guidance = _sd_sampling_controls()
+                    scheduler, steps, guidance = _sd_sampling_controls("img2img")
                     batch_size, seed = _sd_batch_and_seed()
                 with gr.Column():
                     tab_outputs = _outputs("img2img")
@@ -410,7 +407,7 @@ def build_demo() -> gr.Blocks:
                     with gr.Row():
                         strength = gr.Slider(0, 1, value=1.0, step=0.01, label="Strength")
                         mask_blur = gr.Slider(0, sd.MAX_MASK_BLUR, value=4, step=1, label="Mask blur (px, inward)")
-                    scheduler, steps, guidance = _sd_sampling_controls()
+                    scheduler, steps, guidance = _sd_sampling_controls("inpaint")
                     batch_size, seed = _sd_batch_and_seed()
                     with gr.Accordion("Image and mask sent to the model", open=False):
                         with gr.Row():

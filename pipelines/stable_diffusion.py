@@ -21,7 +21,7 @@ from diffusers import (
 from PIL import Image
 
 from pipelines.bundled import BUNDLED_LABEL, bundled_path, prefer_bundled
-from pipelines.cache import MODELS
+from pipelines.cache import MODELS, reporting_unreachable_hub
 from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
 from pipelines.images import feathered_mask, paste_outside_mask, prepare_image, prepare_mask, working_size
@@ -211,8 +211,9 @@ def native_size(model: str | None = None, local_files_only: bool = False) -> int
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     ref = model_locations(model)[0]
-    unet_config = UNet2DConditionModel.load_config(ref, subfolder="unet", local_files_only=local_files_only)
-    vae_config = AutoencoderKL.load_config(ref, subfolder="vae", local_files_only=local_files_only)
+    with reporting_unreachable_hub("sd", ref):
+        unet_config = UNet2DConditionModel.load_config(ref, subfolder="unet", local_files_only=local_files_only)
+        vae_config = AutoencoderKL.load_config(ref, subfolder="vae", local_files_only=local_files_only)
     return int(unet_config["sample_size"]) * 2 ** (len(vae_config["block_out_channels"]) - 1)
 
 

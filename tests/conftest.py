@@ -1,10 +1,15 @@
 """Shared fixtures: tiny random models saved like real checkpoints, configured through the environment."""
 
+import contextlib
 import os
 
 # Before anything imports huggingface_hub: an accidental download must fail fast, not hang.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("STUDIO_DEVICE", "cpu")
+# One torch thread per process (inherited by the app servers the tests start): the tiny models gain nothing from
+# more, and on a machine whose cores are busy (a training run, Chromium, the test process itself) threads that wait
+# for each other at every op made a tiny UNet forward 27x slower (17.7 s instead of 0.65 s) on 2 shared cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
@@ -37,6 +42,9 @@ def configured(tiny_models, monkeypatch):
     MODELS.clear()
 
 
+MODEL_SETTINGS = ("UNCOND_MODELS", "CLIP_MODEL", "CLIP_PRETRAINED", "SD_MODEL", "SD_INPAINT_MODEL")
+
+
 def _free_port() -> int:
     import socket
 
@@ -45,9 +53,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(tiny_models, tmp_path_factory):
-    """`python app.py` on a free port with the tiny models configured through the environment; yields its URL."""
+@contextlib.contextmanager
+def running_app(settings: dict[str, str], tmp_path_factory, drop: tuple[str, ...] = ()):
+    """`python app.py` on a free port with `settings` added to the environment and `drop` removed; yields its URL."""
     import subprocess
     import sys
     import time
@@ -55,21 +63,18 @@ def server(tiny_models, tmp_path_factory):
 
     port = _free_port()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(
-        os.environ,
-        UNCOND_MODELS=f"{tiny_models['unet']},{tiny_models['unet_v']}",
-        CLIP_MODEL=tiny_models["clip"],
-        SD_MODEL=tiny_models["sd"],
-        SD_INPAINT_MODEL=tiny_models["sd_inpaint"],
+    env = {key: value for key, value in os.environ.items() if key not in drop}
+    env.update(
         GRADIO_SERVER_NAME="127.0.0.1",
         GRADIO_SERVER_PORT=str(port),
         GRADIO_ANALYTICS_ENABLED="False",
         STUDIO_OUTPUT_DIR=str(tmp_path_factory.mktemp("outputs")),
+        **settings,
     )
     log = open(tmp_path_factory.mktemp("logs") / "server.log", "w+")
     process = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while True:
         try:
             urllib.request.urlopen(url, timeout=2)
@@ -78,9 +83,41 @@ def server(tiny_models, tmp_path_factory):
             if process.poll() is not None or time.monotonic() > deadline:
                 log.seek(0)
                 process.kill()
-                raise RuntimeError(f"app.py did not start:\n{log.read()}")
+                raise RuntimeError(f"app.py did not start:\n{log.read()}") from None
             time.sleep(0.5)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def server(tiny_models, tmp_path_factory):
+    """`python app.py` with the tiny models configured through the environment (and no bundled models, whatever
+    models/emoji holds, so the tiny models are the defaults); yields its URL."""
+    settings = {
+        "UNCOND_MODELS": f"{tiny_models['unet']},{tiny_models['unet_v']}",
+        "CLIP_MODEL": tiny_models["clip"],
+        "SD_MODEL": tiny_models["sd"],
+        "SD_INPAINT_MODEL": tiny_models["sd_inpaint"],
+        "BUNDLED_MODELS_DIR": str(tmp_path_factory.mktemp("no-bundled-models")),
+    }
+    with running_app(settings, tmp_path_factory) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def emoji_bundle(tiny_models, tmp_path_factory):
+    """A folder laid out like the bundled emoji models: the shipped models/emoji when its weights exist, else the
+    tiny random models (the training scripts' own export is tested in test_training.py)."""
+    from pipelines import bundled
+
+    shipped = os.path.join(bundled.REPO_ROOT, "models", "emoji")
+    if all(os.path.isfile(os.path.join(shipped, bundled.WEIGHT_FILES[name])) for name in ("ddpm", "clip", "sd")):
+        return shipped
+    root = tmp_path_factory.mktemp("emoji-bundle")
+    for name, folder in (("ddpm", tiny_models["unet"]), ("clip", tiny_models["clip"]), ("sd", tiny_models["sd"])):
+        os.symlink(folder.removeprefix("local-dir:"), root / name)
+    return str(root)
