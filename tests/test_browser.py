@@ -1,10 +1,11 @@
 """A real browser (Debian's Chromium, headless, driven by Playwright) generates on the color-guided and inpainting
 tabs.
 
-The browser waits only for the page: the `warm_server` fixture loads the models these tests use and runs them once
-through the API first, because the first load of a Stable Diffusion checkpoint in a process (transformers' key
-mapping tables, the 49408-token CLIP tokenizer) and the first forward passes took 10-30 s of the 60 s wait on a busy
-2-core machine. The tests also set a few steps in the Steps box, which checks that the box reaches the endpoint.
+Each step waits for what the page shows, never for a fixed time: the image editor ignores a file set before its
+canvas exists (about 2 s after its tab first opens, longer on a busy CPU or a cold browser), so the test waits for the
+canvas, then for the image to be in the editor; a Generate that ends in an error fails at once with its message
+instead of waiting for a gallery that will not come. The `warm_server` fixture loads the models and runs them once
+through the API, so the browser does not wait for a first model load (seconds to tens of seconds on a busy CPU).
 """
 
 import io
@@ -68,6 +69,14 @@ def set_steps(page, prefix: str, steps: int) -> None:
     assert page.locator(f"#{prefix}-steps input[type=range]").input_value() == str(steps)
 
 
+def wait_for_result(page, prefix: str):
+    """The first gallery image of a tab after Generate; an error toast fails the test with its text at once."""
+    page.locator(f"#{prefix}-gallery img, .toast-body").first.wait_for(state="visible", timeout=60_000)
+    toasts = page.locator(".toast-body")
+    assert not toasts.count(), toasts.first.inner_text()
+    return page.locator(f"#{prefix}-gallery img").first
+
+
 def download(image) -> tuple[np.ndarray, dict]:
     """The pixels and the PNG parameters of a gallery image."""
     with urllib.request.urlopen(image.get_attribute("src")) as response:
@@ -79,8 +88,7 @@ def test_color_guided_tab_generates_an_image(page, tmp_path):
     page.get_by_role("tab", name="Color-guided").click()
     set_steps(page, "color", STEPS)
     page.locator("#color-generate").click()
-    image = page.locator("#color-gallery img").first
-    image.wait_for(state="visible", timeout=60_000)
+    image = wait_for_result(page, "color")
     page.screenshot(path=str(tmp_path / "color-tab.png"), full_page=True)
     _, parameters = download(image)
     assert parameters["steps"] == STEPS and parameters["color"] == "#ff8800"
@@ -93,10 +101,10 @@ def test_inpainting_tab_paints_a_mask_and_repaints_only_there(page, tmp_path):
     page.get_by_role("tab", name="Inpainting").click()
     set_steps(page, "inpaint", STEPS)
     editor = page.locator("#inpaint-editor")
-    editor.locator("input[type=file]").first.set_input_files(str(tmp_path / "input.png"))
     canvas = editor.locator("canvas").last
-    canvas.wait_for(state="visible", timeout=30_000)
-    page.wait_for_timeout(500)
+    canvas.wait_for(state="visible", timeout=30_000)  # the editor is ready: a file set before this is dropped
+    editor.locator("input[type=file]").first.set_input_files(str(tmp_path / "input.png"))
+    editor.get_by_text("select the draw tool to start").wait_for(state="hidden", timeout=30_000)  # image loaded
     box = canvas.bounding_box()
     start_x, start_y = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3
     page.mouse.move(start_x, start_y)
@@ -106,9 +114,7 @@ def test_inpainting_tab_paints_a_mask_and_repaints_only_there(page, tmp_path):
     page.mouse.up()
     page.locator("#inpaint-prompt textarea").fill("a red heart")
     page.locator("#inpaint-generate").click()
-    image = page.locator("#inpaint-gallery img").first
-    image.wait_for(state="visible", timeout=60_000)
-    result, parameters = download(image)
+    result, parameters = download(wait_for_result(page, "inpaint"))
     assert parameters["steps"] == STEPS and parameters["prompt"] == "a red heart"
     assert result.shape == source.shape
     unchanged = (result == source).all(axis=-1).mean()

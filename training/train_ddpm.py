@@ -130,6 +130,7 @@ def ideal_denoiser_gap(unet, scheduler, data: torch.Tensor, count: int = 48, see
 
     generator = torch.Generator().manual_seed(seed)
     device = next(unet.parameters()).device
+    count = min(count, len(data))  # a toy data set may hold fewer images than the evaluation asks for
     clean = data[torch.randperm(len(data), generator=generator)[:count]]
     gaps = []
     for timestep in EVAL_TIMESTEPS:
