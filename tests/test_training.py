@@ -60,7 +60,9 @@ def toy_bundle(tmp_path_factory):
     checkpoints = root / "checkpoints"
     toy_ddpm = dict(steps=2, batch_size=4, sample_count=4, eval_count=4, block_out_channels=(32, 32, 64))
     train_ddpm(DDPMConfig(**common, out=str(root / "ddpm"), checkpoints=str(checkpoints / "ddpm"), **toy_ddpm))
-    train_clip(ClipConfig(**common, out=str(root / "clip"), checkpoints=str(checkpoints / "clip"), steps=2, batch_size=8))
+    train_clip(
+        ClipConfig(**common, out=str(root / "clip"), checkpoints=str(checkpoints / "clip"), steps=2, batch_size=8)
+    )
     train_clip(
         ClipConfig(
             **common,

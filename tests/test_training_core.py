@@ -32,7 +32,9 @@ def test_posterior_mean_is_the_image_at_low_noise_and_the_data_mean_at_pure_nois
     noisy = quiet.sqrt() * data + (1 - quiet).sqrt() * noise
     torch.testing.assert_close(posterior_mean(noisy, quiet, data), data)
     silent = torch.full((2, 1, 1, 1), 1e-9)
-    torch.testing.assert_close(posterior_mean(noise[:2], silent, data), data.mean(0).expand(2, -1, -1, -1), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        posterior_mean(noise[:2], silent, data), data.mean(0).expand(2, -1, -1, -1), atol=1e-4, rtol=0
+    )
 
 
 def test_targets_and_min_snr_weights():
@@ -87,7 +89,9 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, script):
     train(straight)
     first = Config(data=str(data), out=str(tmp_path / "b"), checkpoints=str(tmp_path / "cb"), steps=2, **toy)
     train(first)
-    train(Config(data=str(data), out=str(tmp_path / "b"), checkpoints=str(tmp_path / "cb"), steps=4, resume=True, **toy))
+    train(
+        Config(data=str(data), out=str(tmp_path / "b"), checkpoints=str(tmp_path / "cb"), steps=4, resume=True, **toy)
+    )
     a = torch.load(tmp_path / "ca" / "last.pt", weights_only=False)
     b = torch.load(tmp_path / "cb" / "last.pt", weights_only=False)
     assert a["step"] == b["step"] == 4

@@ -173,6 +173,32 @@ def diffusion_target(clean: torch.Tensor, noise: torch.Tensor, alpha: torch.Tens
     return clean
 
 
+def noised_batch(clean: torch.Tensor, alphas_cumprod: torch.Tensor, generator: torch.Generator):
+    """(noisy, noise, timesteps, alpha) for a batch: noise then timesteps drawn from `generator` (in that order)."""
+    noise = torch.randn(clean.shape, generator=generator).to(clean.device)
+    timesteps = torch.randint(0, len(alphas_cumprod), (len(clean),), generator=generator).to(clean.device)
+    alpha = alphas_cumprod[timesteps].view(-1, *([1] * (clean.ndim - 1)))
+    return alpha.sqrt() * clean + (1 - alpha).sqrt() * noise, noise, timesteps, alpha
+
+
+def noise_for(noisy: torch.Tensor, clean: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The eps with x_t = sqrt(a) x0 + sqrt(1-a) eps for a given x0 (after x0 was replaced by an ideal target)."""
+    return (noisy - alpha.sqrt() * clean) / (1 - alpha).sqrt()
+
+
+def diffusion_loss(prediction, clean, noise, alpha, timesteps, alphas_cumprod, gamma: float, prediction_type: str):
+    """Mean over the batch of the per-sample MSE to the model's target, Min-SNR-gamma weighted."""
+    target = diffusion_target(clean, noise, alpha, prediction_type)
+    per_sample = (prediction.float() - target).pow(2).mean(dim=tuple(range(1, target.ndim)))
+    return (per_sample * min_snr_weights(alphas_cumprod, timesteps, gamma, prediction_type)).mean()
+
+
+def warmup_lr(optimiser: torch.optim.Optimizer, base: float, step: int, warmup: int) -> None:
+    """Set the learning rate: linear warm-up over `warmup` steps, then constant (runs are resumed across sessions)."""
+    for group in optimiser.param_groups:
+        group["lr"] = base * min(1.0, step / warmup)
+
+
 class Budget:
     """Wall-clock and step budget of a training run, and when the next checkpoint or sample grid is due."""
 

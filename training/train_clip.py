@@ -39,6 +39,7 @@ from training.common import (  # noqa: E402
     rng_state,
     save_checkpoint,
     seed_everything,
+    warmup_lr,
 )
 
 CAPTION_TEMPLATES = ("{}", "{} emoji", "an emoji of {}", "a picture of {}")
@@ -167,8 +168,7 @@ def train(config: ClipConfig) -> str:
     progress = tqdm(total=config.steps, initial=step, desc="clip", mininterval=30)
     while step < config.steps and not budget.expired():
         step += 1
-        for group in optimiser.param_groups:
-            group["lr"] = config.learning_rate * min(1.0, step / config.warmup)
+        warmup_lr(optimiser, config.learning_rate, step, config.warmup)
         # Distinct names in a batch: a duplicate would be a false negative.
         indices = torch.randperm(len(images), generator=generator)[:batch_size]
         batch = augment(images[indices].to(device), generator, config.noise_augment)

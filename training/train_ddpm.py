@@ -26,11 +26,12 @@ from training.common import (  # noqa: E402
     EMA,
     Budget,
     autocast,
-    diffusion_target,
+    diffusion_loss,
     downsample,
     images_to_tensor,
     load_checkpoint,
-    min_snr_weights,
+    noise_for,
+    noised_batch,
     posterior_mean,
     parameter_count,
     parse_config,
@@ -41,6 +42,7 @@ from training.common import (  # noqa: E402
     save_checkpoint,
     save_grid,
     seed_everything,
+    warmup_lr,
 )
 
 
@@ -189,6 +191,7 @@ def train(config: DDPMConfig) -> str:
             print(f"no checkpoint: warm start from the export in {config.out}")
         ema = EMA(unet, config.ema_decay)
     alphas = scheduler.alphas_cumprod.to(device)
+    data_on_device = data.to(device)
     print(f"{len(data)} images at {config.size}px, {parameter_count(unet) / 1e6:.2f}M parameters, device {device}")
     batches = random_batches(len(data), config.batch_size, config.seed, start_step=step)
     budget = Budget(config.minutes, config.checkpoint_minutes, config.sample_minutes)
@@ -217,21 +220,17 @@ def train(config: DDPMConfig) -> str:
     progress = tqdm(total=config.steps, initial=step, desc="ddpm", mininterval=30)
     while step < config.steps and not budget.expired():
         step += 1
-        for group in optimiser.param_groups:
-            group["lr"] = config.learning_rate * min(1.0, step / config.warmup)
-        clean = data[next(batches)].to(device)
-        noise = torch.randn(clean.shape, generator=generator).to(device)
-        timesteps = torch.randint(0, 1000, (len(clean),), generator=generator).to(device)
-        alpha = alphas[timesteps].view(-1, 1, 1, 1)
-        noisy = alpha.sqrt() * clean + (1 - alpha).sqrt() * noise
+        warmup_lr(optimiser, config.learning_rate, step, config.warmup)
+        clean = data_on_device[next(batches)]
+        noisy, noise, timesteps, alpha = noised_batch(clean, alphas, generator)
         if config.target == "posterior":
-            clean = posterior_mean(noisy, alpha, data.to(device))
-            noise = (noisy - alpha.sqrt() * clean) / (1 - alpha).sqrt()
-        target = diffusion_target(clean, noise, alpha, config.prediction_type)
+            clean = posterior_mean(noisy, alpha, data_on_device)
+            noise = noise_for(noisy, clean, alpha)
         with autocast(device):
             prediction = unet(noisy, timesteps).sample
-        per_sample = (prediction.float() - target).pow(2).mean(dim=(1, 2, 3))
-        loss = (per_sample * min_snr_weights(alphas, timesteps, config.min_snr_gamma, config.prediction_type)).mean()
+        loss = diffusion_loss(
+            prediction, clean, noise, alpha, timesteps, alphas, config.min_snr_gamma, config.prediction_type
+        )
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)

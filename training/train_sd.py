@@ -15,6 +15,7 @@ inpainting tabs run it unchanged.
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import sys
@@ -31,10 +32,11 @@ from training.common import (  # noqa: E402
     EMA,
     Budget,
     autocast,
-    diffusion_target,
+    diffusion_loss,
     images_to_tensor,
     load_checkpoint,
-    min_snr_weights,
+    noise_for,
+    noised_batch,
     parameter_count,
     parse_config,
     pick_device,
@@ -45,6 +47,7 @@ from training.common import (  # noqa: E402
     save_checkpoint,
     save_grid,
     seed_everything,
+    warmup_lr,
 )
 from training.train_clip import CAPTION_TEMPLATES  # noqa: E402
 
@@ -149,11 +152,6 @@ def build_scheduler():
     )
 
 
-def _lr(step: int, config: SDConfig, base: float) -> float:
-    """Linear warm-up, then constant (runs are resumed across sessions)."""
-    return base * min(1.0, step / config.warmup)
-
-
 def _exported(config: SDConfig, part: str, loader) -> dict | None:
     """The float32 state dict of an exported part (vae, unet, text_encoder) in `config.out`, or None."""
     folder = os.path.join(config.out, part)
@@ -212,8 +210,8 @@ def train_vae(config: SDConfig, images: torch.Tensor, device, generator):
 
     def save(sample: bool) -> None:
         save_checkpoint(
-            folder, {"model": vae.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
-                     "rng": rng_state(generator)}
+            folder,
+            {"model": vae.state_dict(), "optimiser": optimiser.state_dict(), "step": step, "rng": rng_state(generator)},
         )
         export_vae(vae, config)
         print(f"step {step}: VAE reconstruction PSNR {reconstruction_psnr(vae, images[::40]):.2f} dB", flush=True)
@@ -226,8 +224,7 @@ def train_vae(config: SDConfig, images: torch.Tensor, device, generator):
     progress = tqdm(total=config.vae_steps, initial=step, desc="vae", mininterval=30)
     while step < config.vae_steps and not budget.expired():
         step += 1
-        for group in optimiser.param_groups:
-            group["lr"] = _lr(step, config, config.vae_learning_rate)
+        warmup_lr(optimiser, config.vae_learning_rate, step, config.warmup)
         batch = random_crops(images[next(batches)], config.vae_crop, generator).to(device)
         with autocast(device):
             posterior = vae.encode(batch).latent_dist
@@ -272,8 +269,9 @@ def assemble(vae, text_encoder, unet, tokenizer):
 
 def caption_batch(indices: list[int], names: list[str], config: SDConfig, rng: random.Random) -> list[str]:
     """A caption per image from a random template; `caption_dropout` of them empty."""
-    return ["" if rng.random() < config.caption_dropout else rng.choice(CAPTION_TEMPLATES).format(names[i])
-            for i in indices]
+    return [
+        "" if rng.random() < config.caption_dropout else rng.choice(CAPTION_TEMPLATES).format(names[i]) for i in indices
+    ]
 
 
 def train_unet(config: SDConfig, vae, names: list[str], images: torch.Tensor, device, generator, tokenizer):
@@ -302,15 +300,17 @@ def train_unet(config: SDConfig, vae, names: list[str], images: torch.Tensor, de
             text_encoder.load_state_dict(_exported(config, "text_encoder", CLIPTextModel.from_pretrained))
         # SD's `scaling_factor`: 1 / std of the latents, so the diffusion model sees unit-variance inputs.
         vae.register_to_config(scaling_factor=float(1.0 / encode_all(vae, images, device).std()))
-    latents = encode_all(vae, images, device) * vae.config.scaling_factor
+    latents = (encode_all(vae, images, device) * vae.config.scaling_factor).to(device)
     ema_unet, ema_text = EMA(unet, config.ema_decay), EMA(text_encoder, config.ema_decay)
     if state is not None:
         ema_unet.shadow, ema_text.shadow = state["ema_unet"], state["ema_text"]
     scheduler = build_scheduler()
     alphas = scheduler.alphas_cumprod.to(device)
     prediction_type = scheduler.config.prediction_type
-    print(f"UNet: {parameter_count(unet) / 1e6:.2f}M, text encoder: {parameter_count(text_encoder) / 1e6:.2f}M, "
-          f"from step {step}")
+    print(
+        f"UNet: {parameter_count(unet) / 1e6:.2f}M, text encoder: {parameter_count(text_encoder) / 1e6:.2f}M, "
+        f"from step {step}"
+    )
     batches = random_batches(len(latents), config.batch_size, config.seed + 1, start_step=step)
     budget = Budget(config.minutes, config.checkpoint_minutes, config.sample_minutes)
 
@@ -333,7 +333,7 @@ def train_unet(config: SDConfig, vae, names: list[str], images: torch.Tensor, de
         export_unet, export_text = build_unet(config).eval(), build_text_encoder(config).eval()
         ema_unet.copy_to(export_unet)
         ema_text.copy_to(export_text)
-        pipeline = assemble(vae, export_text.to(device), export_unet.to(device), tokenizer)
+        pipeline = assemble(copy.deepcopy(vae), export_text.to(device), export_unet.to(device), tokenizer)
         if sample:
             pipeline.set_progress_bar_config(disable=True)
             spacing = max(1, len(names) // config.sample_count)
@@ -343,36 +343,27 @@ def train_unet(config: SDConfig, vae, names: list[str], images: torch.Tensor, de
                     prompts, num_inference_steps=25, output_type="pt", generator=torch.Generator().manual_seed(0)
                 )
             save_grid(out.images * 2 - 1, os.path.join(folder, "samples", f"step{step:06d}.png"))
-        fp32_vae = {name: value.clone() for name, value in vae.state_dict().items()}
-        pipeline.to("cpu", torch.float16).save_pretrained(config.out, safe_serialization=True)
-        vae.to(torch.float32).load_state_dict(fp32_vae)
-        vae.to(device)
+        pipeline.to("cpu", torch.float16).save_pretrained(config.out, safe_serialization=True)  # a copy of the VAE
 
     progress = tqdm(total=config.unet_steps, initial=step, desc="unet", mininterval=30)
     while step < config.unet_steps and not budget.expired():
         step += 1
-        for group in optimiser.param_groups:
-            group["lr"] = _lr(step, config, config.unet_learning_rate)
+        warmup_lr(optimiser, config.unet_learning_rate, step, config.warmup)
         indices = next(batches)
-        clean = latents[indices].to(device)
+        clean = latents[indices]
         texts = caption_batch(indices.tolist(), names, config, rng)
         tokens = tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
-        noise = torch.randn(clean.shape, generator=generator).to(device)
-        timesteps = torch.randint(0, 1000, (len(clean),), generator=generator).to(device)
-        alpha = alphas[timesteps].view(-1, 1, 1, 1)
-        noisy = alpha.sqrt() * clean + (1 - alpha).sqrt() * noise
+        noisy, noise, timesteps, alpha = noised_batch(clean, alphas, generator)
         # A caption names one emoji, so its x0 is exact; an empty caption's ideal target is the mean over all.
         dropped = torch.tensor([text == "" for text in texts], device=device)
         if dropped.any():
             clean = clean.clone()
-            clean[dropped] = posterior_mean(noisy[dropped], alpha[dropped], latents.to(device))
-            noise = (noisy - alpha.sqrt() * clean) / (1 - alpha).sqrt()
-        target = diffusion_target(clean, noise, alpha, prediction_type)
+            clean[dropped] = posterior_mean(noisy[dropped], alpha[dropped], latents)
+            noise = noise_for(noisy, clean, alpha)
         with autocast(device):
             hidden = text_encoder(tokens.input_ids.to(device))[0]
             prediction = unet(noisy, timesteps, encoder_hidden_states=hidden).sample
-        per_sample = (prediction.float() - target).pow(2).mean(dim=(1, 2, 3))
-        loss = (per_sample * min_snr_weights(alphas, timesteps, config.min_snr_gamma, prediction_type)).mean()
+        loss = diffusion_loss(prediction, clean, noise, alpha, timesteps, alphas, config.min_snr_gamma, prediction_type)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
