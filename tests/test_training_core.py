@@ -97,3 +97,29 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, script):
     assert a["step"] == b["step"] == 4
     for name, value in a["model"].items():
         assert torch.equal(value, b["model"][name]), name
+
+
+def test_scoring_clip_junk_is_blends_never_one_emoji():
+    from training.train_clip import junk_images
+
+    images = -torch.ones(8, 3, 16, 16)
+    for index in range(8):  # image i: white (+1) in column block i only
+        images[index, :, :, 2 * index : 2 * index + 2] = 1.0
+    junk = junk_images(images, 64, torch.Generator().manual_seed(0))
+    assert junk.shape == (64, 3, 16, 16) and junk.min() >= -1 and junk.max() <= 1
+    # Each blend mixes distinct images, none weighing more than 3/4: every white block is at most 3/4 lit.
+    lit = (junk.mean(dim=(1, 2)).reshape(64, 8, 2).mean(dim=2) + 1) / 2
+    assert lit.max() < 0.85 and (lit > 0.05).sum(dim=1).min() >= 2, lit.max()
+
+
+def test_clip_augment_low_resolutions_choose_the_resampled_sizes():
+    from training.train_clip import augment
+
+    checker = torch.zeros(64, 3, 32, 32)
+    checker[..., ::2, :] = 1.0
+    checker[..., 1::2, :] = -1.0
+    sharp = augment(checker.clone(), torch.Generator().manual_seed(0), low_resolutions=())
+    halved = augment(checker.clone(), torch.Generator().manual_seed(0), low_resolutions=(2,))
+    # Without low resolutions every stripe survives the (mild) scale and shift; with /2, a third are averaged away.
+    contrast = lambda batch: (batch[..., 8:24, 8:24].std(dim=(1, 2, 3)) > 0.5).float().mean().item()  # noqa: E731
+    assert contrast(sharp) > contrast(halved) + 0.15, (contrast(sharp), contrast(halved))

@@ -65,6 +65,9 @@ class ClipConfig:
     text_layers: int = 4
     context_length: int = 32  # emoji names are short
     noise_augment: float = 0.0  # share of images noised like a diffusion model's x_t (for the guiding CLIP)
+    low_resolutions: tuple[int, ...] = (2, 4)  # also show images at size/2 and size/4 (resampled back)
+    junk_share: float = 0.0  # extra blurred blends of emoji per batch, taught to match `junk_caption` (scoring CLIP)
+    junk_caption: str = "a blurry smudge"
     seed: int = 0
     device: str | None = None
 
@@ -90,9 +93,15 @@ def model_config(config: ClipConfig) -> dict:
     }
 
 
-def augment(images: torch.Tensor, generator: torch.Generator, noise_share: float = 0.0) -> torch.Tensor:
-    """Random scale (0.8-1.0) and shift with white fill (CLIP guidance reads cutouts), random resolution (64, 32 or
-    16 pixels, resampled back) and, for a share `noise_share` of images, Gaussian noise of a random level."""
+def augment(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    noise_share: float = 0.0,
+    low_resolutions: tuple[int, ...] = (2, 4),
+) -> torch.Tensor:
+    """Random scale (0.8-1.0) and shift with white fill (CLIP guidance reads cutouts), random resolution (full, or
+    size // d for each d in `low_resolutions`, resampled back) and, for a share `noise_share` of images, Gaussian
+    noise of a random level."""
     count = images.shape[0]
     draws = torch.rand(count, 5, generator=generator).to(images.device)
     scale = 0.8 + 0.2 * draws[:, 0]
@@ -103,7 +112,9 @@ def augment(images: torch.Tensor, generator: torch.Generator, noise_share: float
     # Shifted so that the zero padding lands on +1: white, the data set's background.
     images = F.grid_sample(images - 1, grid, align_corners=False, padding_mode="zeros") + 1
     size = images.shape[-1]
-    for low, (start, stop) in ((size // 2, (1 / 3, 2 / 3)), (size // 4, (2 / 3, 5 / 6))):
+    # A third of the images at size // first divisor, a sixth at size // second, the rest at full resolution.
+    for divisor, (start, stop) in zip(low_resolutions, ((1 / 3, 2 / 3), (2 / 3, 5 / 6))):
+        low = size // divisor
         chosen = (draws[:, 3] >= start) & (draws[:, 3] < stop)
         if chosen.any():
             small = F.interpolate(images[chosen], size=(low, low), mode="area")
@@ -114,6 +125,34 @@ def augment(images: torch.Tensor, generator: torch.Generator, noise_share: float
         noise = torch.randn(images[noised].shape, generator=generator).to(images.device)
         images[noised] = images[noised] + level * noise
     return images
+
+
+def junk_images(images: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """Blurred, noised blends of 2-8 random emoji: what an undertrained denoiser predicts, and not an emoji.
+
+    The scoring CLIP learns to tell these from real emoji, so that precision/recall in its space can see blobs
+    (a CLIP trained only on names learns colour and is blind to them)."""
+    count_images, _, size, _ = images.shape
+    picks = torch.rand(count, count_images, generator=generator).argsort(dim=1)[:, :8]  # 8 distinct images each
+    members = torch.randint(2, 9, (count, 1), generator=generator)
+    logits = torch.randn(count, 8, generator=generator)
+    logits[torch.arange(8)[None, :] >= members] = float("-inf")
+    # Half softmax, half uniform: no member weighs more than 3/4, so a blend is never one sharp emoji.
+    weights = (0.5 * logits.softmax(dim=1) + 0.5 / members * (logits > float("-inf"))).to(images.device)
+    blends = torch.einsum("nk,nkchw->nchw", weights, images[picks.to(images.device)])
+    sigmas = torch.rand(count, generator=generator) * 3.0
+    radius = 6
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernels = torch.exp(-(offsets[None, :] ** 2) / (2 * sigmas[:, None].clamp(min=0.3) ** 2))
+    kernels = (kernels / kernels.sum(dim=1, keepdim=True)).to(images.device)
+    padded = F.pad(blends, (radius, radius, radius, radius), mode="replicate")
+    channels = padded.reshape(1, count * 3, size + 2 * radius, size + 2 * radius)
+    horizontal = kernels.repeat_interleave(3, dim=0)[:, None, None, :]
+    vertical = kernels.repeat_interleave(3, dim=0)[:, None, :, None]
+    blurred = F.conv2d(F.conv2d(channels, horizontal, groups=count * 3), vertical, groups=count * 3)
+    blurred = blurred.reshape(count, 3, size, size)
+    level = torch.rand(count, 1, 1, 1, generator=generator).to(images.device) * 0.2
+    return (blurred + level * torch.randn(blurred.shape, generator=generator).to(images.device)).clamp(-1, 1)
 
 
 def captions(names, rng: random.Random) -> list[str]:
@@ -171,13 +210,20 @@ def train(config: ClipConfig) -> str:
         warmup_lr(optimiser, config.learning_rate, step, config.warmup)
         # Distinct names in a batch: a duplicate would be a false negative.
         indices = torch.randperm(len(images), generator=generator)[:batch_size]
-        batch = augment(images[indices].to(device), generator, config.noise_augment)
-        tokens = tokenizer(captions([names[i] for i in indices.tolist()], rng)).to(device)
+        batch = augment(images[indices].to(device), generator, config.noise_augment, tuple(config.low_resolutions))
+        texts = captions([names[i] for i in indices.tolist()], rng)
+        junk_count = round(config.junk_share * len(indices))
+        if junk_count:
+            batch = torch.cat([batch, junk_images(images.to(device), junk_count, generator)])
+            texts.append(config.junk_caption)
+        tokens = tokenizer(texts).to(device)
         with autocast(device):
             image_features, text_features, logit_scale = model(((batch + 1) / 2 - mean) / std, tokens)
         logits = logit_scale * image_features.float() @ text_features.float().T
-        labels = torch.arange(len(logits), device=device)
-        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        real = len(indices)
+        # Junk images' label is the junk caption (the last column); text-to-image runs over the real images only.
+        labels = torch.cat([torch.arange(real), torch.full((junk_count,), real)]).to(device)
+        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:real, :real].T, labels[:real])) / 2
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
