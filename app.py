@@ -12,10 +12,12 @@ from pipelines import stable_diffusion as sd
 from pipelines import unconditional as uncond
 from pipelines.bundled import bundled_path, hub_unreachable, status_text
 from pipelines.cache import ModelUnavailableError
+from pipelines.clip import get_clip
 from pipelines.config import uncond_models
 from pipelines.device import default_device
+from pipelines.gpu import on_zero_gpu
 from pipelines.images import mask_from_editor
-from pipelines.jobs import STOP_FLAGS
+from pipelines.jobs import STOP_FLAGS, JobFailed, StepDone
 from pipelines.outputs import save_png
 
 logger = logging.getLogger("studio")
@@ -38,24 +40,41 @@ def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "anonymous"
 
 
-def _run(generate, job, request: gr.Request | None, progress: gr.Progress):
-    """Run one generation job and shape the result for the gallery and the info panel."""
-    stop_flag = STOP_FLAGS.start(_session(request))
-    progress(0, desc="Loading models")
+def _run(generate_steps, validate, job, request: gr.Request | None, progress: gr.Progress):
+    """Run one generation job and shape the result for the gallery and the info panel.
+
+    The job is validated here, before any GPU is asked for; `generate_steps` (a `@gpu` generator: on ZeroGPU it runs
+    in a forked worker) gets only picklable arguments and yields progress, then the result or a failure."""
     try:
-        result = generate(
-            job,
-            on_step=lambda done, total: progress((done, total), desc="Sampling", unit="steps"),
-            should_stop=stop_flag.is_set,
-        )
+        job = validate(job)
     except ValueError as error:
         raise gr.Error(str(error)) from None
     except ModelUnavailableError as error:  # the Hub is unreachable: one sentence that says what to pick instead
         logger.warning("%s", error)
         raise gr.Error(str(error)) from None
-    except Exception as error:  # a failed download, out of memory...: tell the caller, keep serving
+    session = _session(request)
+    token = STOP_FLAGS.start(session)
+    progress(0, desc="Loading models")
+    result = None
+    try:
+        for event in generate_steps(job, token):
+            if isinstance(event, StepDone):
+                progress((event.done, event.total), desc="Sampling", unit="steps")
+            elif isinstance(event, JobFailed):
+                if event.kind == "unavailable":
+                    logger.warning("%s", event.message)
+                raise gr.Error(event.message)
+            else:
+                result = event
+    except gr.Error:
+        raise
+    except Exception as error:  # the worker died, a ZeroGPU quota...: tell the caller, keep serving
         logger.exception("generation failed")
         raise gr.Error(f"generation failed: {type(error).__name__}: {error}") from None
+    finally:
+        STOP_FLAGS.finish(session, token)
+    if result is None:
+        raise gr.Error("generation failed: the GPU worker ended without a result")
     gallery = [
         (save_png(image, parameters), f"{parameters['kind']} · seed {parameters['seed']}")
         for image, parameters in zip(result.images, result.image_parameters)
@@ -80,7 +99,7 @@ def unconditional(
     progress: gr.Progress = gr.Progress(),
 ):
     """Sample images from an unconditional diffusion model."""
-    return _run(uncond.generate, _sampling_request(locals()), request, progress)
+    return _run(uncond.generate_steps, uncond.validate, _sampling_request(locals()), request, progress)
 
 
 def color_guided(
@@ -98,7 +117,7 @@ def color_guided(
     progress: gr.Progress = gr.Progress(),
 ):
     """Sample images pulled toward a color by a loss on the predicted clean image."""
-    return _run(uncond.generate, _sampling_request(locals()), request, progress)
+    return _run(uncond.generate_steps, uncond.validate, _sampling_request(locals()), request, progress)
 
 
 def clip_guided(
@@ -119,7 +138,7 @@ def clip_guided(
     progress: gr.Progress = gr.Progress(),
 ):
     """Sample images pulled toward a text prompt by CLIP (and optionally toward a color at the same time)."""
-    return _run(uncond.generate, _sampling_request(locals()), request, progress)
+    return _run(uncond.generate_steps, uncond.validate, _sampling_request(locals()), request, progress)
 
 
 def _sd_request(task: str, arguments: dict) -> sd.SDRequest:
@@ -143,7 +162,7 @@ def txt2img(
     progress: gr.Progress = gr.Progress(),
 ):
     """Stable Diffusion text to image."""
-    return _run(sd.generate_sd, _sd_request("txt2img", locals()), request, progress)
+    return _run(sd.generate_sd_steps, sd.validate_sd, _sd_request("txt2img", locals()), request, progress)
 
 
 def img2img(
@@ -161,7 +180,7 @@ def img2img(
     progress: gr.Progress = gr.Progress(),
 ):
     """Stable Diffusion image to image."""
-    return _run(sd.generate_sd, _sd_request("img2img", locals()), request, progress)
+    return _run(sd.generate_sd_steps, sd.validate_sd, _sd_request("img2img", locals()), request, progress)
 
 
 def inpaint(
@@ -181,7 +200,7 @@ def inpaint(
     progress: gr.Progress = gr.Progress(),
 ):
     """Stable Diffusion inpainting: white mask pixels are repainted, every other pixel is kept exactly."""
-    return _run(sd.generate_sd, _sd_request("inpaint", locals()), request, progress)
+    return _run(sd.generate_sd_steps, sd.validate_sd, _sd_request("inpaint", locals()), request, progress)
 
 
 def split_editor(editor_value):
@@ -409,18 +428,17 @@ def build_demo() -> gr.Blocks:
                         mask_blur = gr.Slider(0, sd.MAX_MASK_BLUR, value=4, step=1, label="Mask blur (px, inward)")
                     scheduler, steps, guidance = _sd_sampling_controls("inpaint")
                     batch_size, seed = _sd_batch_and_seed()
-                    with gr.Accordion("Image and mask sent to the model", open=False):
-                        with gr.Row():
-                            plain_image = gr.Image(
-                                type="pil", image_mode=None, format="png", label="Image", interactive=False
-                            )
-                            plain_mask = gr.Image(
-                                type="pil",
-                                image_mode=None,
-                                format="png",
-                                label="Mask (white = repaint)",
-                                interactive=False,
-                            )
+                    with gr.Accordion("Image and mask sent to the model", open=False), gr.Row():
+                        plain_image = gr.Image(
+                            type="pil", image_mode=None, format="png", label="Image", interactive=False
+                        )
+                        plain_mask = gr.Image(
+                            type="pil",
+                            image_mode=None,
+                            format="png",
+                            label="Mask (white = repaint)",
+                            interactive=False,
+                        )
                 with gr.Column():
                     generate_button, stop_button, gallery, info = _outputs("inpaint")
             split = generate_button.click(
@@ -465,7 +483,29 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
+def preload_for_zero_gpu() -> None:
+    """On ZeroGPU, load every tab's default model in this main process at start-up (ZeroGPU's documented pattern):
+    each forked GPU worker inherits them, while whatever a worker loads itself may die with it. Elsewhere models
+    load lazily, on the first request that needs them."""
+    if not on_zero_gpu():
+        return
+    model = uncond_models()[0]
+    loaders = {
+        "unconditional": lambda: uncond.get_unconditional(model),
+        "CLIP": lambda: get_clip(model),
+        "Stable Diffusion": lambda: sd.get_components("txt2img"),
+        "inpainting": lambda: sd.get_components("inpaint"),
+    }
+    for name, load in loaders.items():
+        try:
+            load()
+        except Exception as error:  # an unreachable Hub must not keep the page from starting
+            first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+            logger.warning("preloading the %s model failed: %s", name, first_line)
+
+
 demo = build_demo()
 
 if __name__ == "__main__":
+    preload_for_zero_gpu()
     demo.queue(default_concurrency_limit=1).launch()

@@ -1,32 +1,167 @@
-"""Per-session stop flags: the Stop button sets one, the running job checks it after every step."""
+"""Stop signals and step events that cross a process boundary (a ZeroGPU worker is a forked process that receives
+its arguments pickled): the Stop button touches a file; the job, wherever it runs, checks for it after every step."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import queue
+import tempfile
 import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+logger = logging.getLogger("studio")
+
+
+@dataclass(frozen=True)
+class StopToken:
+    """Picklable stop signal: set when its file exists (a forked worker shares the file system, not the memory)."""
+
+    path: str
+
+    def is_set(self) -> bool:
+        return os.path.exists(self.path)
+
+    def set(self) -> None:
+        with open(self.path, "a"):
+            pass
+
+
+@dataclass(frozen=True)
+class StepDone:
+    """Progress event yielded by a generating function after each step: `done` of `total` steps."""
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """A failure the user can act on, yielded instead of raised: a worker process turns any exception other than
+    `gr.Error` into a bare "ZeroGPU worker error", and pipelines do not import Gradio."""
+
+    message: str
+    kind: str = "invalid"  # "invalid" (bad input), "unavailable" (model cannot load), "failed" (anything else)
 
 
 class StopFlags:
-    """One threading.Event per session id."""
+    """One stop token per running job, keyed by the caller's session; nothing is kept once a job ends."""
 
-    def __init__(self) -> None:
-        self._events: dict[str, threading.Event] = {}
+    def __init__(self, folder: str | None = None) -> None:
+        self._folder = folder
+        self._running: dict[str, StopToken] = {}
         self._lock = threading.Lock()
 
-    def start(self, session: str) -> threading.Event:
-        """A cleared flag for a job starting in `session`."""
+    def _path(self, session: str) -> str:
+        if self._folder is None:  # private (mode 0700), created on first use, one per process
+            self._folder = tempfile.mkdtemp(prefix="studio-stop-")
+        return os.path.join(self._folder, hashlib.sha256(session.encode("utf-8", "replace")).hexdigest())
+
+    def start(self, session: str) -> StopToken:
+        """A cleared token for a job starting in `session`."""
         with self._lock:
-            event = self._events.setdefault(session, threading.Event())
-            event.clear()
-            return event
+            token = StopToken(self._path(session))
+            if token.is_set():
+                os.remove(token.path)
+            self._running[session] = token
+            return token
+
+    def finish(self, session: str, token: StopToken) -> None:
+        """Forget the job that `token` belongs to (a later job of the session has its own token)."""
+        with self._lock:
+            if self._running.get(session) != token:
+                return  # a later job of the session owns the file now
+            del self._running[session]
+            if token.is_set():
+                os.remove(token.path)
 
     def stop(self, session: str) -> bool:
         """Ask the job running in `session` to stop; True if there was one to ask."""
         with self._lock:
-            event = self._events.get(session)
-        if event is None:
-            return False
-        event.set()
-        return True
+            token = self._running.get(session)
+            if token is None:
+                return False
+            token.set()
+            return True
+
+    def running(self) -> int:
+        """How many jobs hold a token now."""
+        return len(self._running)
 
 
 STOP_FLAGS = StopFlags()
+
+
+class _Raised:
+    """An exception raised by the job thread, carried to the generator."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def failure(error: Exception) -> JobFailed:
+    """The JobFailed event for an exception raised by a job."""
+    from pipelines.cache import ModelUnavailableError
+
+    if isinstance(error, ModelUnavailableError):
+        return JobFailed(str(error), "unavailable")
+    if isinstance(error, ValueError):
+        return JobFailed(str(error), "invalid")
+    logger.error("generation failed", exc_info=error)
+    return JobFailed(f"generation failed: {type(error).__name__}: {error}", "failed")
+
+
+def raise_failure(event: JobFailed) -> None:
+    """Raise the exception a JobFailed stands for (ValueError, ModelUnavailableError or RuntimeError)."""
+    from pipelines.cache import ModelUnavailableError
+
+    kinds = {"invalid": ValueError, "unavailable": ModelUnavailableError}
+    raise kinds.get(event.kind, RuntimeError)(event.message)
+
+
+def stream_job(run: Callable, request, stop: StopToken | None = None) -> Iterator[StepDone | JobFailed | object]:
+    """Run `run(request, on_step=..., should_stop=...)` in a thread and yield a StepDone per step, then its result
+    (or a JobFailed). Closing this generator stops the job within one step, as a set `stop` token does."""
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    closed = threading.Event()
+
+    def target() -> None:
+        try:
+            result = run(
+                request,
+                on_step=lambda done, total: events.put(StepDone(done, total)),
+                should_stop=lambda: closed.is_set() or (stop is not None and stop.is_set()),
+            )
+        except Exception as error:
+            result = _Raised(error)
+        events.put(result)
+
+    thread = threading.Thread(target=target, name="studio-job", daemon=True)
+    thread.start()
+    try:
+        while True:
+            event = events.get()
+            if isinstance(event, _Raised):
+                yield failure(event.error)
+                return
+            yield event
+            if not isinstance(event, StepDone):
+                return
+    finally:
+        closed.set()
+        thread.join()
+
+
+def run_steps(events: Iterator, on_step: Callable[[int, int], None] | None = None):
+    """Consume a generate_steps stream: report progress, return the result, raise what a JobFailed stands for."""
+    for event in events:
+        if isinstance(event, StepDone):
+            if on_step is not None:
+                on_step(event.done, event.total)
+        elif isinstance(event, JobFailed):
+            raise_failure(event)
+        else:
+            return event
+    raise RuntimeError("the generation ended without a result")

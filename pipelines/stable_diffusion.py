@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from diffusers import (
@@ -20,11 +20,13 @@ from diffusers import (
 )
 from PIL import Image
 
+from pipelines.budget import sd_seconds
 from pipelines.bundled import BUNDLED_LABEL, bundled_path, prefer_bundled
 from pipelines.cache import MODELS, reporting_unreachable_hub
 from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
 from pipelines.images import feathered_mask, paste_outside_mask, prepare_image, prepare_mask, working_size
+from pipelines.jobs import JobFailed, StepDone, StopToken, stream_job
 from pipelines.outputs import GenerationResult, package
 from pipelines.validation import choice, number, resolve_seed
 
@@ -294,7 +296,6 @@ def _finish(request: SDRequest, image: Image.Image) -> Image.Image:
     return paste_outside_mask(request.image, image, feathered_mask(request.mask, request.mask_blur))
 
 
-@gpu(duration=120)
 def generate_sd(
     request: SDRequest,
     on_step: Callable[[int, int], None] | None = None,
@@ -344,3 +345,12 @@ def generate_sd(
     if state["stopped_after_step"] is not None:
         info["stopped_after_step"] = state["stopped_after_step"]
     return package([(image, request.seed + index, request.task) for index, image in enumerate(images)], info)
+
+
+@gpu(duration=sd_seconds)
+def generate_sd_steps(
+    request: SDRequest, stop: StopToken | None = None
+) -> Iterator[StepDone | JobFailed | GenerationResult]:
+    """`generate_sd` as the app (and ZeroGPU) runs it: picklable arguments in, a StepDone per step, then the result
+    or a JobFailed; a set `stop` token, or closing the generator, ends the run within one step."""
+    yield from stream_job(generate_sd, request, stop)

@@ -29,10 +29,12 @@ def tiny_models(tmp_path_factory):
 
 
 @pytest.fixture()
-def configured(tiny_models, monkeypatch):
-    """Point the app's environment variables at the tiny models, with an empty model cache."""
+def configured(tiny_models, monkeypatch, tmp_path):
+    """Point the app's environment variables at the tiny models, with an empty model cache and no bundled models
+    (whatever models/emoji holds), so the tiny models are the defaults."""
     from pipelines.cache import MODELS
 
+    monkeypatch.setenv("BUNDLED_MODELS_DIR", str(tmp_path / "no-bundled-models"))
     monkeypatch.setenv("UNCOND_MODELS", f"{tiny_models['unet']},{tiny_models['unet_v']}")
     monkeypatch.setenv("CLIP_MODEL", tiny_models["clip"])
     monkeypatch.setenv("SD_MODEL", tiny_models["sd"])

@@ -1,0 +1,167 @@
+"""The ZeroGPU contract, simulated on the CPU: every GPU function gets pickled arguments in a forked process, yields
+pickled progress and results back, and stops within one step; so no unpicklable argument can creep back in."""
+
+import pickle
+import time
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from pipelines import budget
+from pipelines import stable_diffusion as sd
+from pipelines import unconditional as uncond
+from pipelines.gpu import SIMULATE_ENV, WORKER_ERROR, _simulated, gpu, on_zero_gpu
+from pipelines.jobs import StepDone, StopFlags, StopToken, run_steps
+from tests.conftest import running_app
+
+
+def _simulate(function, duration):
+    """`function` (a @gpu generator, a no-op off ZeroGPU) under the simulated contract."""
+    return _simulated(function, duration)
+
+
+def test_off_zero_gpu_the_decorator_is_a_no_op(monkeypatch):
+    monkeypatch.delenv(SIMULATE_ENV, raising=False)
+
+    def steps(request):
+        yield request
+
+    assert not on_zero_gpu()
+    assert gpu(duration=budget.unconditional_seconds)(steps) is steps
+
+
+def test_the_simulation_refuses_what_zero_gpu_cannot_pickle(configured):
+    simulated = _simulate(uncond.generate_steps, budget.unconditional_seconds)
+    request = uncond.SamplingRequest(model=configured["unet"], steps=2, seed=1)
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        next(simulated(request, lambda: False))  # a callable cannot cross the process boundary
+
+
+def test_a_forked_worker_reports_every_step_and_returns_the_same_pixels(configured, tmp_path):
+    request = uncond.validate(uncond.SamplingRequest(model=configured["unet"], steps=4, seed=3, batch_size=2))
+    events = list(_simulate(uncond.generate_steps, budget.unconditional_seconds)(request, None))
+    assert [(event.done, event.total) for event in events[:-1]] == [(step, 4) for step in range(1, 5)]
+    in_process = uncond.generate(request)
+    for forked, local in zip(events[-1].images, in_process.images, strict=True):
+        assert np.array_equal(np.asarray(forked), np.asarray(local))
+
+
+def test_a_stop_token_reaches_the_forked_worker_within_one_step(configured, tmp_path):
+    flags = StopFlags(str(tmp_path))
+    token = flags.start("session")
+    request = uncond.validate(uncond.SamplingRequest(model=configured["unet"], steps=50, seed=3))
+    seen = []
+
+    def on_step(done, total):
+        seen.append(done)
+        if done == 2:
+            assert flags.stop("session")
+
+    result = run_steps(_simulate(uncond.generate_steps, budget.unconditional_seconds)(request, token), on_step)
+    assert result.info["interrupted"] and result.info["stopped_after_step"] <= 3, result.info
+    flags.finish("session", token)
+    assert not token.is_set() and flags.running() == 0
+
+
+def test_sd_requests_with_images_cross_the_boundary(configured):
+    image, mask = Image.new("RGB", (64, 64), "white"), Image.new("L", (64, 64), 0)
+    mask.paste(255, (8, 8, 40, 40))
+    request = sd.validate_sd(sd.SDRequest(task="inpaint", prompt="a cat", image=image, mask=mask, steps=2, seed=4))
+    events = list(_simulate(sd.generate_sd_steps, budget.sd_seconds)(request, StopToken("/nonexistent/stop")))
+    assert isinstance(events[0], StepDone) and events[-1].info["task"] == "inpaint"
+    local = sd.generate_sd(request)
+    assert np.array_equal(np.asarray(events[-1].images[0]), np.asarray(local.images[0]))
+
+
+def test_an_error_in_the_worker_is_a_sentence_not_a_worker_error(configured):
+    request = uncond.SamplingRequest(model=configured["unet"], steps=2, seed=1, color_scale=1.0, color="not a color")
+    with pytest.raises(ValueError, match="color"):
+        run_steps(_simulate(uncond.generate_steps, budget.unconditional_seconds)(request, None))
+
+
+def test_durations_grow_with_the_work_and_stay_bounded():
+    small = budget.unconditional_seconds(uncond.SamplingRequest(model="m", steps=10))
+    large = budget.unconditional_seconds(uncond.SamplingRequest(model="m", steps=1000, batch_size=8))
+    clip = budget.unconditional_seconds(uncond.SamplingRequest(model="m", steps=500, clip_scale=3, cuts=64))
+    plain = budget.unconditional_seconds(uncond.SamplingRequest(model="m", steps=500))
+    assert budget.MIN_SECONDS == small < plain < clip < large == budget.MAX_SECONDS
+    txt2img = budget.sd_seconds(sd.SDRequest(task="txt2img", steps=100, width=512, height=512))
+    img2img = budget.sd_seconds(sd.SDRequest(task="img2img", steps=100, width=512, height=512, strength=0.3))
+    assert (
+        budget.MIN_SECONDS
+        <= img2img
+        < txt2img
+        < budget.sd_seconds(sd.SDRequest(task="txt2img", steps=25, width=1024, height=1024, batch_size=4))
+    )
+    for hostile in (None, "abc", float("nan"), float("inf"), -5, [1]):
+        seconds = budget.sd_seconds(sd.SDRequest(task="txt2img", steps=hostile, width=hostile, batch_size=hostile))
+        assert budget.MIN_SECONDS <= seconds <= budget.MAX_SECONDS
+
+
+def test_worker_errors_other_than_job_failures_keep_the_package_wording(configured):
+    def broken(request, stop=None):
+        yield StepDone(1, 1)
+        raise KeyError("boom")
+
+    simulated = _simulate(broken, 10)
+    with pytest.raises(RuntimeError, match=WORKER_ERROR):
+        list(simulated(1, None))
+
+
+@pytest.fixture(scope="module")
+def zero_gpu_client(tiny_models, tmp_path_factory):
+    settings = {
+        SIMULATE_ENV: "1",
+        "UNCOND_MODELS": f"{tiny_models['unet']},{tiny_models['unet_v']}",
+        "CLIP_MODEL": tiny_models["clip"],
+        "SD_MODEL": tiny_models["sd"],
+        "SD_INPAINT_MODEL": tiny_models["sd_inpaint"],
+        "BUNDLED_MODELS_DIR": str(tmp_path_factory.mktemp("no-bundled-models")),
+    }
+    with running_app(settings, tmp_path_factory) as url:
+        yield Client(url, verbose=False)
+
+
+def _pixels(gallery) -> list[np.ndarray]:
+    return [np.asarray(Image.open(item["image"]).convert("RGB")) for item in gallery]
+
+
+def test_all_six_endpoints_give_the_same_images_in_a_forked_worker(zero_gpu_client, server, tmp_path):
+    plain_client = Client(server, verbose=False)
+    image_path, mask_path = tmp_path / "image.png", tmp_path / "mask.png"
+    Image.new("RGB", (64, 64), "white").save(image_path)
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (8, 8, 40, 40))
+    mask.save(mask_path)
+    calls = {
+        "/unconditional": {"steps": 2, "batch_size": 1, "seed": 1},
+        "/color_guided": {"steps": 2, "batch_size": 1, "seed": 1, "color": "#ff0000", "color_scale": 1},
+        "/clip_guided": {"steps": 2, "batch_size": 1, "seed": 1, "prompt": "a cat", "clip_scale": 1, "cuts": 2},
+        "/txt2img": {"prompt": "a cat", "steps": 2, "seed": 1},
+        "/img2img": {"image": handle_file(str(image_path)), "prompt": "a cat", "steps": 2, "seed": 1},
+        "/inpaint": {
+            "image": handle_file(str(image_path)),
+            "mask": handle_file(str(mask_path)),
+            "prompt": "a cat",
+            "steps": 2,
+            "seed": 1,
+        },
+    }
+    for endpoint, arguments in calls.items():
+        gallery, info = zero_gpu_client.predict(**arguments, api_name=endpoint)
+        assert len(gallery) >= 1 and info["seed"] == 1 and not info["interrupted"], (endpoint, info)
+        plain_gallery, _ = plain_client.predict(**arguments, api_name=endpoint)
+        for forked, local in zip(_pixels(gallery), _pixels(plain_gallery), strict=True):
+            assert np.array_equal(forked, local), endpoint
+
+
+def test_stop_reaches_a_forked_worker_through_the_app(zero_gpu_client):
+    job = zero_gpu_client.submit(steps=400, batch_size=1, seed=2, api_name="/unconditional")
+    deadline = time.monotonic() + 60
+    while not (job.status().progress_data or job.done()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    zero_gpu_client.predict(api_name="/stop")
+    gallery, info = job.result(timeout=120)
+    assert info["interrupted"] and info["stopped_after_step"] < 400 and len(gallery) == 1
