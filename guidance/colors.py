@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+import math
 import re
 
 from PIL import ImageColor
@@ -12,12 +13,18 @@ _NUMBER = r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(%?)\s*"
 _FUNC = re.compile(r"^(rgba?|hsla?)\((.*)\)$", re.IGNORECASE)
 
 
+def shown(text, limit: int = 40) -> str:
+    """`text` as quoted in an error message: repr, cut to `limit` characters (a bad value is not echoed whole)."""
+    quoted = repr(text)
+    return quoted if len(quoted) <= limit else quoted[: limit - 1] + "…"
+
+
 def _channel(value: str, percent: str, text: str) -> float:
     """One rgb() channel as a float in [0, 1]; percentages are of 255."""
     number = float(value)
     fraction = number / 100.0 if percent else number / 255.0
     if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"color {text!r}: channel {value}{percent} is out of range")
+        raise ValueError(f"color {shown(text)}: channel {shown(value + percent)} is out of range")
     return fraction
 
 
@@ -28,10 +35,12 @@ def _split_args(body: str, text: str) -> list[tuple[str, str]]:
     for part in parts:
         match = re.fullmatch(_NUMBER.replace(r"\s*", "") + r"(deg)?", part)
         if match is None:
-            raise ValueError(f"color {text!r}: {part!r} is not a number")
+            raise ValueError(f"color {shown(text)}: {shown(part)} is not a number")
+        if not math.isfinite(float(match.group(1))):
+            raise ValueError(f"color {shown(text)}: {shown(part)} is not a finite number")
         parsed.append((match.group(1), match.group(2)))
     if len(parsed) not in (3, 4):
-        raise ValueError(f"color {text!r}: expected 3 or 4 components, got {len(parsed)}")
+        raise ValueError(f"color {shown(text)}: expected 3 or 4 components, got {len(parsed)}")
     return parsed
 
 
@@ -42,7 +51,7 @@ def parse_color(text: str) -> tuple[float, float, float]:
     percentage components, `hsl(...)`/`hsla(...)`, and CSS color names. Raises ValueError naming the value.
     """
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"color {text!r} is empty; use e.g. '#ff8800', 'rgb(255, 136, 0)' or 'orange'")
+        raise ValueError(f"color {shown(text)} is empty; use e.g. '#ff8800', 'rgb(255, 136, 0)' or 'orange'")
     cleaned = text.strip()
     hex_match = _HEX.match(cleaned)
     if hex_match:
@@ -60,7 +69,7 @@ def parse_color(text: str) -> tuple[float, float, float]:
         saturation, lightness = (float(v) / 100.0 if p else float(v) for v, p in args[1:3])
         for name, value in (("saturation", saturation), ("lightness", lightness)):
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"color {text!r}: {name} is out of range")
+                raise ValueError(f"color {shown(text)}: {name} is out of range")
         return colorsys.hls_to_rgb(hue, lightness, saturation)
     try:
         if not cleaned.isalpha():
@@ -68,6 +77,6 @@ def parse_color(text: str) -> tuple[float, float, float]:
         red, green, blue = ImageColor.getrgb(cleaned.lower())[:3]
     except ValueError:
         raise ValueError(
-            f"color {text!r} is not a color; use '#RRGGBB', '#RGB', 'rgb(r, g, b)', 'hsl(h, s%, l%)' or a CSS name"
+            f"color {shown(text)} is not a color; use '#RRGGBB', '#RGB', 'rgb(r, g, b)', 'hsl(h, s%, l%)' or a CSS name"
         ) from None
     return red / 255.0, green / 255.0, blue / 255.0

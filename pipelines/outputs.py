@@ -52,11 +52,20 @@ def upscale_for_display(image: Image.Image, min_side: int = DISPLAY_MIN_SIDE) ->
     return image.resize((image.width * factor, image.height * factor), Image.Resampling.BICUBIC)
 
 
+_private_output_dir: str | None = None
+
+
 def output_dir() -> str:
-    """Folder for generated files: `STUDIO_OUTPUT_DIR`, else a folder in the system temp dir (Gradio may serve it)."""
-    folder = os.environ.get("STUDIO_OUTPUT_DIR") or os.path.join(tempfile.gettempdir(), "guided-diffusion-studio")
-    os.makedirs(folder, exist_ok=True)
-    return folder
+    """Folder for generated files: `STUDIO_OUTPUT_DIR`, else a private folder of this process in the system temp dir
+    (created by `mkdtemp`: mode 0700, an unpredictable name, so no other user can read it or pre-place a link)."""
+    global _private_output_dir
+    folder = os.environ.get("STUDIO_OUTPUT_DIR", "").strip()
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        return folder
+    if _private_output_dir is None or not os.path.isdir(_private_output_dir):
+        _private_output_dir = tempfile.mkdtemp(prefix="guided-diffusion-studio-")
+    return _private_output_dir
 
 
 def save_png(image: Image.Image, parameters: dict[str, Any], folder: str | None = None) -> str:

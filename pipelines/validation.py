@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import secrets
 
+from guidance.colors import shown
+
 MAX_SEED = 2**32 - 1
+
+
+def _bound(value: float) -> str:
+    """A range bound as people write it: 4294967294, not 4.29497e+09."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def number(name: str, value, kind: type, low: float, high: float):
     """`value` converted to `kind` and checked to lie in [low, high], else ValueError naming `name`."""
     try:
-        converted = kind(value)
-        if kind is int and converted != float(value):
+        if kind is int and isinstance(value, float) and not value.is_integer():  # 2.5, nan, inf
             raise ValueError
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}") from None
+        converted = kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} must be a{'n integer' if kind is int else ' number'}, got {shown(value)}") from None
     if not low <= converted <= high:
-        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+        raise ValueError(f"{name} must be between {_bound(low)} and {_bound(high)}, got {shown(value)}")
     return converted
 
 
@@ -29,5 +36,5 @@ def resolve_seed(seed, batch_size: int) -> int:
 def choice(name: str, value, choices) -> str:
     """`value` if it is one of `choices`, else ValueError listing them."""
     if value not in choices:
-        raise ValueError(f"{name} {value!r} is not one of {', '.join(choices)}")
+        raise ValueError(f"{name} {shown(value)} is not one of {', '.join(choices)}")
     return value

@@ -60,3 +60,15 @@ def test_error_quotes_the_bad_value():
 def test_non_string_is_an_error():
     with pytest.raises(ValueError):
         parse_color(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["hsl(1e400, 50%, 50%)", "rgb(1e400, 0, 0)", "hsl(nan, 50%, 50%)"])
+def test_non_finite_components_are_refused(text):
+    with pytest.raises(ValueError, match="color"):
+        parse_color(text)
+
+
+def test_a_long_bad_color_is_not_echoed_whole():
+    with pytest.raises(ValueError) as caught:
+        parse_color("x" * 100_000)
+    assert len(str(caught.value)) < 200
