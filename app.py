@@ -75,6 +75,8 @@ def _run(generate_steps, validate, job, request: gr.Request | None, progress: gr
         STOP_FLAGS.finish(session, token)
     if result is None:
         raise gr.Error("generation failed: the GPU worker ended without a result")
+    for warning in result.info.get("warnings", []):  # a truncated or empty prompt changes what the user gets
+        gr.Warning(warning)
     gallery = [
         (save_png(image, parameters), f"{parameters['kind']} · seed {parameters['seed']}")
         for image, parameters in zip(result.images, result.image_parameters)

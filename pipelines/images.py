@@ -65,8 +65,8 @@ def prepare_mask(mask: Image.Image | None, size: tuple[int, int]) -> Image.Image
     """A binary L mask (255 = repaint) of `size`: white (or opaque, for a transparent layer) pixels are repainted."""
     if mask is None:
         raise ValueError("mask is empty: paint over the part of the image to repaint, or upload a mask")
-    if _has_alpha(mask):
-        mask = to_rgb(mask, background=(0, 0, 0))
+    if _has_alpha(mask) or mask.mode.startswith("I") or mask.mode == "F":
+        mask = to_rgb(mask, background=(0, 0, 0))  # 16-bit and float masks are read on their own scale
     gray = mask.convert("L")
     if gray.size != size:
         gray = gray.resize(size, Image.Resampling.NEAREST)

@@ -28,7 +28,7 @@ from pipelines.gpu import gpu
 from pipelines.images import feathered_mask, paste_outside_mask, prepare_image, prepare_mask, working_size
 from pipelines.jobs import JobFailed, StepDone, StopToken, stream_job
 from pipelines.outputs import GenerationResult, package
-from pipelines.validation import choice, number, resolve_seed
+from pipelines.validation import choice, number, resolve_seed, text
 
 DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_SD_INPAINT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
@@ -110,15 +110,6 @@ class SDRequest:
     mask: Image.Image | None = field(default=None, repr=False)
 
 
-def _text(name: str, value) -> str:
-    """A prompt-like field as a stripped string."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be text, got {type(value).__name__}")
-    return value.strip()
-
-
 def _size(name: str, value) -> int:
     """A width or height: a multiple of 8 from 64 to 1024."""
     size = number(name, value, int, MIN_SIZE, MAX_SIZE) if value is not None else None
@@ -136,8 +127,8 @@ def validate_sd(request: SDRequest) -> SDRequest:
     batch_size = number("batch_size", request.batch_size, int, 1, MAX_SD_BATCH)
     checked = SDRequest(
         task=request.task,
-        prompt=_text("prompt", request.prompt),
-        negative_prompt=_text("negative_prompt", request.negative_prompt),
+        prompt=text("prompt", request.prompt),
+        negative_prompt=text("negative_prompt", request.negative_prompt),
         scheduler=request.scheduler,
         steps=number("steps", request.steps, int, 1, MAX_SD_STEPS),
         guidance_scale=number("guidance_scale", request.guidance_scale, float, 0.0, MAX_GUIDANCE),
@@ -156,6 +147,11 @@ def validate_sd(request: SDRequest) -> SDRequest:
         checked.width, checked.height = working_size(*checked.image.size)
     if request.task == "inpaint":
         checked.mask = prepare_mask(request.mask, checked.image.size)
+        if checked.mask_blur and feathered_mask(checked.mask, checked.mask_blur).getbbox() is None:
+            raise ValueError(
+                f"mask_blur {checked.mask_blur} erases this whole mask (it feathers inward by that many pixels): "
+                "lower mask_blur or paint a larger mask"
+            )
     return checked
 
 
@@ -306,6 +302,8 @@ def generate_sd(
     request = validate_sd(request)
     pipeline, ref = build_pipeline(request.task, request.scheduler, request.model)
     warnings = prompt_warnings(pipeline.tokenizer, request.prompt, "prompt")
+    if not request.prompt:
+        warnings.append("prompt is empty: the images are unconditioned (nothing for the CFG scale to steer toward)")
     warnings += prompt_warnings(pipeline.tokenizer, request.negative_prompt, "negative_prompt")
     info = _info(request, ref, warnings)
     state = {"stopped_after_step": None}

@@ -20,7 +20,7 @@ from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
 from pipelines.jobs import JobFailed, StepDone, StopToken, stream_job
 from pipelines.outputs import GenerationResult, package, tensor_to_pil, upscale_for_display
-from pipelines.validation import choice, number, resolve_seed
+from pipelines.validation import choice, number, resolve_seed, text
 
 # Schedulers that work in the alphas_cumprod parameterisation the guidance math assumes.
 SCHEDULERS: dict[str, Callable] = {
@@ -78,9 +78,9 @@ def validate(request: SamplingRequest) -> SamplingRequest:
         eta=number("eta", request.eta, float, 0.0, 1.0),
         batch_size=batch_size,
         seed=resolve_seed(request.seed, batch_size),
-        color=(request.color or "").strip(),
+        color=text("color", request.color),
         color_scale=number("color_scale", request.color_scale, float, 0.0, MAX_COLOR_SCALE),
-        prompt=(request.prompt or "").strip(),
+        prompt=text("prompt", request.prompt),
         clip_scale=number("clip_scale", request.clip_scale, float, 0.0, MAX_CLIP_SCALE),
         cuts=number("cuts", request.cuts, int, 1, MAX_CUTS),
         compare=bool(request.compare),

@@ -38,3 +38,16 @@ def choice(name: str, value, choices) -> str:
     if value not in choices:
         raise ValueError(f"{name} {shown(value)} is not one of {', '.join(choices)}")
     return value
+
+
+def text(name: str, value) -> str:
+    """A prompt-like field as a stripped string; ValueError for non-text or text that is not valid Unicode."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be text, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"{name} has an invalid character at position {error.start} (a lone surrogate)") from None
+    return value.strip()

@@ -32,3 +32,53 @@ def test_outputs_go_to_a_private_folder_per_process(monkeypatch):
     assert outputs.output_dir() == folder and not os.path.islink(folder)
     assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
     assert os.path.basename(folder) != "guided-diffusion-studio"  # not a predictable, shared name
+
+
+def _inpaint(mask, mask_blur=4, prompt="a cat"):
+    from PIL import Image
+
+    from pipelines import stable_diffusion as sd
+
+    image = Image.new("RGB", (64, 64), "white")
+    return sd.validate_sd(sd.SDRequest(task="inpaint", prompt=prompt, image=image, mask=mask, mask_blur=mask_blur))
+
+
+def test_a_16_bit_mask_is_read_on_its_own_scale(configured):
+    import numpy as np
+    from PIL import Image
+
+    values = np.zeros((64, 64), dtype=np.uint16)
+    values[8:40, 8:40] = 65535
+    values[40:60, 40:60] = 20000  # 78 of 255 in 8 bits: below the threshold, kept
+    mask = _inpaint(Image.fromarray(values, mode="I;16")).mask
+    assert np.asarray(mask)[20, 20] == 255 and np.asarray(mask)[50, 50] == 0
+
+
+def test_a_mask_blur_that_erases_the_mask_is_an_error(configured):
+    from PIL import Image
+
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (20, 20, 30, 30))
+    with pytest.raises(ValueError, match="mask_blur 20 erases"):
+        _inpaint(mask, mask_blur=20)
+    assert _inpaint(mask, mask_blur=2).mask_blur == 2
+
+
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
+def test_a_lone_surrogate_in_a_prompt_is_named(configured, field):
+    from pipelines import stable_diffusion as sd
+    from pipelines import unconditional as uncond
+
+    with pytest.raises(ValueError, match=f"{field} has an invalid character at position 2"):
+        sd.validate_sd(sd.SDRequest(task="txt2img", **{field: "ab\ud800c"}, width=64, height=64))
+    with pytest.raises(ValueError, match="prompt has an invalid character"):
+        uncond.validate(uncond.SamplingRequest(model=configured["unet"], prompt="ab\ud800", clip_scale=1))
+    with pytest.raises(ValueError, match="color must be text"):
+        uncond.validate(uncond.SamplingRequest(model=configured["unet"], color=[1, 2], color_scale=1))
+
+
+def test_an_empty_txt2img_prompt_runs_with_a_warning(configured):
+    from pipelines import stable_diffusion as sd
+
+    result = sd.generate_sd(sd.SDRequest(task="txt2img", prompt="", steps=1, seed=1, width=64, height=64))
+    assert any("prompt is empty" in warning for warning in result.info["warnings"])
