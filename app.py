@@ -316,7 +316,8 @@ def _guidance_options(prefix: str):
 
 def build_demo() -> gr.Blocks:
     """The whole UI: six tabs, one endpoint each; controls on the left, results on the right."""
-    with gr.Blocks(title=TITLE) as demo:
+    # Gradio's copies of outputs and uploads: swept every 10 minutes, deleted after an hour.
+    with gr.Blocks(title=TITLE, delete_cache=(600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         note = gr.Markdown()
         wired = []
@@ -485,6 +486,15 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
+def queue_size() -> int:
+    """Jobs that may wait in the queue (`STUDIO_QUEUE_SIZE`, default 20): beyond it a caller is told the queue is
+    full at once. Set explicitly: on ZeroGPU, Gradio's default would be 1."""
+    try:
+        return max(1, int(os.environ.get("STUDIO_QUEUE_SIZE", "20")))
+    except ValueError:
+        return 20
+
+
 def preload_for_zero_gpu() -> None:
     """On ZeroGPU, load every tab's default model in this main process at start-up (ZeroGPU's documented pattern):
     each forked GPU worker inherits them, while whatever a worker loads itself may die with it. Elsewhere models
@@ -510,4 +520,4 @@ demo = build_demo()
 
 if __name__ == "__main__":
     preload_for_zero_gpu()
-    demo.queue(default_concurrency_limit=1).launch()
+    demo.queue(max_size=queue_size(), default_concurrency_limit=1).launch()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,11 +69,41 @@ def output_dir() -> str:
     return _private_output_dir
 
 
+def output_max_age() -> float:
+    """Seconds a generated PNG is kept in the output folder: `STUDIO_OUTPUT_MAX_AGE`, default one hour (Gradio has
+    copied it into its own cache, which `delete_cache` empties, long before)."""
+    try:
+        return max(60.0, float(os.environ.get("STUDIO_OUTPUT_MAX_AGE", "3600")))
+    except ValueError:
+        return 3600.0
+
+
+def sweep_outputs(folder: str, max_age: float, now: float | None = None) -> int:
+    """Delete this app's PNGs (32 hex digits + .png) older than `max_age` seconds in `folder`; return how many."""
+    now = time.time() if now is None else now
+    removed = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            if not (len(name) == 36 and name.endswith(".png") and entry.is_file(follow_symlinks=False)):
+                continue
+            try:
+                if now - entry.stat(follow_symlinks=False).st_mtime > max_age:
+                    os.remove(entry.path)
+                    removed += 1
+            except FileNotFoundError:  # another request swept it first
+                continue
+    return removed
+
+
 def save_png(image: Image.Image, parameters: dict[str, Any], folder: str | None = None) -> str:
-    """Write `image` as PNG with `parameters` as JSON in a text chunk; return the path."""
+    """Write `image` as PNG with `parameters` as JSON in a text chunk; return the path. PNGs older than
+    `output_max_age()` in the folder are deleted first, so the folder stays bounded."""
     info = PngInfo()
     info.add_text(METADATA_KEY, json.dumps(parameters, sort_keys=True))
-    path = os.path.join(folder or output_dir(), f"{uuid.uuid4().hex}.png")
+    folder = folder or output_dir()
+    sweep_outputs(folder, output_max_age())
+    path = os.path.join(folder, f"{uuid.uuid4().hex}.png")
     image.save(path, format="PNG", pnginfo=info)
     return path
 

@@ -82,3 +82,20 @@ def test_an_empty_txt2img_prompt_runs_with_a_warning(configured):
 
     result = sd.generate_sd(sd.SDRequest(task="txt2img", prompt="", steps=1, seed=1, width=64, height=64))
     assert any("prompt is empty" in warning for warning in result.info["warnings"])
+
+
+def test_old_outputs_are_swept_and_nothing_else(tmp_path):
+    import time
+
+    from PIL import Image
+
+    from pipelines.outputs import save_png, sweep_outputs
+
+    old = save_png(Image.new("RGB", (8, 8)), {"seed": 1}, folder=str(tmp_path))
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    unrelated = tmp_path / "notes.png"
+    unrelated.write_bytes(b"")
+    os.utime(unrelated, (0, 0))
+    fresh = save_png(Image.new("RGB", (8, 8)), {"seed": 2}, folder=str(tmp_path))  # sweeps the hour-old one
+    assert not os.path.exists(old) and os.path.exists(fresh) and unrelated.exists()
+    assert sweep_outputs(str(tmp_path), 3600) == 0
