@@ -219,7 +219,8 @@ def native_size_update(model: str):
         size = sd.native_size(model, local_files_only=hub_unreachable())
     except Exception:  # config not reachable: leave the sliders as they are
         return gr.update(), gr.update()
-    return gr.update(value=size, label=f"Width (native {size})"), gr.update(value=size, label=f"Height (native {size})")
+    value = sd.slider_size(size)
+    return gr.update(value=value, label=f"Width (native {size})"), gr.update(value=value, label=f"Height (native {size})")
 
 
 def stop(request: gr.Request = None) -> None:
@@ -386,8 +387,12 @@ def build_demo() -> gr.Blocks:
                     prompt, negative = _prompts("txt2img")
                     scheduler, steps, guidance = _sd_sampling_controls("txt2img")
                     with gr.Row():
-                        width = gr.Slider(64, sd.MAX_SIZE, value=size, step=8, label=f"Width (native {size})")
-                        height = gr.Slider(64, sd.MAX_SIZE, value=size, step=8, label=f"Height (native {size})")
+                        width = gr.Slider(
+                            sd.MIN_SIZE, sd.MAX_SIZE, value=sd.slider_size(size), step=8, label=f"Width (native {size})"
+                        )
+                        height = gr.Slider(
+                            sd.MIN_SIZE, sd.MAX_SIZE, value=sd.slider_size(size), step=8, label=f"Height (native {size})"
+                        )
                     batch_size, seed = _sd_batch_and_seed()
                 with gr.Column():
                     tab_outputs = _outputs("txt2img")

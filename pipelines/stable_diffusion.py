@@ -215,6 +215,12 @@ def native_size(model: str | None = None, local_files_only: bool = False) -> int
     return int(unet_config["sample_size"]) * 2 ** (len(vae_config["block_out_channels"]) - 1)
 
 
+def slider_size(size: int) -> int:
+    """A native size as a valid width/height value: a multiple of 8 within [MIN_SIZE, MAX_SIZE] (a 32 px model's
+    sliders start at 64, not at a value the slider would refuse)."""
+    return int(min(MAX_SIZE, max(MIN_SIZE, size // 8 * 8)))
+
+
 def default_size(model: str | None = None) -> int:
     """The native size if its config is already on disk (never downloads: used while building the UI), else 512."""
     try:

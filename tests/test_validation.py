@@ -99,3 +99,13 @@ def test_old_outputs_are_swept_and_nothing_else(tmp_path):
     fresh = save_png(Image.new("RGB", (8, 8)), {"seed": 2}, folder=str(tmp_path))  # sweeps the hour-old one
     assert not os.path.exists(old) and os.path.exists(fresh) and unrelated.exists()
     assert sweep_outputs(str(tmp_path), 3600) == 0
+
+
+def test_size_sliders_start_at_a_value_they_accept(configured, monkeypatch):
+    import app
+    from pipelines import stable_diffusion as sd
+
+    monkeypatch.setattr(sd, "native_size", lambda model, local_files_only=False: 32)  # a 32 px model
+    width, height = app.native_size_update(configured["sd"])
+    assert width["value"] == height["value"] == sd.MIN_SIZE and "native 32" in width["label"]
+    assert [sd.slider_size(size) for size in (32, 64, 77, 512, 4096)] == [64, 64, 72, 512, 1024]
