@@ -220,7 +220,8 @@ def native_size_update(model: str):
     except Exception:  # config not reachable: leave the sliders as they are
         return gr.update(), gr.update()
     value = sd.slider_size(size)
-    return gr.update(value=value, label=f"Width (native {size})"), gr.update(value=value, label=f"Height (native {size})")
+    width = gr.update(value=value, label=f"Width (native {size})")
+    return width, gr.update(value=value, label=f"Height (native {size})")
 
 
 def stop(request: gr.Request = None) -> None:
@@ -387,11 +388,9 @@ def build_demo() -> gr.Blocks:
                     prompt, negative = _prompts("txt2img")
                     scheduler, steps, guidance = _sd_sampling_controls("txt2img")
                     with gr.Row():
-                        width = gr.Slider(
-                            sd.MIN_SIZE, sd.MAX_SIZE, value=sd.slider_size(size), step=8, label=f"Width (native {size})"
-                        )
-                        height = gr.Slider(
-                            sd.MIN_SIZE, sd.MAX_SIZE, value=sd.slider_size(size), step=8, label=f"Height (native {size})"
+                        width, height = (
+                            gr.Slider(sd.MIN_SIZE, sd.MAX_SIZE, value=sd.slider_size(size), step=8, label=label)
+                            for label in (f"Width (native {size})", f"Height (native {size})")
                         )
                     batch_size, seed = _sd_batch_and_seed()
                 with gr.Column():
