@@ -28,7 +28,7 @@ from pipelines.gpu import gpu
 from pipelines.images import feathered_mask, paste_outside_mask, prepare_image, prepare_mask, working_size
 from pipelines.jobs import JobFailed, StepDone, StopToken, stream_job
 from pipelines.outputs import GenerationResult, package
-from pipelines.validation import choice, number, resolve_seed, text
+from pipelines.validation import choice, in_page, number, resolve_seed, shown, text
 
 DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_SD_INPAINT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
@@ -114,7 +114,9 @@ def _size(name: str, value) -> int:
     """A width or height: a multiple of 8 from 64 to 1024."""
     size = number(name, value, int, MIN_SIZE, MAX_SIZE) if value is not None else None
     if size is None or size % 8:
-        raise ValueError(f"{name} must be a multiple of 8 from {MIN_SIZE} to {MAX_SIZE}, got {value!r}")
+        raise ValueError(
+            f"{name} must be a multiple of 8 from {MIN_SIZE} to {MAX_SIZE}, got {shown(value)}{in_page(name)}"
+        )
     return size
 
 
@@ -124,7 +126,7 @@ def validate_sd(request: SDRequest) -> SDRequest:
     model = request.model or sd_models()[0]
     choice("model", model, sd_models())
     choice("scheduler", request.scheduler, SD_SCHEDULERS)
-    batch_size = number("batch_size", request.batch_size, int, 1, MAX_SD_BATCH)
+    batch_size = number("batch_size", request.batch_size, int, 1, MAX_SD_BATCH, label="Number of images")
     checked = SDRequest(
         task=request.task,
         prompt=text("prompt", request.prompt),

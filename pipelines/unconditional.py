@@ -88,10 +88,16 @@ def validate(request: SamplingRequest) -> SamplingRequest:
     )
     if checked.color_scale > 0:
         if not checked.color:
-            raise ValueError("color is empty but color_scale is above 0; pick a color or set color_scale to 0")
+            raise ValueError(
+                'color is empty but color_scale is above 0; pick a color or set color_scale to 0 ("Target color" '
+                'and "Color strength" in the page)'
+            )
         checked.color_rgb = parse_color(checked.color)
     if checked.clip_scale > 0 and not checked.prompt:
-        raise ValueError("prompt is empty but clip_scale is above 0; write a prompt or set clip_scale to 0")
+        raise ValueError(
+            'prompt is empty but clip_scale is above 0; write a prompt or set clip_scale to 0 ("Prompt" and '
+            '"CLIP guidance strength" in the page)'
+        )
     return checked
 
 

@@ -7,6 +7,35 @@ import secrets
 from guidance.colors import shown
 
 MAX_SEED = 2**32 - 1
+# The page's label of each API keyword, added to every refusal: people see labels, scripts see keywords.
+LABELS = {
+    "model": "Model",
+    "scheduler": "Scheduler",
+    "steps": "Steps",
+    "eta": "Eta",
+    "batch_size": "Batch size",
+    "seed": "Seed",
+    "color": "Target color",
+    "color_scale": "Color strength",
+    "prompt": "Prompt",
+    "negative_prompt": "Negative prompt",
+    "clip_scale": "CLIP guidance strength",
+    "cuts": "Cutouts per image",
+    "gradient_method": "Guidance gradient",
+    "guidance_scale": "Guidance scale (CFG)",
+    "width": "Width",
+    "height": "Height",
+    "strength": "Strength",
+    "mask_blur": "Mask blur",
+    "image": "Input image",
+    "mask": "Mask",
+}
+
+
+def in_page(name: str, label: str | None = None) -> str:
+    """' ("Steps" in the page)' for an API keyword with a label, else ''."""
+    label = label or LABELS.get(name)
+    return f' ("{label}" in the page)' if label else ""
 
 
 def _bound(value: float) -> str:
@@ -14,16 +43,19 @@ def _bound(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def number(name: str, value, kind: type, low: float, high: float):
-    """`value` converted to `kind` and checked to lie in [low, high], else ValueError naming `name`."""
+def number(name: str, value, kind: type, low: float, high: float, label: str | None = None):
+    """`value` converted to `kind` and checked to lie in [low, high], else ValueError naming `name` (and its label)."""
     try:
         if kind is int and isinstance(value, float) and not value.is_integer():  # 2.5, nan, inf
             raise ValueError
         converted = kind(value)
     except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{name} must be a{'n integer' if kind is int else ' number'}, got {shown(value)}") from None
+        kind_name = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name} must be {kind_name}, got {shown(value)}{in_page(name, label)}") from None
     if not low <= converted <= high:
-        raise ValueError(f"{name} must be between {_bound(low)} and {_bound(high)}, got {shown(value)}")
+        raise ValueError(
+            f"{name} must be between {_bound(low)} and {_bound(high)}, got {shown(value)}{in_page(name, label)}"
+        )
     return converted
 
 
@@ -36,7 +68,7 @@ def resolve_seed(seed, batch_size: int) -> int:
 def choice(name: str, value, choices) -> str:
     """`value` if it is one of `choices`, else ValueError listing them."""
     if value not in choices:
-        raise ValueError(f"{name} {shown(value)} is not one of {', '.join(choices)}")
+        raise ValueError(f"{name} {shown(value)} is not one of {', '.join(choices)}{in_page(name)}")
     return value
 
 
@@ -45,9 +77,11 @@ def text(name: str, value) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ValueError(f"{name} must be text, got {type(value).__name__}")
+        raise ValueError(f"{name} must be text, got {type(value).__name__}{in_page(name)}")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise ValueError(f"{name} has an invalid character at position {error.start} (a lone surrogate)") from None
+        raise ValueError(
+            f"{name} has an invalid character at position {error.start} (a lone surrogate){in_page(name)}"
+        ) from None
     return value.strip()

@@ -109,3 +109,15 @@ def test_size_sliders_start_at_a_value_they_accept(configured, monkeypatch):
     width, height = app.native_size_update(configured["sd"])
     assert width["value"] == height["value"] == sd.MIN_SIZE and "native 32" in width["label"]
     assert [sd.slider_size(size) for size in (32, 64, 77, 512, 4096)] == [64, 64, 72, 512, 1024]
+
+
+def test_refusals_name_the_page_label_beside_the_api_keyword(configured):
+    from pipelines import stable_diffusion as sd
+    from pipelines import unconditional as uncond
+
+    with pytest.raises(ValueError, match=r'^steps must be between 1 and 1000, got 0 \("Steps" in the page\)$'):
+        uncond.validate(uncond.SamplingRequest(model=configured["unet"], steps=0))
+    with pytest.raises(ValueError, match=r'"CLIP guidance strength" in the page'):
+        uncond.validate(uncond.SamplingRequest(model=configured["unet"], clip_scale=2))
+    with pytest.raises(ValueError, match=r'got 9 \("Number of images" in the page\)'):
+        sd.validate_sd(sd.SDRequest(task="txt2img", batch_size=9))
