@@ -15,7 +15,7 @@ from pipelines.cache import ModelUnavailableError
 from pipelines.clip import get_clip
 from pipelines.config import uncond_models
 from pipelines.device import default_device
-from pipelines.gpu import on_zero_gpu
+from pipelines.gpu import on_zero_gpu, simulating
 from pipelines.images import mask_from_editor
 from pipelines.jobs import STOP_FLAGS, JobFailed, StepDone
 from pipelines.outputs import save_png
@@ -45,18 +45,18 @@ def _run(generate_steps, validate, job, request: gr.Request | None, progress: gr
 
     The job is validated here, before any GPU is asked for; `generate_steps` (a `@gpu` generator: on ZeroGPU it runs
     in a forked worker) gets only picklable arguments and yields progress, then the result or a failure."""
-    try:
-        job = validate(job)
-    except ValueError as error:
-        raise gr.Error(str(error)) from None
-    except ModelUnavailableError as error:  # the Hub is unreachable: one sentence that says what to pick instead
-        logger.warning("%s", error)
-        raise gr.Error(str(error)) from None
     session = _session(request)
-    token = STOP_FLAGS.start(session)
-    progress(0, desc="Loading models")
+    token = STOP_FLAGS.start(session)  # before validation, which may be slow: a Stop then still finds the job
     result = None
     try:
+        try:
+            job = validate(job)
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+        except ModelUnavailableError as error:  # the Hub is unreachable: one sentence that says what to pick instead
+            logger.warning("%s", error)
+            raise gr.Error(str(error)) from None
+        progress(0, desc="Loading models")
         for event in generate_steps(job, token):
             if isinstance(event, StepDone):
                 progress((event.done, event.total), desc="Sampling", unit="steps")
@@ -68,7 +68,7 @@ def _run(generate_steps, validate, job, request: gr.Request | None, progress: gr
                 result = event
     except gr.Error:
         raise
-    except Exception as error:  # the worker died, a ZeroGPU quota...: tell the caller, keep serving
+    except Exception as error:  # a config that cannot be read, the worker died, a ZeroGPU quota...: keep serving
         logger.exception("generation failed")
         raise gr.Error(f"generation failed: {type(error).__name__}: {error}") from None
     finally:
@@ -504,6 +504,8 @@ def preload_for_zero_gpu() -> None:
     each forked GPU worker inherits them, while whatever a worker loads itself may die with it. Elsewhere models
     load lazily, on the first request that needs them."""
     if not on_zero_gpu():
+        return
+    if simulating() and default_device().type != "cpu":  # CUDA initialised here could not be used in a fork
         return
     model = uncond_models()[0]
     loaders = {

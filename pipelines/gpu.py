@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import time
 import traceback
 from collections.abc import Callable, Iterator
 
@@ -69,6 +70,7 @@ def _simulated(task: Callable, duration) -> Callable:
         results, stop_event = context.Queue(), context.Event()
         process = context.Process(target=_worker, args=(task, payload, results, stop_event), daemon=True)
         process.start()
+        deadline = time.monotonic() + seconds
         try:
             while True:
                 try:
@@ -76,6 +78,8 @@ def _simulated(task: Callable, duration) -> Callable:
                 except queue.Empty:
                     if not process.is_alive():
                         raise RuntimeError(f"{WORKER_ERROR}: GPU task aborted") from None
+                    if time.monotonic() > deadline:  # ZeroGPU ends a task that outlives its duration
+                        raise RuntimeError(f"{WORKER_ERROR}: GPU task aborted after its {seconds} s") from None
                     continue
                 if kind == "end":
                     break
@@ -87,9 +91,10 @@ def _simulated(task: Callable, duration) -> Callable:
                     stop_event.set()
                     raise
         finally:
-            process.join(timeout=30)
-            if process.is_alive():  # pragma: no cover
+            process.join(timeout=0 if time.monotonic() > deadline else 30)
+            if process.is_alive():
                 process.kill()
+                process.join()
             results.close()
 
     return handler

@@ -76,11 +76,21 @@ def prepare_mask(mask: Image.Image | None, size: tuple[int, int]) -> Image.Image
     return binary
 
 
+def eroded_mask(mask: Image.Image, blur: int) -> Image.Image:
+    """A binary mask shrunk by `blur` px: the pixels whose (2 blur + 1)^2 square is all 255 (as PIL's MinFilter
+    gives, edges replicated), by a summed-area table: linear time, where MinFilter takes seconds at blur 64."""
+    side = 2 * blur + 1
+    painted = np.pad(np.asarray(mask) == 255, blur, mode="edge").astype(np.int64)
+    table = np.pad(painted.cumsum(axis=0).cumsum(axis=1), ((1, 0), (1, 0)))
+    sums = table[side:, side:] - table[:-side, side:] - table[side:, :-side] + table[:-side, :-side]
+    return Image.fromarray(np.where(sums == side * side, 255, 0).astype(np.uint8))
+
+
 def feathered_mask(mask: Image.Image, blur: int) -> Image.Image:
     """Soften the mask edge inward by `blur` px: 0 outside the mask, 255 deep inside, a ramp in between."""
     if blur <= 0:
         return mask
-    eroded = mask.filter(ImageFilter.MinFilter(2 * blur + 1))
+    eroded = eroded_mask(mask, blur)
     soft = eroded.filter(ImageFilter.GaussianBlur(blur / 2))
     return Image.fromarray(np.minimum(np.asarray(soft), np.asarray(mask)))
 

@@ -3,12 +3,14 @@ its arguments pickled): the Stop button touches a file; the job, wherever it run
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import queue
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -55,26 +57,25 @@ class StopFlags:
         self._lock = threading.Lock()
 
     def _path(self, session: str) -> str:
-        if self._folder is None:  # private (mode 0700), created on first use, one per process
+        """A fresh file name for a job of `session` in the private folder (0700, recreated if a cleaner took it)."""
+        if self._folder is None or not os.path.isdir(self._folder):
             self._folder = tempfile.mkdtemp(prefix="studio-stop-")
-        return os.path.join(self._folder, hashlib.sha256(session.encode("utf-8", "replace")).hexdigest())
+        digest = hashlib.sha256(session.encode("utf-8", "replace")).hexdigest()[:16]
+        return os.path.join(self._folder, f"{digest}-{uuid.uuid4().hex}")
 
     def start(self, session: str) -> StopToken:
-        """A cleared token for a job starting in `session`."""
+        """A cleared token of its own for a job starting in `session`."""
         with self._lock:
             token = StopToken(self._path(session))
-            if token.is_set():
-                os.remove(token.path)
             self._running[session] = token
             return token
 
     def finish(self, session: str, token: StopToken) -> None:
         """Forget the job that `token` belongs to (a later job of the session has its own token)."""
         with self._lock:
-            if self._running.get(session) != token:
-                return  # a later job of the session owns the file now
-            del self._running[session]
-            if token.is_set():
+            if self._running.get(session) is token:
+                del self._running[session]
+            with contextlib.suppress(FileNotFoundError):
                 os.remove(token.path)
 
     def stop(self, session: str) -> bool:
@@ -83,7 +84,10 @@ class StopFlags:
             token = self._running.get(session)
             if token is None:
                 return False
-            token.set()
+            try:
+                token.set()
+            except FileNotFoundError:  # the folder was removed under us: the job cannot be reached
+                return False
             return True
 
     def running(self) -> int:
@@ -134,7 +138,7 @@ def stream_job(run: Callable, request, stop: StopToken | None = None) -> Iterato
                 on_step=lambda done, total: events.put(StepDone(done, total)),
                 should_stop=lambda: closed.is_set() or (stop is not None and stop.is_set()),
             )
-        except Exception as error:
+        except BaseException as error:  # whatever happens, the generator must get an answer
             result = _Raised(error)
         events.put(result)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -54,6 +56,8 @@ def upscale_for_display(image: Image.Image, min_side: int = DISPLAY_MIN_SIDE) ->
 
 
 _private_output_dir: str | None = None
+OUTPUT_NAME = re.compile(r"[0-9a-f]{32}\.png")  # what save_png writes; nothing else is ever swept
+logger = logging.getLogger("studio")
 
 
 def output_dir() -> str:
@@ -82,17 +86,19 @@ def sweep_outputs(folder: str, max_age: float, now: float | None = None) -> int:
     """Delete this app's PNGs (32 hex digits + .png) older than `max_age` seconds in `folder`; return how many."""
     now = time.time() if now is None else now
     removed = 0
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            name = entry.name
-            if not (len(name) == 36 and name.endswith(".png") and entry.is_file(follow_symlinks=False)):
-                continue
-            try:
-                if now - entry.stat(follow_symlinks=False).st_mtime > max_age:
-                    os.remove(entry.path)
-                    removed += 1
-            except FileNotFoundError:  # another request swept it first
-                continue
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not (OUTPUT_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)):
+                    continue
+                try:
+                    if now - entry.stat(follow_symlinks=False).st_mtime > max_age:
+                        os.remove(entry.path)
+                        removed += 1
+                except FileNotFoundError:  # another request swept it first
+                    continue
+    except OSError as error:  # a sweep that fails must never lose a finished generation
+        logger.warning("could not sweep %s: %s", folder, error)
     return removed
 
 

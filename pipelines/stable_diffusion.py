@@ -25,7 +25,7 @@ from pipelines.bundled import BUNDLED_LABEL, bundled_path, prefer_bundled
 from pipelines.cache import MODELS, reporting_unreachable_hub
 from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
-from pipelines.images import feathered_mask, paste_outside_mask, prepare_image, prepare_mask, working_size
+from pipelines.images import eroded_mask, feathered_mask, paste_outside_mask, prepare_image, prepare_mask, working_size
 from pipelines.jobs import JobFailed, StepDone, StopToken, stream_job
 from pipelines.outputs import GenerationResult, package
 from pipelines.validation import choice, in_page, number, resolve_seed, shown, text
@@ -142,6 +142,7 @@ def validate_sd(request: SDRequest) -> SDRequest:
     )
     if request.task == "txt2img":
         native = native_size(model) if not (request.width and request.height) else None  # 0/None = native
+        native = slider_size(native) if native else None
         checked.width = _size("width", request.width or native)
         checked.height = _size("height", request.height or native)
     else:
@@ -149,7 +150,7 @@ def validate_sd(request: SDRequest) -> SDRequest:
         checked.width, checked.height = working_size(*checked.image.size)
     if request.task == "inpaint":
         checked.mask = prepare_mask(request.mask, checked.image.size)
-        if checked.mask_blur and feathered_mask(checked.mask, checked.mask_blur).getbbox() is None:
+        if checked.mask_blur and eroded_mask(checked.mask, checked.mask_blur).getbbox() is None:
             raise ValueError(
                 f"mask_blur {checked.mask_blur} erases this whole mask (it feathers inward by that many pixels): "
                 "lower mask_blur or paint a larger mask"

@@ -165,3 +165,25 @@ def test_stop_reaches_a_forked_worker_through_the_app(zero_gpu_client):
     zero_gpu_client.predict(api_name="/stop")
     gallery, info = job.result(timeout=120)
     assert info["interrupted"] and info["stopped_after_step"] < 400 and len(gallery) == 1
+
+
+def test_the_simulation_aborts_a_task_that_outlives_its_duration():
+    def slow(request, stop=None):
+        time.sleep(60)
+        yield request
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="GPU task aborted after its 1 s"):
+        list(_simulate(slow, 1)(1, None))
+    assert time.monotonic() - started < 10
+
+
+def test_each_job_has_its_own_stop_token(tmp_path):
+    flags = StopFlags(str(tmp_path))
+    first = flags.start("session")
+    second = flags.start("session")  # a later job of the same session
+    assert first != second
+    flags.finish("session", first)
+    assert flags.stop("session") and second.is_set() and not first.is_set()
+    flags.finish("session", second)
+    assert list(tmp_path.iterdir()) == [] and flags.running() == 0
