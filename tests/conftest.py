@@ -28,17 +28,25 @@ def tiny_models(tmp_path_factory):
     return {"unet": unet_dir, "unet_v": second_dir, "clip": clip_ref, "sd": sd_dir, "sd_inpaint": sd_inpaint_dir}
 
 
+def tiny_model_settings(tiny_models, tmp_path_factory) -> dict[str, str]:
+    """The environment that makes the tiny models the app's models (and hides whatever models/emoji holds)."""
+    return {
+        "UNCOND_MODELS": f"{tiny_models['unet']},{tiny_models['unet_v']}",
+        "CLIP_MODEL": tiny_models["clip"],
+        "SD_MODEL": tiny_models["sd"],
+        "SD_INPAINT_MODEL": tiny_models["sd_inpaint"],
+        "BUNDLED_MODELS_DIR": str(tmp_path_factory.mktemp("no-bundled-models")),
+    }
+
+
 @pytest.fixture()
-def configured(tiny_models, monkeypatch, tmp_path):
+def configured(tiny_models, monkeypatch, tmp_path_factory):
     """Point the app's environment variables at the tiny models, with an empty model cache and no bundled models
     (whatever models/emoji holds), so the tiny models are the defaults."""
     from pipelines.cache import MODELS
 
-    monkeypatch.setenv("BUNDLED_MODELS_DIR", str(tmp_path / "no-bundled-models"))
-    monkeypatch.setenv("UNCOND_MODELS", f"{tiny_models['unet']},{tiny_models['unet_v']}")
-    monkeypatch.setenv("CLIP_MODEL", tiny_models["clip"])
-    monkeypatch.setenv("SD_MODEL", tiny_models["sd"])
-    monkeypatch.setenv("SD_INPAINT_MODEL", tiny_models["sd_inpaint"])
+    for key, value in tiny_model_settings(tiny_models, tmp_path_factory).items():
+        monkeypatch.setenv(key, value)
     MODELS.clear()
     yield tiny_models
     MODELS.clear()
@@ -99,14 +107,7 @@ def running_app(settings: dict[str, str], tmp_path_factory, drop: tuple[str, ...
 def server(tiny_models, tmp_path_factory):
     """`python app.py` with the tiny models configured through the environment (and no bundled models, whatever
     models/emoji holds, so the tiny models are the defaults); yields its URL."""
-    settings = {
-        "UNCOND_MODELS": f"{tiny_models['unet']},{tiny_models['unet_v']}",
-        "CLIP_MODEL": tiny_models["clip"],
-        "SD_MODEL": tiny_models["sd"],
-        "SD_INPAINT_MODEL": tiny_models["sd_inpaint"],
-        "BUNDLED_MODELS_DIR": str(tmp_path_factory.mktemp("no-bundled-models")),
-    }
-    with running_app(settings, tmp_path_factory) as url:
+    with running_app(tiny_model_settings(tiny_models, tmp_path_factory), tmp_path_factory) as url:
         yield url
 
 

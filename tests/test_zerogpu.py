@@ -14,7 +14,7 @@ from pipelines import stable_diffusion as sd
 from pipelines import unconditional as uncond
 from pipelines.gpu import SIMULATE_ENV, WORKER_ERROR, _simulated, gpu, on_zero_gpu
 from pipelines.jobs import StepDone, StopFlags, StopToken, run_steps
-from tests.conftest import running_app
+from tests.conftest import running_app, tiny_model_settings
 
 
 def _simulate(function, duration):
@@ -112,14 +112,7 @@ def test_worker_errors_other_than_job_failures_keep_the_package_wording(configur
 
 @pytest.fixture(scope="module")
 def zero_gpu_client(tiny_models, tmp_path_factory):
-    settings = {
-        SIMULATE_ENV: "1",
-        "UNCOND_MODELS": f"{tiny_models['unet']},{tiny_models['unet_v']}",
-        "CLIP_MODEL": tiny_models["clip"],
-        "SD_MODEL": tiny_models["sd"],
-        "SD_INPAINT_MODEL": tiny_models["sd_inpaint"],
-        "BUNDLED_MODELS_DIR": str(tmp_path_factory.mktemp("no-bundled-models")),
-    }
+    settings = {SIMULATE_ENV: "1", **tiny_model_settings(tiny_models, tmp_path_factory)}
     with running_app(settings, tmp_path_factory) as url:
         yield Client(url, verbose=False)
 

@@ -229,6 +229,19 @@ class Budget:
             return True
         return False
 
+    def samples_due(self, step: int, every_steps: int = 0) -> bool:
+        """True once per `sample_minutes`, and also at every `every_steps`-th step when that is above 0."""
+        return self.sample_due() or (every_steps > 0 and step % every_steps == 0)
+
+
+def apply_gradients(loss: torch.Tensor, optimiser, parameters=None, max_norm: float | None = None) -> None:
+    """One optimiser step on `loss`; gradients of `parameters` clipped to `max_norm` first when given."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_norm is not None:
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    optimiser.step()
+
 
 def save_checkpoint(folder: str, state: dict) -> str:
     """Write `state` (models, EMA, optimiser, step, RNG states) atomically to folder/last.pt."""

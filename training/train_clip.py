@@ -29,6 +29,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from training.build_emoji_dataset import DEFAULT_OUT, load_dataset  # noqa: E402
 from training.common import (  # noqa: E402
     Budget,
+    apply_gradients,
     autocast,
     images_to_tensor,
     load_checkpoint,
@@ -224,9 +225,7 @@ def train(config: ClipConfig) -> str:
         # Junk images' label is the junk caption (the last column); text-to-image runs over the real images only.
         labels = torch.cat([torch.arange(real), torch.full((junk_count,), real)]).to(device)
         loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:real, :real].T, labels[:real])) / 2
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+        apply_gradients(loss, optimiser)
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)  # temperature at most 100, as in CLIP
         accuracy = (logits.argmax(dim=1) == labels).float().mean().item()

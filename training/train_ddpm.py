@@ -25,6 +25,7 @@ from training.build_emoji_dataset import DEFAULT_OUT, load_dataset  # noqa: E402
 from training.common import (  # noqa: E402
     EMA,
     Budget,
+    apply_gradients,
     autocast,
     diffusion_loss,
     downsample,
@@ -32,10 +33,10 @@ from training.common import (  # noqa: E402
     load_checkpoint,
     noise_for,
     noised_batch,
-    posterior_mean,
     parameter_count,
     parse_config,
     pick_device,
+    posterior_mean,
     random_batches,
     restore_rng,
     rng_state,
@@ -231,14 +232,11 @@ def train(config: DDPMConfig) -> str:
         loss = diffusion_loss(
             prediction, clean, noise, alpha, timesteps, alphas, config.min_snr_gamma, config.prediction_type
         )
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimiser.step()
+        apply_gradients(loss, optimiser, unet.parameters(), max_norm=1.0)
         ema.update(unet, step)
         progress.update(1)
         progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-        sample_now = budget.sample_due() or (config.sample_every > 0 and step % config.sample_every == 0)
+        sample_now = budget.samples_due(step, config.sample_every)
         if budget.checkpoint_due() or sample_now:
             save_all(sample_now)
     progress.close()

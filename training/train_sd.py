@@ -31,6 +31,7 @@ from training.build_emoji_dataset import DEFAULT_OUT, load_dataset  # noqa: E402
 from training.common import (  # noqa: E402
     EMA,
     Budget,
+    apply_gradients,
     autocast,
     diffusion_loss,
     images_to_tensor,
@@ -231,9 +232,7 @@ def train_vae(config: SDConfig, images: torch.Tensor, device, generator):
             reconstruction = vae.decode(posterior.sample(generator=None)).sample.float()
         loss = F.l1_loss(reconstruction, batch) + F.mse_loss(reconstruction, batch)
         loss = loss + config.kl_weight * posterior.kl().float().mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+        apply_gradients(loss, optimiser)
         progress.update(1)
         progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         if budget.checkpoint_due():
@@ -364,15 +363,12 @@ def train_unet(config: SDConfig, vae, names: list[str], images: torch.Tensor, de
             hidden = text_encoder(tokens.input_ids.to(device))[0]
             prediction = unet(noisy, timesteps, encoder_hidden_states=hidden).sample
         loss = diffusion_loss(prediction, clean, noise, alpha, timesteps, alphas, config.min_snr_gamma, prediction_type)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimiser.step()
+        apply_gradients(loss, optimiser, parameters, max_norm=1.0)
         ema_unet.update(unet, step)
         ema_text.update(text_encoder, step)
         progress.update(1)
         progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-        sample_now = budget.sample_due() or (config.sample_every > 0 and step % config.sample_every == 0)
+        sample_now = budget.samples_due(step, config.sample_every)
         if budget.checkpoint_due() or sample_now:
             export_and_save(sample_now)
     progress.close()
