@@ -292,13 +292,15 @@ def _call_arguments(request: SDRequest) -> dict:
     return arguments
 
 
-def _finish(request: SDRequest, image: Image.Image) -> Image.Image:
-    """Bring a generated image back to the size the user gave; outside the mask, the input's exact pixels."""
+def _finisher(request: SDRequest) -> Callable[[Image.Image], Image.Image]:
+    """What brings each generated image back to the size the user gave, with the input's exact pixels outside the
+    mask (the feathered mask is computed once per request, not once per image)."""
     if request.task == "txt2img":
-        return image
+        return lambda image: image
     if request.task == "img2img":
-        return image.resize(request.image.size, Image.Resampling.LANCZOS)
-    return paste_outside_mask(request.image, image, feathered_mask(request.mask, request.mask_blur))
+        return lambda image: image.resize(request.image.size, Image.Resampling.LANCZOS)
+    alpha = feathered_mask(request.mask, request.mask_blur)
+    return lambda image: paste_outside_mask(request.image, image, alpha)
 
 
 def generate_sd(
@@ -339,7 +341,7 @@ def generate_sd(
             callback_on_step_end=on_step_end,
             **_call_arguments(request),
         )
-        images = [_finish(request, image) for image in output.images]
+        images = list(map(_finisher(request), output.images))
         nsfw = list(output.nsfw_content_detected or [False] * len(images))
     unet = pipeline.unet
     info.update(
