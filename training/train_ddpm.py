@@ -137,10 +137,10 @@ def ideal_denoiser_gap(unet, scheduler, data: torch.Tensor, count: int = 48, see
     clean = data[torch.randperm(len(data), generator=generator)[:count]]
     gaps = []
     for timestep in EVAL_TIMESTEPS:
-        alpha = scheduler.alphas_cumprod[timestep].to(device)
+        alpha = scheduler.alphas_cumprod[timestep].cpu()  # the noising stays on the CPU with its generator
         noisy = alpha.sqrt() * clean + (1 - alpha).sqrt() * torch.randn(clean.shape, generator=generator)
         output = unet(noisy.to(device), torch.full((count,), timestep, device=device)).sample.float()
-        x0, _ = predicted_x0_and_eps(output, noisy.to(device), alpha, scheduler.config.prediction_type)
+        x0, _ = predicted_x0_and_eps(output, noisy.to(device), alpha.to(device), scheduler.config.prediction_type)
         ideal = posterior_mean(noisy, alpha.expand(count), data).to(device)
         gaps.append((x0 - ideal).pow(2).mean().item())
     return sum(gaps) / len(gaps)
