@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
 from pipelines.images import eroded_mask, feathered_mask, paste_outside_mask, prepare_image, prepare_mask, working_size
 from pipelines.jobs import JobFailed, StepDone, StopToken, stream_job
+from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package
 from pipelines.validation import choice, in_page, number, resolve_seed, shown, text
 
@@ -155,7 +157,14 @@ def validate_sd(request: SDRequest) -> SDRequest:
                 f"mask_blur {checked.mask_blur} erases this whole mask (it feathers inward by that many pixels): "
                 "lower mask_blur or paint a larger mask"
             )
+    check_work(sd_work(checked), server_limits())
     return checked
+
+
+def sd_work(request: SDRequest) -> Work:
+    """The compute a checked request asks for: img2img and inpainting run only strength x steps of the schedule."""
+    steps = request.steps if request.task == "txt2img" else max(1, math.ceil(request.steps * request.strength))
+    return Work(steps, request.batch_size, request.width, request.height)
 
 
 def _load(pipeline_class, ref: str, device: torch.device):

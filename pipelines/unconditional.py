@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
 from guidance import ClipLoss, ColorLoss, GuidanceTerm, SamplingInterrupted, guided_sample, parse_color
@@ -19,6 +19,7 @@ from pipelines.config import check_model, model_location
 from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
 from pipelines.jobs import JobFailed, StepDone, StopToken, stream_job
+from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package, tensor_to_pil, upscale_for_display
 from pipelines.validation import choice, number, resolve_seed, text
 
@@ -98,7 +99,33 @@ def validate(request: SamplingRequest) -> SamplingRequest:
             'prompt is empty but clip_scale is above 0; write a prompt or set clip_scale to 0 ("Prompt" and '
             '"CLIP guidance strength" in the page)'
         )
+    check_work(request_work(checked, native_side(checked.model)), server_limits())
     return checked
+
+
+def request_work(request: SamplingRequest, side: int) -> Work:
+    """The compute a checked request asks for, on a model of native `side` pixels (0: unknown, counts no pixels)."""
+    guided = request.color_scale > 0 or request.clip_scale > 0
+    passes = (3 if guided and request.gradient_method == "unet" else 1) + (1 if guided and request.compare else 0)
+    cuts = request.cuts if request.clip_scale > 0 else 0
+    return Work(request.steps, request.batch_size, side, side, cuts=cuts, passes=passes)
+
+
+_NATIVE_SIDES: dict[str, int] = {}
+
+
+def native_side(model: str) -> int:
+    """The image side a model choice generates, from its UNet config alone (no weights); 0 when the config cannot
+    be read here (the load then reports why; a failure is not cached, the next request tries again)."""
+    location = model_location(model)
+    if location not in _NATIVE_SIDES:
+        try:
+            config = UNet2DModel.load_config(location, subfolder="unet")
+        except Exception:  # noqa: BLE001 - the model load that follows says what is wrong, once
+            return 0
+        size = config.get("sample_size", 0)
+        _NATIVE_SIDES[location] = int(size if isinstance(size, int) else size[0])
+    return _NATIVE_SIDES[location]
 
 
 @dataclass
