@@ -105,12 +105,47 @@ class _Raised:
         self.error = error
 
 
+OUT_OF_MEMORY = (
+    "out of {device} memory for this request: lower the number of images, the width and height, or the cutouts per "
+    "image (CLIP guidance), then try again; the memory it held has been released"
+)
+
+
+def out_of_memory(error: BaseException) -> str | None:
+    """'GPU' (or the device's word) when `error` is an allocation failure of an accelerator, else None."""
+    import torch
+
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return "GPU"
+    text = str(error).lower()
+    if isinstance(error, RuntimeError) and "out of memory" in text:
+        return "MPS" if "mps" in text else "GPU"
+    return None
+
+
+def release_memory(error: BaseException) -> None:
+    """Drop what a failed job still holds (its frames keep the activations alive) and empty the CUDA cache."""
+    import gc
+    import traceback
+
+    import torch
+
+    traceback.clear_frames(error.__traceback__)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def failure(error: Exception) -> JobFailed:
     """The JobFailed event for an exception raised by a job."""
     from pipelines.cache import ModelUnavailableError
 
     if isinstance(error, ModelUnavailableError):
         return JobFailed(str(error), "unavailable")
+    if device := out_of_memory(error):
+        release_memory(error)
+        logger.warning("out of memory: %s", str(error).splitlines()[0][:200] if str(error) else type(error).__name__)
+        return JobFailed(OUT_OF_MEMORY.format(device=device), "invalid")
     if isinstance(error, ValueError):
         return JobFailed(str(error), "invalid")
     logger.error("generation failed", exc_info=error)
