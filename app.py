@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import gradio as gr
 
@@ -19,6 +20,7 @@ from pipelines.gpu import on_zero_gpu, simulating
 from pipelines.images import mask_from_editor
 from pipelines.jobs import STOP_FLAGS, JobFailed, StepDone
 from pipelines.outputs import save_png
+from ui_components import Dropdown, Image, Number, Radio, Slider, Textbox, name_inputs
 
 logger = logging.getLogger("studio")
 TITLE = "Guided-diffusion studio"
@@ -40,30 +42,37 @@ def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "anonymous"
 
 
+def _refused(message: str) -> gr.Error:
+    """The error for a request refused as asked (bad value, over a limit, model unavailable): one log line, no
+    traceback, since nothing in the server went wrong."""
+    logger.info("refused: %s", message[:300])
+    return gr.Error(message, print_exception=False)
+
+
 def _run(generate_steps, validate, job, request: gr.Request | None, progress: gr.Progress):
     """Run one generation job and shape the result for the gallery and the info panel.
 
     The job is validated here, before any GPU is asked for; `generate_steps` (a `@gpu` generator: on ZeroGPU it runs
     in a forked worker) gets only picklable arguments and yields progress, then the result or a failure."""
+    if _stopped_while_queued():
+        gr.Info("Stopped before it started")
+        return [], {"interrupted": True, "stopped_after_step": 0, "stopped_while_queued": True}
     session = _session(request)
     token = STOP_FLAGS.start(session)  # before validation, which may be slow: a Stop then still finds the job
     result = None
     try:
         try:
             job = validate(job)
-        except ValueError as error:
-            raise gr.Error(str(error)) from None
-        except ModelUnavailableError as error:  # the Hub is unreachable: one sentence that says what to pick instead
-            logger.warning("%s", error)
-            raise gr.Error(str(error)) from None
+        except (ValueError, ModelUnavailableError) as error:  # unavailable: one sentence saying what to pick instead
+            raise _refused(str(error)) from None
         progress(0, desc="Loading models")
         for event in generate_steps(job, token):
             if isinstance(event, StepDone):
                 progress((event.done, event.total), desc="Sampling", unit="steps")
             elif isinstance(event, JobFailed):
-                if event.kind == "unavailable":
-                    logger.warning("%s", event.message)
-                raise gr.Error(event.message)
+                if event.kind == "failed":
+                    raise gr.Error(event.message)  # a real failure: its traceback goes to the log
+                raise _refused(event.message)
             else:
                 result = event
     except gr.Error:
@@ -224,9 +233,40 @@ def native_size_update(model: str):
     return width, gr.update(value=value, label=f"Height (native {size})")
 
 
+# Gradio's `cancels=` drops queued jobs only for the browser (its frontend calls /cancel); an API caller's /stop
+# reaches this handler alone. So the handler also marks the caller's jobs still waiting in the queue, by event id,
+# and each of them ends as soon as it starts. Event id -> when marked (entries of jobs that never start expire).
+_STOPPED_WHILE_QUEUED: dict[str, float] = {}
+_QUEUED_STOP_MAX_AGE = 3600.0
+
+
+def _queued_event_ids(session: str) -> list[str]:
+    """Ids of `session`'s jobs waiting in Gradio's queue (read from its internals: none if they ever change)."""
+    try:
+        queues = list(demo._queue.event_queue_per_concurrency_id.values())
+        return [event._id for queue in queues for event in list(queue.queue) if event.session_hash == session]
+    except AttributeError:
+        return []
+
+
+def _stopped_while_queued() -> bool:
+    """Whether the job now starting was stopped while it waited (forgets the mark)."""
+    from gradio.context import LocalContext
+
+    event_id = LocalContext.event_id.get(None)
+    return event_id is not None and _STOPPED_WHILE_QUEUED.pop(event_id, None) is not None
+
+
 def stop(request: gr.Request = None) -> None:
-    """Ask this session's running job to stop after its current step."""
-    STOP_FLAGS.stop(_session(request))
+    """Ask this session's running job to stop after its current step, and its queued jobs not to start."""
+    session = _session(request)
+    STOP_FLAGS.stop(session)
+    now = time.monotonic()
+    for event_id, marked in list(_STOPPED_WHILE_QUEUED.items()):
+        if now - marked > _QUEUED_STOP_MAX_AGE:
+            _STOPPED_WHILE_QUEUED.pop(event_id, None)
+    for event_id in _queued_event_ids(session):
+        _STOPPED_WHILE_QUEUED[event_id] = now
 
 
 def device_note() -> str:
@@ -236,23 +276,23 @@ def device_note() -> str:
     return status_text(default_device().type, bool(os.environ.get("SPACE_ID")), bundled, hub_unreachable())
 
 
-def _seed() -> gr.Number:
+def _seed() -> Number:
     """The seed box every tab shares."""
-    return gr.Number(-1, precision=0, label="Seed (-1 = random; image i uses seed + i)")
+    return Number(-1, precision=0, label="Seed (-1 = random; image i uses seed + i)")
 
 
 def _sampling_controls(prefix: str) -> dict[str, gr.components.Component]:
     """Model, scheduler, steps, eta, batch size and seed controls shared by the three tabs."""
     models = uncond_models()
     controls = {
-        "model": gr.Dropdown(models, value=models[0], label="Model", elem_id=f"{prefix}-model"),
-        "scheduler": gr.Dropdown(list(uncond.SCHEDULERS), value="DDIM", label="Scheduler"),
+        "model": Dropdown(models, value=models[0], label="Model", elem_id=f"{prefix}-model"),
+        "scheduler": Dropdown(list(uncond.SCHEDULERS), value="DDIM", label="Scheduler"),
     }
     with gr.Row():
-        controls["steps"] = gr.Slider(1, uncond.MAX_STEPS, value=50, step=1, label="Steps", elem_id=f"{prefix}-steps")
-        controls["eta"] = gr.Slider(0, 1, value=0, step=0.05, label="Eta (DDIM only; 0 = deterministic)")
+        controls["steps"] = Slider(1, uncond.MAX_STEPS, value=50, step=1, label="Steps", elem_id=f"{prefix}-steps")
+        controls["eta"] = Slider(0, 1, value=0, step=0.05, label="Eta (DDIM only; 0 = deterministic)")
     with gr.Row():
-        controls["batch_size"] = gr.Slider(1, uncond.MAX_BATCH, value=1, step=1, label="Batch size")
+        controls["batch_size"] = Slider(1, uncond.MAX_BATCH, value=1, step=1, label="Batch size")
         controls["seed"] = _seed()
     return controls
 
@@ -272,6 +312,7 @@ def _outputs(prefix: str):
 def _wire(fn, inputs, tab_outputs, api_name: str):
     """Connect Generate for one tab (all tabs share one GPU queue slot); returns (event, stop button)."""
     generate_button, stop_button, gallery, info = tab_outputs
+    name_inputs(fn, inputs)
     event = generate_button.click(
         fn, inputs, [gallery, info], api_name=api_name, concurrency_id=GPU_QUEUE, concurrency_limit=1
     )
@@ -280,30 +321,30 @@ def _wire(fn, inputs, tab_outputs, api_name: str):
 
 def _prompts(prefix: str):
     """Prompt and negative prompt boxes."""
-    prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a watercolor fox in the snow", elem_id=f"{prefix}-prompt")
-    negative = gr.Textbox("", label="Negative prompt", placeholder="blurry, low quality")
+    prompt = Textbox(label="Prompt", lines=2, placeholder="a watercolor fox in the snow", elem_id=f"{prefix}-prompt")
+    negative = Textbox("", label="Negative prompt", placeholder="blurry, low quality")
     return prompt, negative
 
 
 def _sd_model_choice():
     """The Stable Diffusion model dropdown (SD_MODEL, and the bundled emoji preset when present)."""
     models = sd.sd_models()
-    return gr.Dropdown(models, value=models[0], label="Model")
+    return Dropdown(models, value=models[0], label="Model")
 
 
 def _sd_sampling_controls(prefix: str):
     """Scheduler, steps and classifier-free guidance scale for the Stable Diffusion tabs."""
-    scheduler = gr.Dropdown(list(sd.SD_SCHEDULERS), value="DPM++ 2M Karras", label="Scheduler")
+    scheduler = Dropdown(list(sd.SD_SCHEDULERS), value="DPM++ 2M Karras", label="Scheduler")
     with gr.Row():
-        steps = gr.Slider(1, sd.MAX_SD_STEPS, value=25, step=1, label="Steps", elem_id=f"{prefix}-steps")
-        guidance = gr.Slider(0, sd.MAX_GUIDANCE, value=7.5, step=0.5, label="Guidance scale (CFG)")
+        steps = Slider(1, sd.MAX_SD_STEPS, value=25, step=1, label="Steps", elem_id=f"{prefix}-steps")
+        guidance = Slider(0, sd.MAX_GUIDANCE, value=7.5, step=0.5, label="Guidance scale (CFG)")
     return scheduler, steps, guidance
 
 
 def _sd_batch_and_seed():
     """Number of images and seed for the Stable Diffusion tabs."""
     with gr.Row():
-        batch_size = gr.Slider(1, sd.MAX_SD_BATCH, value=1, step=1, label="Number of images")
+        batch_size = Slider(1, sd.MAX_SD_BATCH, value=1, step=1, label="Number of images")
         seed = _seed()
     return batch_size, seed
 
@@ -312,7 +353,7 @@ def _guidance_options(prefix: str):
     """Compare toggle and gradient method, shared by the guided tabs."""
     with gr.Accordion("Options", open=False):
         compare = gr.Checkbox(False, label="Also show the unguided image of the same seed", elem_id=f"{prefix}-compare")
-        method = gr.Radio(GRADIENT_LABELS, value="x0", label="Guidance gradient")
+        method = Radio(GRADIENT_LABELS, value="x0", label="Guidance gradient")
     return compare, method
 
 
@@ -338,7 +379,7 @@ def build_demo() -> gr.Blocks:
                     controls = _sampling_controls("color")
                     with gr.Row():
                         color = gr.ColorPicker("#ff8800", label="Target color", elem_id="color-color")
-                        color_scale = gr.Slider(
+                        color_scale = Slider(
                             0,
                             uncond.MAX_COLOR_SCALE,
                             value=uncond.DEFAULT_COLOR_SCALE,
@@ -356,21 +397,19 @@ def build_demo() -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     controls = _sampling_controls("clip")
-                    prompt = gr.Textbox(
-                        label="Prompt", placeholder="a smiling face with red hair", elem_id="clip-prompt"
-                    )
+                    prompt = Textbox(label="Prompt", placeholder="a smiling face with red hair", elem_id="clip-prompt")
                     with gr.Row():
-                        clip_scale = gr.Slider(
+                        clip_scale = Slider(
                             0,
                             uncond.MAX_CLIP_SCALE,
                             value=uncond.DEFAULT_CLIP_SCALE,
                             step=0.1,
                             label="CLIP guidance strength (0 = off)",
                         )
-                        cuts = gr.Slider(1, uncond.MAX_CUTS, value=4, step=1, label="Cutouts per image")
+                        cuts = Slider(1, uncond.MAX_CUTS, value=4, step=1, label="Cutouts per image")
                     with gr.Row():
                         color = gr.ColorPicker("#ff8800", label="Also pull toward a color")
-                        color_scale = gr.Slider(
+                        color_scale = Slider(
                             0, uncond.MAX_COLOR_SCALE, value=0, step=0.05, label="Color strength (0 = no color)"
                         )
                     compare, method = _guidance_options("clip")
@@ -389,7 +428,7 @@ def build_demo() -> gr.Blocks:
                     scheduler, steps, guidance = _sd_sampling_controls("txt2img")
                     with gr.Row():
                         width, height = (
-                            gr.Slider(sd.MIN_SIZE, sd.MAX_SIZE, value=sd.slider_size(size), step=8, label=label)
+                            Slider(sd.MIN_SIZE, sd.MAX_SIZE, value=sd.slider_size(size), step=8, label=label)
                             for label in (f"Width (native {size})", f"Height (native {size})")
                         )
                     batch_size, seed = _sd_batch_and_seed()
@@ -403,13 +442,11 @@ def build_demo() -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     sd_model = _sd_model_choice()
-                    image = gr.Image(
+                    image = Image(
                         type="pil", image_mode=None, format="png", label="Input image", elem_id="img2img-image"
                     )
                     prompt, negative = _prompts("img2img")
-                    strength = gr.Slider(
-                        0, 1, value=0.75, step=0.01, label="Strength (0 keeps the input, 1 replaces it)"
-                    )
+                    strength = Slider(0, 1, value=0.75, step=0.01, label="Strength (0 keeps the input, 1 replaces it)")
                     scheduler, steps, guidance = _sd_sampling_controls("img2img")
                     batch_size, seed = _sd_batch_and_seed()
                 with gr.Column():
@@ -431,15 +468,13 @@ def build_demo() -> gr.Blocks:
                     )
                     prompt, negative = _prompts("inpaint")
                     with gr.Row():
-                        strength = gr.Slider(0, 1, value=1.0, step=0.01, label="Strength")
-                        mask_blur = gr.Slider(0, sd.MAX_MASK_BLUR, value=4, step=1, label="Mask blur (px, inward)")
+                        strength = Slider(0, 1, value=1.0, step=0.01, label="Strength")
+                        mask_blur = Slider(0, sd.MAX_MASK_BLUR, value=4, step=1, label="Mask blur (px, inward)")
                     scheduler, steps, guidance = _sd_sampling_controls("inpaint")
                     batch_size, seed = _sd_batch_and_seed()
                     with gr.Accordion("Image and mask sent to the model", open=False), gr.Row():
-                        plain_image = gr.Image(
-                            type="pil", image_mode=None, format="png", label="Image", interactive=False
-                        )
-                        plain_mask = gr.Image(
+                        plain_image = Image(type="pil", image_mode=None, format="png", label="Image", interactive=False)
+                        plain_mask = Image(
                             type="pil",
                             image_mode=None,
                             format="png",
@@ -451,22 +486,24 @@ def build_demo() -> gr.Blocks:
             split = generate_button.click(
                 split_editor, editor, [plain_image, plain_mask], api_visibility="private", concurrency_limit=None
             )
+            inpaint_inputs = [
+                plain_image,
+                plain_mask,
+                prompt,
+                negative,
+                scheduler,
+                steps,
+                guidance,
+                strength,
+                batch_size,
+                seed,
+                mask_blur,
+                sd_model,
+            ]
+            name_inputs(inpaint, inpaint_inputs)
             event = split.then(
                 inpaint,
-                [
-                    plain_image,
-                    plain_mask,
-                    prompt,
-                    negative,
-                    scheduler,
-                    steps,
-                    guidance,
-                    strength,
-                    batch_size,
-                    seed,
-                    mask_blur,
-                    sd_model,
-                ],
+                inpaint_inputs,
                 [gallery, info],
                 api_name="inpaint",
                 concurrency_id=GPU_QUEUE,
@@ -499,6 +536,14 @@ def queue_size() -> int:
         return 20
 
 
+def max_upload_megabytes() -> int:
+    """Largest upload accepted (`STUDIO_MAX_UPLOAD_MB`, default 20): Gradio refuses bigger files before storing them."""
+    try:
+        return max(1, int(os.environ.get("STUDIO_MAX_UPLOAD_MB", "20")))
+    except ValueError:
+        return 20
+
+
 def preload_for_zero_gpu() -> None:
     """On ZeroGPU, load every tab's default model in this main process at start-up (ZeroGPU's documented pattern):
     each forked GPU worker inherits them, while whatever a worker loads itself may die with it. Elsewhere models
@@ -522,8 +567,17 @@ def preload_for_zero_gpu() -> None:
             logger.warning("preloading the %s model failed: %s", name, first_line)
 
 
+def log_to_console() -> None:
+    """The studio's own log lines (refusals, failures, preloading) on stderr at INFO; libraries keep their level."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s studio %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 demo = build_demo()
 
 if __name__ == "__main__":
+    log_to_console()
     preload_for_zero_gpu()
-    demo.queue(max_size=queue_size(), default_concurrency_limit=1).launch()
+    demo.queue(max_size=queue_size(), default_concurrency_limit=1).launch(max_file_size=f"{max_upload_megabytes()}mb")

@@ -14,6 +14,9 @@ from PIL import Image, ImageFilter, ImageOps
 MULTIPLE = 8
 MIN_SIDE = 64
 MAX_SIDE = 1024
+# Uploads larger than this are refused before decoding (4096x4096; they are scaled to MAX_SIDE anyway). Pillow's own
+# decompression-bomb guard only warns below 179 megapixels, and a 12000x12000 upload took 451 s and 3.3 GB.
+MAX_UPLOAD_PIXELS = 4096 * 4096
 MASK_THRESHOLD = 128  # mask pixels at or above this (of 255) are repainted
 
 

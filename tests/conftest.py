@@ -63,6 +63,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+SERVERS: dict[str, dict] = {}  # url of each running app -> {"log": its stdout+stderr file, "pid", "outputs": folder}
+
+
 @contextlib.contextmanager
 def running_app(settings: dict[str, str], tmp_path_factory, drop: tuple[str, ...] = ()):
     """`python app.py` on a free port with `settings` added to the environment and `drop` removed; yields its URL."""
@@ -72,16 +75,18 @@ def running_app(settings: dict[str, str], tmp_path_factory, drop: tuple[str, ...
     import urllib.request
 
     port = _free_port()
+    outputs = str(tmp_path_factory.mktemp("outputs"))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {key: value for key, value in os.environ.items() if key not in drop}
     env.update(
         GRADIO_SERVER_NAME="127.0.0.1",
         GRADIO_SERVER_PORT=str(port),
         GRADIO_ANALYTICS_ENABLED="False",
-        STUDIO_OUTPUT_DIR=str(tmp_path_factory.mktemp("outputs")),
+        STUDIO_OUTPUT_DIR=outputs,
         **settings,
     )
-    log = open(tmp_path_factory.mktemp("logs") / "server.log", "w+")
+    log_path = tmp_path_factory.mktemp("logs") / "server.log"
+    log = open(log_path, "w+")
     process = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 300
@@ -95,6 +100,7 @@ def running_app(settings: dict[str, str], tmp_path_factory, drop: tuple[str, ...
                 process.kill()
                 raise RuntimeError(f"app.py did not start:\n{log.read()}") from None
             time.sleep(0.5)
+    SERVERS[url] = {"log": str(log_path), "pid": process.pid, "outputs": outputs}
     try:
         yield url
     finally:
@@ -107,8 +113,12 @@ def running_app(settings: dict[str, str], tmp_path_factory, drop: tuple[str, ...
 def server(tiny_models, tmp_path_factory):
     """`python app.py` with the tiny models configured through the environment (and no bundled models, whatever
     models/emoji holds, so the tiny models are the defaults); yields its URL."""
-    with running_app(tiny_model_settings(tiny_models, tmp_path_factory), tmp_path_factory) as url:
+    settings = {**tiny_model_settings(tiny_models, tmp_path_factory), "STUDIO_OUTPUT_MAX_FILES": str(OUTPUT_MAX_FILES)}
+    with running_app(settings, tmp_path_factory) as url:
         yield url
+
+
+OUTPUT_MAX_FILES = 40  # the test server's output folder limit, low enough for the leak test to reach it
 
 
 @pytest.fixture(scope="session")

@@ -73,12 +73,32 @@ def test_bad_requests_are_errors_and_the_server_keeps_serving(client, tiny_model
         client.predict(
             model=tiny_models["unet"], steps=2, seed=1, color="notacolor", color_scale=1, api_name="/color_guided"
         )
-    with pytest.raises(AppError, match="minimum"):
+    with pytest.raises(AppError, match=r"steps must be between 1 and 1000, got 0 \(\"Steps\" in the page\)"):
         client.predict(model=tiny_models["unet"], steps=0, seed=1, api_name="/unconditional")
     with pytest.raises(AppError):
         client.predict(model="someone/other-model", steps=2, seed=1, api_name="/unconditional")
     gallery, _ = client.predict(model=tiny_models["unet"], steps=2, seed=1, api_name="/unconditional")
     check_pngs(gallery, [1])
+
+
+def test_a_refused_request_is_one_log_line_and_no_traceback(client, server):
+    from tests.conftest import SERVERS
+
+    def log() -> str:
+        with open(SERVERS[server]["log"]) as handle:
+            return handle.read()
+
+    before = log()
+    # The request that once held the only slot for 1469 s on a CPU: refused by the compute limit, before loading.
+    with pytest.raises(AppError, match=r"629\.1 megapixel-steps .* limit of 30 \(set by STUDIO_MAX_MEGAPIXEL_STEPS\)"):
+        client.predict(prompt="a", width=1024, height=1024, batch_size=4, steps=150, seed=1, api_name="/txt2img")
+    deadline = time.monotonic() + 10
+    while "629.1 megapixel-steps" not in log()[len(before) :] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    added = log()[len(before) :]
+    lines = [line for line in added.splitlines() if "megapixel-steps" in line]
+    assert len(lines) == 1 and "studio INFO refused: " in lines[0], added[-2000:]
+    assert "Traceback" not in added
 
 
 def test_stop_interrupts_within_a_step(client, tiny_models):

@@ -1,0 +1,136 @@
+"""Gradio inputs whose refusals name the parameter.
+
+Gradio checks a slider's range and a dropdown's choices in the component's `preprocess`, before any handler or
+`validator=` runs, and says only "Value 1000000000 is greater than maximum value 1000." With ten keywords in an API
+call nobody can tell which one. These subclasses check first, with the studio's wording: the API keyword (set by
+`name_inputs` from the handler's signature), the page's label and the allowed range or choices. The frontend sees
+the same components (`get_block_name`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import gradio as gr
+import PIL.Image
+
+from pipelines.images import MAX_UPLOAD_PIXELS
+from pipelines.validation import LABELS, in_page, number, shown
+
+
+def _where(component) -> tuple[str, str | None]:
+    """(API keyword, label for the message) of an input; the label is left to LABELS when it knows the keyword."""
+    keyword = getattr(component, "api_keyword", None) or str(component.label or "value")
+    return keyword, None if keyword in LABELS else component.label
+
+
+def _refuse(message: str) -> gr.Error:
+    return gr.Error(message, print_exception=False)
+
+
+class _Bounded:
+    """Range check of Slider and Number, before Gradio's own."""
+
+    def _kind(self) -> type:
+        step = getattr(self, "step", None)
+        integral = getattr(self, "precision", None) == 0 or (
+            step is not None and float(step).is_integer() and float(self.minimum or 0).is_integer()
+        )
+        return int if integral else float
+
+    def preprocess(self, payload):
+        if payload is None and isinstance(self, gr.Number):
+            return None  # an empty number box: the handler's default applies
+        keyword, label = _where(self)
+        low = -math.inf if self.minimum is None else self.minimum
+        high = math.inf if self.maximum is None else self.maximum
+        kind = self._kind()
+        if not isinstance(payload, (int, float)) or isinstance(payload, bool):  # "5", [1], True: not a number
+            wanted = "an integer" if kind is int else "a number"
+            raise _refuse(f"{keyword} must be {wanted}, got {shown(payload)}{in_page(keyword, label)}")
+        try:
+            number(keyword, payload, kind, low, high, label=label)
+        except ValueError as error:
+            raise _refuse(str(error)) from None
+        return super().preprocess(payload)
+
+
+class _Choice:
+    """Choice check of Dropdown and Radio, before Gradio's own."""
+
+    def preprocess(self, payload):
+        values = [value for _, value in self.choices]
+        if payload is not None and not getattr(self, "allow_custom_value", False) and payload not in values:
+            keyword, label = _where(self)
+            listed = ", ".join(str(value) for value in values)
+            raise _refuse(f"{keyword} {shown(payload)} is not one of {listed}{in_page(keyword, label)}")
+        return super().preprocess(payload)
+
+
+class Textbox(gr.Textbox):
+    """Text only: Gradio would pass a list or a dict on as its repr."""
+
+    def get_block_name(self) -> str:
+        return "textbox"
+
+    def preprocess(self, payload):
+        if payload is not None and not isinstance(payload, str):
+            keyword, label = _where(self)
+            raise _refuse(f"{keyword} must be text, got {type(payload).__name__}{in_page(keyword, label)}")
+        return super().preprocess(payload)
+
+
+class Image(gr.Image):
+    """An upload that is not an image, is truncated, or would decode to more than MAX_UPLOAD_PIXELS is refused by
+    name, from its header, before anything is decoded."""
+
+    def get_block_name(self) -> str:
+        return "image"
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        keyword, label = _where(self)
+        where = in_page(keyword, label)
+        try:
+            with PIL.Image.open(payload.path) as header:  # reads the header only
+                width, height = header.size
+        except Exception as error:  # noqa: BLE001 - any unreadable upload is the same refusal
+            raise _refuse(f"{keyword} is not an image this server can read ({type(error).__name__}){where}") from None
+        if width * height > MAX_UPLOAD_PIXELS:
+            raise _refuse(
+                f"{keyword} is {width}x{height} px ({width * height / 1e6:.1f} megapixels), above this server's "
+                f"limit of {MAX_UPLOAD_PIXELS / 1e6:.1f} megapixels: scale it down first{where}"
+            )
+        try:
+            return super().preprocess(payload)
+        except Exception as error:  # noqa: BLE001 - a header that reads but a body that does not
+            raise _refuse(f"{keyword} could not be decoded: {str(error)[:80] or type(error).__name__}{where}") from None
+
+
+class Slider(_Bounded, gr.Slider):
+    def get_block_name(self) -> str:
+        return "slider"
+
+
+class Number(_Bounded, gr.Number):
+    def get_block_name(self) -> str:
+        return "number"
+
+
+class Dropdown(_Choice, gr.Dropdown):
+    def get_block_name(self) -> str:
+        return "dropdown"
+
+
+class Radio(_Choice, gr.Radio):
+    def get_block_name(self) -> str:
+        return "radio"
+
+
+def name_inputs(fn, inputs) -> None:
+    """Give each input the API keyword it fills: the handler's parameter at the same position."""
+    for parameter, component in zip(inspect.signature(fn).parameters, inputs):
+        if getattr(component, "api_keyword", None) is None:
+            component.api_keyword = parameter
