@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -82,9 +83,20 @@ def output_max_age() -> float:
         return 3600.0
 
 
-def sweep_outputs(folder: str, max_age: float, now: float | None = None) -> int:
-    """Delete this app's PNGs (32 hex digits + .png) older than `max_age` seconds in `folder`; return how many."""
+def output_max_files() -> int:
+    """PNGs kept in the output folder at most: `STUDIO_OUTPUT_MAX_FILES`, default 500 (the oldest go first), so a
+    burst of requests cannot fill the disk within the age limit."""
+    try:
+        return max(16, int(os.environ.get("STUDIO_OUTPUT_MAX_FILES", "500")))
+    except ValueError:
+        return 500
+
+
+def sweep_outputs(folder: str, max_age: float, now: float | None = None, max_files: int | None = None) -> int:
+    """Delete this app's PNGs (32 hex digits + .png) in `folder` older than `max_age` seconds, then the oldest
+    beyond `max_files` (None: no count limit); return how many were deleted."""
     now = time.time() if now is None else now
+    kept: list[tuple[float, str]] = []
     removed = 0
     try:
         with os.scandir(folder) as entries:
@@ -92,11 +104,17 @@ def sweep_outputs(folder: str, max_age: float, now: float | None = None) -> int:
                 if not (OUTPUT_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)):
                     continue
                 try:
-                    if now - entry.stat(follow_symlinks=False).st_mtime > max_age:
-                        os.remove(entry.path)
-                        removed += 1
+                    modified = entry.stat(follow_symlinks=False).st_mtime
                 except FileNotFoundError:  # another request swept it first
                     continue
+                kept.append((modified, entry.path))
+        kept.sort()
+        excess = max(0, len(kept) - max_files) if max_files is not None else 0
+        for index, (modified, path) in enumerate(kept):
+            if index < excess or now - modified > max_age:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+                    removed += 1
     except OSError as error:  # a sweep that fails must never lose a finished generation
         logger.warning("could not sweep %s: %s", folder, error)
     return removed
@@ -104,11 +122,12 @@ def sweep_outputs(folder: str, max_age: float, now: float | None = None) -> int:
 
 def save_png(image: Image.Image, parameters: dict[str, Any], folder: str | None = None) -> str:
     """Write `image` as PNG with `parameters` as JSON in a text chunk; return the path. PNGs older than
-    `output_max_age()` in the folder are deleted first, so the folder stays bounded."""
+    `output_max_age()`, and the oldest beyond `output_max_files()` less one, are deleted first: the folder stays
+    bounded."""
     info = PngInfo()
     info.add_text(METADATA_KEY, json.dumps(parameters, sort_keys=True))
     folder = folder or output_dir()
-    sweep_outputs(folder, output_max_age())
+    sweep_outputs(folder, output_max_age(), max_files=output_max_files() - 1)
     path = os.path.join(folder, f"{uuid.uuid4().hex}.png")
     image.save(path, format="PNG", pnginfo=info)
     return path

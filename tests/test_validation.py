@@ -101,6 +101,21 @@ def test_old_outputs_are_swept_and_nothing_else(tmp_path):
     assert sweep_outputs(str(tmp_path), 3600) == 0
 
 
+def test_the_output_folder_keeps_at_most_its_file_limit_newest_first(tmp_path, monkeypatch):
+    import time
+
+    from PIL import Image
+
+    from pipelines.outputs import save_png
+
+    monkeypatch.setenv("STUDIO_OUTPUT_MAX_FILES", "16")
+    paths = []
+    for index in range(20):
+        paths.append(save_png(Image.new("RGB", (4, 4)), {"seed": index}, folder=str(tmp_path)))
+        os.utime(paths[-1], (time.time() - 100 + index, time.time() - 100 + index))  # strictly increasing ages
+    assert [os.path.exists(path) for path in paths] == [False] * 4 + [True] * 16
+
+
 def test_size_sliders_start_at_a_value_they_accept(configured, monkeypatch):
     import app
     from pipelines import stable_diffusion as sd
