@@ -86,8 +86,15 @@ def _run(generate_steps, validate, job, request: gr.Request | None, progress: gr
         raise gr.Error("generation failed: the GPU worker ended without a result")
     for warning in result.info.get("warnings", []):  # a truncated or empty prompt changes what the user gets
         gr.Warning(warning)
+    stopped = ""
+    if result.info.get("interrupted"):
+        stopped = f"stopped at step {result.info['stopped_after_step']} of {result.info['total_steps']}"
+        gr.Info(stopped[0].upper() + stopped[1:])
     gallery = [
-        (save_png(image, parameters), f"{parameters['kind']} · seed {parameters['seed']}")
+        (
+            save_png(image, parameters),
+            f"{parameters['kind']} · seed {parameters['seed']}" + (f" · {stopped}" * bool(stopped)),
+        )
         for image, parameters in zip(result.images, result.image_parameters)
     ]
     return gallery, result.info
@@ -512,14 +519,14 @@ def build_demo() -> gr.Blocks:
             wired.append((split, stop_button))
             wired.append((event, stop_button))
 
-        # Stop sets the session's flag (the running job ends within one step) and drops queued jobs; it is
-        # never queued behind a job.
+        # Stop sets the session's flag (the running job ends within one step and shows its current images) and
+        # marks its queued jobs; it is never queued behind a job. No `cancels=`: Gradio's cancel would throw the
+        # running job's images away and leave the previous run on the page.
         gr.on(
             list({id(button): button.click for _, button in wired}.values()),
             stop,
             None,
             None,
-            cancels=[event for event, _ in wired],
             api_name="stop",
             concurrency_limit=None,
         )

@@ -333,7 +333,7 @@ def generate_sd(
             on_step(step + 1, pipe.num_timesteps)
         if should_stop is not None and should_stop() and not pipe.interrupt:
             pipe._interrupt = True  # diffusers' documented way to end the loop; the latents so far are decoded
-            state["stopped_after_step"] = step + 1
+            state["stopped_after_step"], state["total_steps"] = step + 1, pipe.num_timesteps
         return callback_kwargs
 
     if request.task != "txt2img" and denoising_steps(request) == 0:
@@ -361,7 +361,7 @@ def generate_sd(
         elapsed_seconds=round(time.perf_counter() - started, 3),
     )
     if state["stopped_after_step"] is not None:
-        info["stopped_after_step"] = state["stopped_after_step"]
+        info["stopped_after_step"], info["total_steps"] = state["stopped_after_step"], state["total_steps"]
     return package([(image, request.seed + index, request.task) for index, image in enumerate(images)], info)
 
 

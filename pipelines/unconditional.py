@@ -259,7 +259,7 @@ def generate(
             samples = run_sampler(model, request, run_terms, callback)
         except SamplingInterrupted as stop:
             samples = stop.predicted_x0
-            info.update(interrupted=True, stopped_after_step=stop.step)
+            info.update(interrupted=True, stopped_after_step=stop.step, total_steps=total)
         images += [
             (upscale_for_display(image), request.seed + index, label)
             for index, image in enumerate(tensor_to_pil(samples))

@@ -119,3 +119,22 @@ def test_inpainting_tab_paints_a_mask_and_repaints_only_there(page, tmp_path):
     assert result.shape == source.shape
     unchanged = (result == source).all(axis=-1).mean()
     assert 0.2 < unchanged < 0.98, unchanged  # the stroke was repainted, the rest kept exactly
+
+
+def test_stop_shows_the_current_images_and_the_step_it_stopped_at(page, tmp_path):
+    import re
+
+    page.get_by_role("tab", name="Unconditional").click()
+    set_steps(page, "uncond", 1000)
+    page.locator("#uncond-generate").click()
+    page.locator("#uncond-gallery").get_by_text(re.compile(r"\d+/1000")).first.wait_for(timeout=60_000)
+    page.locator("#uncond-stop").click()
+    page.get_by_text(re.compile(r"Stopped at step \d+ of 1000")).first.wait_for(timeout=30_000)
+    image = page.locator("#uncond-gallery img").first
+    image.wait_for(state="visible", timeout=30_000)
+    page.screenshot(path=str(tmp_path / "stopped.png"), full_page=True)
+    _, parameters = download(image)
+    assert parameters["steps"] == 1000  # this run's image, not a previous one
+    page.get_by_text('"interrupted": true').first.wait_for(timeout=10_000)
+    step = int(re.search(r"stopped at step (\d+) of 1000", page.locator("#uncond-gallery").inner_text()).group(1))
+    assert 0 < step < 1000
