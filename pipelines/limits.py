@@ -17,10 +17,12 @@ from pipelines.validation import in_page
 
 # Defaults with an accelerator (CUDA, or ZeroGPU whose main process has none): 150 megapixel-steps is SD 1.5 at
 # 512x512, 4 images, 143 steps, or celebahq-256, 2 images, 1000 steps; about 45 s of one H200 slice, about 3 minutes
-# of a T4. On a CPU: 30 (SD 1.5 512x512, one image, 114 steps: minutes already). The bundled emoji models are
-# 32x32 and 64x64, so the same numbers leave them hundreds of times more room.
+# of a T4. On a CPU: 7. Measured on 2 cores (AMD EPYC): one SD 1.5 UNet step with CFG takes 14.7 s at 512x512
+# (56 s per megapixel-step) and 92 s at 1024x1024; the bundled 32 px DDPM 0.025 s per image-step (24 s per
+# megapixel-step). So 7 admits SD 1.5's default request (512x512, 25 steps: 6.6, about 6 minutes) and the bundled
+# DDPM at 1000 steps for 6 images (about 2.5 minutes), and refuses more.
 GPU_MEGAPIXEL_STEPS = 150.0
-CPU_MEGAPIXEL_STEPS = 30.0
+CPU_MEGAPIXEL_STEPS = 7.0
 GPU_CUTOUT_STEPS = 20_000  # 4 cutouts x 1000 steps x 4 images, or 64 x 50 x 6
 CPU_CUTOUT_STEPS = 20_000  # a cutout of the bundled CLIP is cheap; a ViT-B-32 on a CPU is limited by the steps
 

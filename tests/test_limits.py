@@ -55,7 +55,7 @@ def test_the_cpu_held_slot_request_is_refused_before_loading(no_model_loads):
         sd.validate_sd(request)
     message = str(refused.value)
     assert "629.1 megapixel-steps" in message and "steps 150 x batch_size 4 x 1024x1024 px" in message
-    assert "limit of 30 (set by STUDIO_MAX_MEGAPIXEL_STEPS)" in message
+    assert "limit of 7 (set by STUDIO_MAX_MEGAPIXEL_STEPS)" in message
 
 
 def test_each_single_limit_names_its_parameter_and_label(monkeypatch, no_model_loads):
