@@ -9,7 +9,11 @@ embeddings of the *scoring* CLIP (never the guiding one), generated set versus a
 emoji; real images go through the model's path (area-downsampled to its native size, then upscaled for display like
 its samples). Both are biased low at small counts, so the reference is real-vs-real on split halves at the same
 count, and every number is a mean +- std over `--draws` seeded draws. Two negative controls (uniform noise, and real
-emoji blurred to 4x4 px: colour blobs) show whether the scoring CLIP can tell junk from emoji at all. Copy ratio
+emoji blurred to 4x4 px: colour blobs) show whether the scoring CLIP can tell junk from emoji at all; the scoring CLIP
+learnt both kinds as junk, so `--negative-ddpm DIR` adds a held-out one: samples of a model known to fail, such as
+the 1638-step CPU export of the bundled DDPM, kept in `bench/fixtures/undertrained-ddpm` (its grid: coloured shapes
+and tiles, nothing a person names). A bar that any control reaches is reported as
+"metric blind", never as passed. Copy ratio
 (Gu et al. 2023): share of samples whose nearest data-set image is closer than 1/3 of the second nearest.
 
 Bars (issue 4), each on the same seeds where two runs are compared:
@@ -80,6 +84,7 @@ DRAW_SEED_STRIDE = 10_000  # draw d samples seeds d * stride + i: the same first
 SPLIT_SEED, REAL_SEED = 1_000, 2_000  # random generators of the real-vs-real halves and of the real comparison sets
 GRID_SEEDS = range(16)
 BLOB_SIZE = 4  # negative control: real emoji area-downsampled to 4x4 px, the colour blobs of an undertrained DDPM
+UNDERTRAINED_DDPM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "undertrained-ddpm")
 CONTROLS = ("uniform noise images", f"real emoji blurred to {BLOB_SIZE}x{BLOB_SIZE} px")
 MAX_BUNDLE_MB = 80
 
@@ -178,6 +183,24 @@ class Sampler:
         return np.stack([self.cache[(guidance, seed)] for seed in seeds])
 
 
+def failed_model_samples(folder: str, seeds: list[int]) -> np.ndarray:
+    """uint8 display samples, one per seed, from the DDPM pipeline in `folder` (a model known to fail), drawn exactly
+    as the bundled one's: same request, scheduler and steps."""
+    from pipelines import unconditional as uncond
+    from pipelines.bundled import BUNDLED_LABEL
+    from pipelines.outputs import tensor_to_pil
+
+    model = uncond.load_unconditional(folder, torch.device("cpu"))
+    images = []
+    for start in range(0, len(seeds), uncond.MAX_BATCH):
+        run = seeds[start : start + uncond.MAX_BATCH]
+        request = uncond.validate(
+            uncond.SamplingRequest(model=BUNDLED_LABEL, steps=STEPS, batch_size=len(run), seed=run[0])
+        )
+        images += tensor_to_pil(uncond.run_sampler(model, request, []))
+    return as_display(images)
+
+
 def spread(values: list[float]) -> str:
     """'mean +- std' of a list of numbers."""
     from bench.metrics import mean_std
@@ -213,6 +236,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--images-per-name", type=int, default=4, help="txt2img images per name")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--docs", default=None, help="write the 16-sample unconditional grid into this folder")
+    parser.add_argument(
+        "--negative-ddpm",
+        default=UNDERTRAINED_DDPM if os.path.isdir(UNDERTRAINED_DDPM) else None,
+        help="a DDPM folder known to fail, a held-out negative control ('' for none; default: the 1638-step CPU "
+        "export of the bundled DDPM, whose samples are coloured shapes, not emoji)",
+    )
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(args.only) - set(SECTIONS)
@@ -235,6 +264,7 @@ class Bench:
         self.real: torch.Tensor | None = None  # scoring-CLIP embeddings of the whole data set, the DDPM's path
         self.real_precision = self.real_recall = 0.0
         self.rows: list[tuple[str, str, str]] = []  # (bar, measured, target)
+        self.controls: tuple[str, ...] = CONTROLS
         self.skipped: list[str] = []
 
     def draw_seeds(self, draw: int) -> list[int]:
@@ -253,7 +283,7 @@ class Bench:
 
     def reference(self) -> None:
         """Embed the data set through the DDPM's path; real-vs-real precision/recall and copy ratio on split halves,
-        and the precision/recall of two negative controls (noise, blobs) against the same real sets."""
+        and the precision/recall of the negative controls (noise, blobs, a failed model) against the same real sets."""
         from bench.metrics import copy_ratio, mean_std, precision_recall
         from pipelines import unconditional as uncond
         from pipelines.bundled import BUNDLED_LABEL
@@ -268,7 +298,9 @@ class Bench:
         if 2 * count > len(real):
             sys.exit(f"--count {count} needs at least {2 * count} data-set images, there are {len(real)}")
         scores: dict[str, list[float]] = {"precision": [], "recall": [], "copy": []}
-        controls: dict[str, dict[str, list[float]]] = {name: {"precision": [], "recall": []} for name in CONTROLS}
+        if self.args.negative_ddpm:
+            self.controls = CONTROLS + (f"undertrained DDPM ({os.path.basename(self.args.negative_ddpm)})",)
+        controls: dict[str, dict[str, list[float]]] = {name: {"precision": [], "recall": []} for name in self.controls}
         for draw in range(draws):
             order = np.random.default_rng(SPLIT_SEED + draw).permutation(len(real))
             first, second = order[: len(real) // 2], order[len(real) // 2 :]
@@ -278,10 +310,12 @@ class Bench:
             scores["copy"].append(copy_ratio(real[second[:count]], real[first]))
             noise = np.random.default_rng(SPLIT_SEED + draw).integers(0, 256, images[:count].shape, dtype=np.uint8)
             blobs = real_like_samples(images[second[:count]], BLOB_SIZE)
-            for name, control in zip(CONTROLS, (noise, blobs), strict=True):
-                precision, recall = precision_recall(
-                    real[first[:count]], self.scorer.images(real_like_samples(control, size)), K
-                )
+            # Noise and blobs take the real images' path; a failed model's samples, the samples' path (as they are).
+            sets = [real_like_samples(noise, size), real_like_samples(blobs, size)]
+            if self.args.negative_ddpm:
+                sets.append(failed_model_samples(self.args.negative_ddpm, self.draw_seeds(draw)))
+            for name, control in zip(self.controls, sets, strict=True):
+                precision, recall = precision_recall(real[first[:count]], self.scorer.images(control), K)
                 controls[name]["precision"].append(precision)
                 controls[name]["recall"].append(recall)
         self.real_precision, self.real_recall = mean_std(scores["precision"])[0], mean_std(scores["recall"])[0]

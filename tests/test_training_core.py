@@ -112,6 +112,28 @@ def test_scoring_clip_junk_is_blends_never_one_emoji():
     assert lit.max() < 0.85 and (lit > 0.05).sum(dim=1).min() >= 2, lit.max()
 
 
+def test_scoring_clip_low_resolution_junk_keeps_colour_and_loses_detail():
+    from training.train_clip import low_resolution_junk
+
+    stripes = -torch.ones(16, 3, 32, 32)
+    stripes[..., ::2] = 1.0  # one-pixel stripes: mean 0, all detail
+    stripes[:, 0] = 0.5  # red channel flat: pure colour
+    blobs = low_resolution_junk(stripes, 16, torch.Generator().manual_seed(0))
+    assert blobs.shape == (16, 3, 32, 32) and blobs.min() >= -1 and blobs.max() <= 1
+    # Shrunk to 4 or 8 px, the stripes average out to flat grey; the flat colour survives exactly.
+    assert blobs[:, 1:].abs().max() < 1e-5 and torch.allclose(blobs[:, 0], torch.full_like(blobs[:, 0], 0.5))
+
+
+def test_separation_loss_is_zero_only_when_junk_is_on_the_far_side():
+    from training.train_clip import separation_loss
+
+    real = torch.nn.functional.normalize(torch.tensor([[1.0, 0.2, 0.0], [1.0, -0.2, 0.0]]), dim=1)
+    assert separation_loss(real, -real).item() == 0.0  # antipodal junk: nothing to push
+    assert separation_loss(real, torch.tensor([[0.0, 0.0, 1.0]])).item() == 0.0  # orthogonal: none either
+    near = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.1]]), dim=1)  # junk amid the emoji
+    assert separation_loss(real, near).item() == pytest.approx((real @ near.T).mean().item())
+
+
 def test_clip_augment_low_resolutions_choose_the_resampled_sizes():
     from training.train_clip import augment
 

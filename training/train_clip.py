@@ -69,6 +69,9 @@ class ClipConfig:
     low_resolutions: tuple[int, ...] = (2, 4)  # also show images at size/2 and size/4 (resampled back)
     junk_share: float = 0.0  # extra blurred blends of emoji per batch, taught to match `junk_caption` (scoring CLIP)
     junk_caption: str = "a blurry smudge"
+    junk_blobs: float = 0.0  # share of the junk that is single emoji shrunk to 4 or 8 px and resampled back
+    junk_noise: float = 0.0  # share of the junk that is uniform noise drawn at 8-64 px and resampled
+    junk_separation: float = 0.0  # weight of the loss that pushes junk embeddings to cosine <= 0 with every emoji's
     seed: int = 0
     device: str | None = None
 
@@ -156,6 +159,43 @@ def junk_images(images: torch.Tensor, count: int, generator: torch.Generator) ->
     return (blurred + level * torch.randn(blurred.shape, generator=generator).to(images.device)).clamp(-1, 1)
 
 
+def low_resolution_junk(
+    images: torch.Tensor, count: int, generator: torch.Generator, sizes: tuple[int, ...] = (4, 8)
+) -> torch.Tensor:
+    """`count` distinct emoji area-downsampled to one of `sizes` pixels and resampled back (bicubic, as the app
+    shows small images): the colour blobs of an undertrained DDPM, which no one would call an emoji."""
+    picks = torch.randperm(len(images), generator=generator)[:count].to(images.device)
+    chosen = torch.randint(len(sizes), (count,), generator=generator).to(images.device)
+    blobs = images[picks].clone()
+    for index, low in enumerate(sizes):
+        selected = chosen == index
+        if selected.any():
+            small = F.interpolate(blobs[selected], size=(low, low), mode="area")
+            blobs[selected] = F.interpolate(small, size=images.shape[-2:], mode="bicubic", align_corners=False)
+    return blobs.clamp(-1, 1)
+
+
+def noise_junk(count: int, size: int, generator: torch.Generator, sides: tuple[int, ...] = (8, 16, 32, 64)):
+    """`count` images of uniform noise in [-1, 1], each drawn at one of `sides` pixels and resampled to `size`: what a
+    diverged or barely trained model puts out."""
+    chosen = torch.randint(len(sides), (count,), generator=generator)
+    noise = torch.empty(count, 3, size, size)
+    for index, side in enumerate(sides):
+        selected = chosen == index
+        if selected.any():
+            drawn = torch.rand(int(selected.sum()), 3, side, side, generator=generator) * 2 - 1
+            noise[selected] = F.interpolate(drawn, size=(size, size), mode="bicubic", align_corners=False)
+    return noise.clamp(-1, 1)
+
+
+def separation_loss(real_features: torch.Tensor, junk_features: torch.Tensor) -> torch.Tensor:
+    """Mean positive cosine between junk and real image embeddings (both L2-normalised).
+
+    Contrast against the junk caption alone leaves junk near the middle of the emoji embeddings, inside every
+    k-NN ball of precision/recall; this puts it on the far side of them."""
+    return F.relu(junk_features.float() @ real_features.float().T).mean()
+
+
 def captions(names, rng: random.Random) -> list[str]:
     """One caption per name from a random template."""
     return [rng.choice(CAPTION_TEMPLATES).format(name) for name in names]
@@ -215,7 +255,14 @@ def train(config: ClipConfig) -> str:
         texts = captions([names[i] for i in indices.tolist()], rng)
         junk_count = round(config.junk_share * len(indices))
         if junk_count:
-            batch = torch.cat([batch, junk_images(images.to(device), junk_count, generator)])
+            blob_count = round(config.junk_blobs * junk_count)
+            noise_count = round(config.junk_noise * junk_count)
+            junk = [junk_images(images.to(device), junk_count - blob_count - noise_count, generator)]
+            if blob_count:
+                junk.append(low_resolution_junk(images.to(device), blob_count, generator))
+            if noise_count:
+                junk.append(noise_junk(noise_count, images.shape[-1], generator).to(device))
+            batch = torch.cat([batch, *junk])
             texts.append(config.junk_caption)
         tokens = tokenizer(texts).to(device)
         with autocast(device):
@@ -225,6 +272,8 @@ def train(config: ClipConfig) -> str:
         # Junk images' label is the junk caption (the last column); text-to-image runs over the real images only.
         labels = torch.cat([torch.arange(real), torch.full((junk_count,), real)]).to(device)
         loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:real, :real].T, labels[:real])) / 2
+        if junk_count and config.junk_separation:
+            loss = loss + config.junk_separation * separation_loss(image_features[:real], image_features[real:])
         apply_gradients(loss, optimiser)
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)  # temperature at most 100, as in CLIP
