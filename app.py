@@ -580,6 +580,7 @@ def log_to_console() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s studio %(levelname)s %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # a library that configures the root logger would print each line twice
 
 
 demo = build_demo()
