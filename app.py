@@ -240,9 +240,10 @@ def native_size_update(model: str):
     return width, gr.update(value=value, label=f"Height (native {size})")
 
 
-# Gradio's `cancels=` drops queued jobs only for the browser (its frontend calls /cancel); an API caller's /stop
-# reaches this handler alone. So the handler also marks the caller's jobs still waiting in the queue, by event id,
-# and each of them ends as soon as it starts. Event id -> when marked (entries of jobs that never start expire).
+# Stop must also reach the caller's jobs still waiting in the queue. Gradio's `cancels=` would do that only for the
+# browser (its frontend calls /cancel, never an API caller's /stop) and would throw a running job's images away, so
+# the handler marks the waiting jobs by event id and each ends as soon as it starts. Event id -> when marked
+# (entries of jobs that never start expire).
 _STOPPED_WHILE_QUEUED: dict[str, float] = {}
 _QUEUED_STOP_MAX_AGE = 3600.0
 
