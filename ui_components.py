@@ -16,7 +16,7 @@ import gradio as gr
 import PIL.Image
 
 from pipelines.images import MAX_UPLOAD_PIXELS
-from pipelines.validation import LABELS, in_page, number, shown
+from pipelines.validation import LABELS, choice, in_page, number, wrong_kind
 
 
 def _where(component) -> tuple[str, str | None]:
@@ -27,6 +27,14 @@ def _where(component) -> tuple[str, str | None]:
 
 def _refuse(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
+
+
+class _GradioFrontend:
+    """Rendered by the frontend component of the Gradio class refined (Gradio looks it up by class name)."""
+
+    def get_block_name(self) -> str:
+        gradio_class = next(cls for cls in type(self).__mro__ if cls.__module__.startswith("gradio."))
+        return gradio_class.__name__.lower()
 
 
 class _Bounded:
@@ -47,8 +55,7 @@ class _Bounded:
         high = math.inf if self.maximum is None else self.maximum
         kind = self._kind()
         if not isinstance(payload, (int, float)) or isinstance(payload, bool):  # "5", [1], True: not a number
-            wanted = "an integer" if kind is int else "a number"
-            raise _refuse(f"{keyword} must be {wanted}, got {shown(payload)}{in_page(keyword, label)}")
+            raise _refuse(str(wrong_kind(keyword, payload, kind, label)))
         try:
             number(keyword, payload, kind, low, high, label=label)
         except ValueError as error:
@@ -60,19 +67,17 @@ class _Choice:
     """Choice check of Dropdown and Radio, before Gradio's own."""
 
     def preprocess(self, payload):
-        values = [value for _, value in self.choices]
-        if payload is not None and not getattr(self, "allow_custom_value", False) and payload not in values:
+        if payload is not None and not getattr(self, "allow_custom_value", False):
             keyword, label = _where(self)
-            listed = ", ".join(str(value) for value in values)
-            raise _refuse(f"{keyword} {shown(payload)} is not one of {listed}{in_page(keyword, label)}")
+            try:
+                choice(keyword, payload, [value for _, value in self.choices], label)
+            except ValueError as error:
+                raise _refuse(str(error)) from None
         return super().preprocess(payload)
 
 
-class Textbox(gr.Textbox):
+class Textbox(_GradioFrontend, gr.Textbox):
     """Text only: Gradio would pass a list or a dict on as its repr."""
-
-    def get_block_name(self) -> str:
-        return "textbox"
 
     def preprocess(self, payload):
         if payload is not None and not isinstance(payload, str):
@@ -81,12 +86,9 @@ class Textbox(gr.Textbox):
         return super().preprocess(payload)
 
 
-class Image(gr.Image):
+class Image(_GradioFrontend, gr.Image):
     """An upload that is not an image, is truncated, or would decode to more than MAX_UPLOAD_PIXELS is refused by
     name, from its header, before anything is decoded."""
-
-    def get_block_name(self) -> str:
-        return "image"
 
     def preprocess(self, payload):
         if payload is None:
@@ -109,24 +111,20 @@ class Image(gr.Image):
             raise _refuse(f"{keyword} could not be decoded: {str(error)[:80] or type(error).__name__}{where}") from None
 
 
-class Slider(_Bounded, gr.Slider):
-    def get_block_name(self) -> str:
-        return "slider"
+class Slider(_GradioFrontend, _Bounded, gr.Slider):
+    pass
 
 
-class Number(_Bounded, gr.Number):
-    def get_block_name(self) -> str:
-        return "number"
+class Number(_GradioFrontend, _Bounded, gr.Number):
+    pass
 
 
-class Dropdown(_Choice, gr.Dropdown):
-    def get_block_name(self) -> str:
-        return "dropdown"
+class Dropdown(_GradioFrontend, _Choice, gr.Dropdown):
+    pass
 
 
-class Radio(_Choice, gr.Radio):
-    def get_block_name(self) -> str:
-        return "radio"
+class Radio(_GradioFrontend, _Choice, gr.Radio):
+    pass
 
 
 def name_inputs(fn, inputs) -> None:

@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from pipelines.validation import in_page
+from pipelines.validation import in_page, plain_number
 
 # Defaults with an accelerator (CUDA, or ZeroGPU whose main process has none): 150 megapixel-steps is SD 1.5 at
 # 512x512, 4 images, 143 steps, or celebahq-256, 2 images, 1000 steps; about 45 s of one H200 slice, about 3 minutes
@@ -49,7 +49,7 @@ ENV = {
 }
 
 
-def _env_number(name: str, kind: type):
+def _envplain_number(name: str, kind: type):
     """The positive number in environment variable `name`, None when unset; ValueError naming it when invalid."""
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -66,13 +66,14 @@ def _env_number(name: str, kind: type):
 def current_limits(accelerated: bool) -> Limits:
     """The limits from the environment, with the defaults for a server with (or without) an accelerator."""
     return Limits(
-        steps=_env_number(ENV["steps"], int),
-        batch_size=_env_number(ENV["batch_size"], int),
-        pixels=_env_number(ENV["pixels"], int),
-        cuts=_env_number(ENV["cuts"], int),
-        megapixel_steps=_env_number(ENV["megapixel_steps"], float)
+        steps=_envplain_number(ENV["steps"], int),
+        batch_size=_envplain_number(ENV["batch_size"], int),
+        pixels=_envplain_number(ENV["pixels"], int),
+        cuts=_envplain_number(ENV["cuts"], int),
+        megapixel_steps=_envplain_number(ENV["megapixel_steps"], float)
         or (GPU_MEGAPIXEL_STEPS if accelerated else CPU_MEGAPIXEL_STEPS),
-        cutout_steps=_env_number(ENV["cutout_steps"], int) or (GPU_CUTOUT_STEPS if accelerated else CPU_CUTOUT_STEPS),
+        cutout_steps=_envplain_number(ENV["cutout_steps"], int)
+        or (GPU_CUTOUT_STEPS if accelerated else CPU_CUTOUT_STEPS),
     )
 
 
@@ -84,17 +85,12 @@ def server_limits() -> Limits:
     return current_limits(accelerated=on_zero_gpu() or default_device().type != "cpu")
 
 
-def _number(value: float) -> str:
-    """A count as people write it: 150, 12.5, 1.31e+03 never."""
-    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
-
-
 def _refuse_above(name: str, value: float, limit, what: str | None = None) -> None:
     """ValueError when `value` exceeds `limit` (None: no limit)."""
     if limit is not None and value > limit:
-        shown = what or f"{name} {_number(value)}"
+        shown = what or f"{name} {plain_number(value)}"
         raise ValueError(
-            f"{shown} is above this server's limit of {_number(limit)} (set by {ENV[name]}){in_page(name)}"
+            f"{shown} is above this server's limit of {plain_number(limit)} (set by {ENV[name]}){in_page(name)}"
         )
 
 
@@ -125,12 +121,12 @@ def check_work(work: Work, limits: Limits) -> None:
     _refuse_above("pixels", work.width * work.height, limits.pixels, f"width x height {work.width}x{work.height} px")
     if work.cuts:
         _refuse_above("cuts", work.cuts, limits.cuts)
-    passes = f" x {_number(work.passes)} passes" if work.passes != 1 else ""
+    passes = f" x {plain_number(work.passes)} passes" if work.passes != 1 else ""
     _refuse_above(
         "megapixel_steps",
         work.megapixel_steps,
         limits.megapixel_steps,
-        f"this request's {_number(round(work.megapixel_steps, 1))} megapixel-steps (steps {work.steps} x "
+        f"this request's {plain_number(round(work.megapixel_steps, 1))} megapixel-steps (steps {work.steps} x "
         f"batch_size {work.batch_size} x {work.width}x{work.height} px{passes}; lower steps, batch_size or the size)",
     )
     if work.cuts:

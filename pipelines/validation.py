@@ -38,8 +38,8 @@ def in_page(name: str, label: str | None = None) -> str:
     return f' ("{label}" in the page)' if label else ""
 
 
-def _bound(value: float) -> str:
-    """A range bound as people write it: 4294967294, not 4.29497e+09."""
+def plain_number(value: float) -> str:
+    """A number as people write it in a message: 4294967294 and 12.5, not 4.29497e+09 or 12.500."""
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
@@ -50,13 +50,17 @@ def number(name: str, value, kind: type, low: float, high: float, label: str | N
             raise ValueError
         converted = kind(value)
     except (TypeError, ValueError, OverflowError):
-        kind_name = "an integer" if kind is int else "a number"
-        raise ValueError(f"{name} must be {kind_name}, got {shown(value)}{in_page(name, label)}") from None
+        raise wrong_kind(name, value, kind, label) from None
     if not low <= converted <= high:
-        raise ValueError(
-            f"{name} must be between {_bound(low)} and {_bound(high)}, got {shown(value)}{in_page(name, label)}"
-        )
+        bounds = f"between {plain_number(low)} and {plain_number(high)}"
+        raise ValueError(f"{name} must be {bounds}, got {shown(value)}{in_page(name, label)}")
     return converted
+
+
+def wrong_kind(name: str, value, kind: type, label: str | None = None) -> ValueError:
+    """The refusal of a value that is not an integer (`kind` int) or not a number at all."""
+    wanted = "an integer" if kind is int else "a number"
+    return ValueError(f"{name} must be {wanted}, got {shown(value)}{in_page(name, label)}")
 
 
 def resolve_seed(seed, batch_size: int) -> int:
@@ -65,10 +69,11 @@ def resolve_seed(seed, batch_size: int) -> int:
     return secrets.randbelow(2**31) if checked == -1 else checked
 
 
-def choice(name: str, value, choices) -> str:
+def choice(name: str, value, choices, label: str | None = None):
     """`value` if it is one of `choices`, else ValueError listing them."""
     if value not in choices:
-        raise ValueError(f"{name} {shown(value)} is not one of {', '.join(choices)}{in_page(name)}")
+        listed = ", ".join(str(option) for option in choices)
+        raise ValueError(f"{name} {shown(value)} is not one of {listed}{in_page(name, label)}")
     return value
 
 
