@@ -14,7 +14,7 @@ from pipelines import unconditional as uncond
 from pipelines.bundled import bundled_path, hub_unreachable, status_text
 from pipelines.cache import ModelUnavailableError
 from pipelines.clip import get_clip
-from pipelines.config import uncond_models
+from pipelines.config import setting, uncond_models
 from pipelines.device import default_device
 from pipelines.gpu import on_zero_gpu, simulating
 from pipelines.images import mask_from_editor
@@ -538,18 +538,12 @@ def build_demo() -> gr.Blocks:
 def queue_size() -> int:
     """Jobs that may wait in the queue (`STUDIO_QUEUE_SIZE`, default 20): beyond it a caller is told the queue is
     full at once. Set explicitly: on ZeroGPU, Gradio's default would be 1."""
-    try:
-        return max(1, int(os.environ.get("STUDIO_QUEUE_SIZE", "20")))
-    except ValueError:
-        return 20
+    return setting("STUDIO_QUEUE_SIZE", 20, minimum=1)
 
 
 def max_upload_megabytes() -> int:
     """Largest upload accepted (`STUDIO_MAX_UPLOAD_MB`, default 20): Gradio refuses bigger files before storing them."""
-    try:
-        return max(1, int(os.environ.get("STUDIO_MAX_UPLOAD_MB", "20")))
-    except ValueError:
-        return 20
+    return setting("STUDIO_MAX_UPLOAD_MB", 20, minimum=1)
 
 
 def preload_for_zero_gpu() -> None:

@@ -16,6 +16,14 @@ DEFAULT_CLIP_MODEL = "ViT-B-32"
 DEFAULT_CLIP_PRETRAINED = "openai"
 
 
+def setting(name: str, default: float, minimum: float, kind: type = int):
+    """A numeric environment setting as `kind`, at least `minimum`; `default` when unset or not a number."""
+    try:
+        return max(kind(minimum), kind(os.environ.get(name, str(default))))
+    except ValueError:
+        return kind(default)
+
+
 def uncond_models() -> list[str]:
     """The unconditional models users may pick, the default first.
 

@@ -18,6 +18,8 @@ import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from pipelines.config import setting
+
 DISPLAY_MIN_SIDE = 64  # images from smaller models (the 32x32 bundled emoji DDPM) are upscaled to this
 METADATA_KEY = "parameters"  # PNG tEXt key holding the JSON parameters (the key A1111-style tools read)
 
@@ -77,19 +79,13 @@ def output_dir() -> str:
 def output_max_age() -> float:
     """Seconds a generated PNG is kept in the output folder: `STUDIO_OUTPUT_MAX_AGE`, default one hour (Gradio has
     copied it into its own cache, which `delete_cache` empties, long before)."""
-    try:
-        return max(60.0, float(os.environ.get("STUDIO_OUTPUT_MAX_AGE", "3600")))
-    except ValueError:
-        return 3600.0
+    return setting("STUDIO_OUTPUT_MAX_AGE", 3600.0, minimum=60.0, kind=float)
 
 
 def output_max_files() -> int:
     """PNGs kept in the output folder at most: `STUDIO_OUTPUT_MAX_FILES`, default 500 (the oldest go first), so a
     burst of requests cannot fill the disk within the age limit."""
-    try:
-        return max(16, int(os.environ.get("STUDIO_OUTPUT_MAX_FILES", "500")))
-    except ValueError:
-        return 500
+    return setting("STUDIO_OUTPUT_MAX_FILES", 500, minimum=16)
 
 
 def sweep_outputs(folder: str, max_age: float, now: float | None = None, max_files: int | None = None) -> int:
