@@ -11,8 +11,8 @@ its samples). Both are biased low at small counts, so the reference is real-vs-r
 count, and every number is a mean +- std over `--draws` seeded draws. Two negative controls (uniform noise, and real
 emoji blurred to 4x4 px: colour blobs) show whether the scoring CLIP can tell junk from emoji at all; the scoring CLIP
 learnt both kinds as junk, so `--negative-ddpm DIR` adds a held-out one: samples of a model known to fail, such as
-the 1638-step CPU export of the bundled DDPM, kept in `bench/fixtures/undertrained-ddpm` (its grid: coloured shapes
-and tiles, nothing a person names). A bar that any control reaches is reported as
+the 1638-step CPU export of the bundled DDPM (its grid: coloured shapes and tiles, nothing a person names), restored
+from git history into `bench/results/` on first use. A bar that any control reaches is reported as
 "metric blind", never as passed. Copy ratio
 (Gu et al. 2023): share of samples whose nearest data-set image is closer than 1/3 of the second nearest.
 
@@ -84,7 +84,15 @@ DRAW_SEED_STRIDE = 10_000  # draw d samples seeds d * stride + i: the same first
 SPLIT_SEED, REAL_SEED = 1_000, 2_000  # random generators of the real-vs-real halves and of the real comparison sets
 GRID_SEEDS = range(16)
 BLOB_SIZE = 4  # negative control: real emoji area-downsampled to 4x4 px, the colour blobs of an undertrained DDPM
-UNDERTRAINED_DDPM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "undertrained-ddpm")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The held-out negative control: the bundled DDPM as the CPU had trained it (1638 steps), kept in git history only.
+UNDERTRAINED_COMMIT = "1b211007bb3e566c7b5ce6f5ba647b434a431508"
+UNDERTRAINED_FILES = (
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+)
 CONTROLS = ("uniform noise images", f"real emoji blurred to {BLOB_SIZE}x{BLOB_SIZE} px")
 MAX_BUNDLE_MB = 80
 
@@ -201,6 +209,28 @@ def failed_model_samples(folder: str, seeds: list[int]) -> np.ndarray:
     return as_display(images)
 
 
+def undertrained_ddpm() -> str | None:
+    """The 1638-step CPU export of the bundled DDPM, written from git history into bench/results/ (git-ignored) on
+    first use; None where that history is missing (a shallow clone, no git)."""
+    import subprocess
+
+    folder = os.path.join(REPO_ROOT, "bench", "results", "undertrained-ddpm")
+    for name in UNDERTRAINED_FILES:
+        target = os.path.join(folder, name)
+        if os.path.isfile(target):
+            continue
+        source = f"{UNDERTRAINED_COMMIT}:models/emoji/ddpm/{name}"
+        try:
+            content = subprocess.run(["git", "-C", REPO_ROOT, "show", source], capture_output=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            log(f"no held-out undertrained DDPM: {source} is not in this clone's history")
+            return None
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as handle:
+            handle.write(content)
+    return folder
+
+
 def spread(values: list[float]) -> str:
     """'mean +- std' of a list of numbers."""
     from bench.metrics import mean_std
@@ -238,11 +268,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--docs", default=None, help="write the 16-sample unconditional grid into this folder")
     parser.add_argument(
         "--negative-ddpm",
-        default=UNDERTRAINED_DDPM if os.path.isdir(UNDERTRAINED_DDPM) else None,
-        help="a DDPM folder known to fail, a held-out negative control ('' for none; default: the 1638-step CPU "
-        "export of the bundled DDPM, whose samples are coloured shapes, not emoji)",
+        default="auto",
+        help="a DDPM folder known to fail, a held-out negative control ('' for none; default 'auto': the 1638-step "
+        "CPU export of the bundled DDPM, whose samples are coloured shapes, not emoji, restored from git history)",
     )
     args = parser.parse_args(argv)
+    if args.negative_ddpm == "auto":
+        args.negative_ddpm = undertrained_ddpm()
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(args.only) - set(SECTIONS)
     if unknown:
