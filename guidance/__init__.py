@@ -3,6 +3,7 @@
 from guidance.clip import ClipLoss, make_cutouts, spherical_distance
 from guidance.color import ColorLoss, color_distance, color_loss
 from guidance.colors import parse_color
+from guidance.interrupt import StopRequested, stop_checks
 from guidance.prediction import model_output_from_x0_and_eps, predicted_x0_and_eps
 from guidance.sampler import GuidanceTerm, SamplingInterrupted, guided_sample
 
@@ -11,6 +12,7 @@ __all__ = [
     "ColorLoss",
     "GuidanceTerm",
     "SamplingInterrupted",
+    "StopRequested",
     "color_distance",
     "color_loss",
     "guided_sample",
@@ -19,4 +21,5 @@ __all__ = [
     "parse_color",
     "predicted_x0_and_eps",
     "spherical_distance",
+    "stop_checks",
 ]

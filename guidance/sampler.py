@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from guidance.interrupt import StopRequested
 from guidance.prediction import model_output_from_x0_and_eps, predicted_x0_and_eps
 
 GRADIENT_METHODS = ("x0", "unet")
@@ -109,7 +110,9 @@ def guided_sample(
     """Denoise `noise` with `scheduler` (a fresh instance: its state is changed) and return x_0 in [-1, 1].
 
     `generator` feeds the scheduler's own noise (DDPM, DDIM with eta > 0), a list giving one per image.
-    `callback(step_index, num_steps, predicted_x0)` runs after every step and may raise SamplingInterrupted.
+    `callback(step_index, num_steps, predicted_x0)` runs after every step and may raise SamplingInterrupted(step
+    count, predicted_x0). StopRequested raised inside a step (guidance.interrupt.stop_checks) drops that step and
+    becomes SamplingInterrupted(completed steps, the last completed step's predicted x0, or the clamped noise).
     """
     if gradient_method not in GRADIENT_METHODS:
         raise ValueError(f"gradient_method {gradient_method!r} is not one of {GRADIENT_METHODS}")
@@ -125,39 +128,66 @@ def guided_sample(
     step_kwargs = _step_kwargs(scheduler, generator, eta)
 
     sample = noise * scheduler.init_noise_sigma
+    completed_x0 = None  # the predicted x0 of the last completed step
     for index, timestep in enumerate(timesteps):
-        alpha_prod_t = alphas_cumprod[timestep.long()]
-        if not active_terms or weights[index] == 0:
-            with torch.no_grad():
-                model_output = _unet_forward(unet, scheduler.scale_model_input(sample, timestep), timestep)
-            predicted_x0 = predicted_x0_and_eps(model_output, sample, alpha_prod_t, prediction_type)[0]
-            sample = scheduler.step(model_output, timestep, sample, **step_kwargs).prev_sample
-        else:
-            if gradient_method == "unet":
-                leaf = sample.detach().float().requires_grad_(True)
-                with torch.enable_grad():
-                    model_output = _unet_forward(unet, scheduler.scale_model_input(leaf, timestep), timestep)
-                    predicted_x0, eps = predicted_x0_and_eps(model_output, leaf, alpha_prod_t, prediction_type)
-                    gradients = _loss_gradients(active_terms, predicted_x0, leaf)
-                predicted_x0, eps = predicted_x0.detach(), eps.detach()
-            else:
-                with torch.no_grad():
-                    model_output = _unet_forward(unet, scheduler.scale_model_input(sample, timestep), timestep)
-                    predicted_x0, eps = predicted_x0_and_eps(model_output, sample, alpha_prod_t, prediction_type)
-                leaf = predicted_x0.detach().float().requires_grad_(True)
-                with torch.enable_grad():
-                    gradients = _loss_gradients(active_terms, leaf, leaf)
-            with torch.no_grad():
-                step = sum(
-                    term.scale * weights[index] * normalise_per_sample(gradient)
-                    for term, gradient in zip(active_terms, gradients)
-                )
-                edited_x0 = bounded_edit(predicted_x0, predicted_x0 - step.to(predicted_x0.dtype))
-                model_output, edited_sample = model_output_from_x0_and_eps(
-                    edited_x0, eps, alpha_prod_t, prediction_type
-                )
-                predicted_x0 = edited_x0
-                sample = scheduler.step(model_output, timestep, edited_sample, **step_kwargs).prev_sample
+        try:
+            step_terms = active_terms if weights[index] != 0 else []
+            sample, predicted_x0 = _step(
+                unet,
+                scheduler,
+                sample,
+                timestep,
+                alphas_cumprod[timestep.long()],
+                prediction_type,
+                step_terms,
+                weights[index],
+                gradient_method,
+                step_kwargs,
+            )
+        except StopRequested as stop:
+            # Stopped inside this step: its work is dropped; the images are those of the last completed step.
+            shown = completed_x0 if completed_x0 is not None else sample.clamp(-1, 1)
+            raise SamplingInterrupted(index, shown) from stop
+        completed_x0 = predicted_x0
         if callback is not None:
             callback(index, len(timesteps), predicted_x0)
     return sample
+
+
+def _step(
+    unet: torch.nn.Module,
+    scheduler,
+    sample: torch.Tensor,
+    timestep: torch.Tensor,
+    alpha_prod_t: torch.Tensor,
+    prediction_type: str,
+    terms: Sequence[GuidanceTerm],
+    weight: float,
+    gradient_method: str,
+    step_kwargs: dict,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sampling step, guided by `terms` with weight `weight`: (the next sample, the (edited) predicted x0)."""
+    if not terms:
+        with torch.no_grad():
+            model_output = _unet_forward(unet, scheduler.scale_model_input(sample, timestep), timestep)
+        predicted_x0 = predicted_x0_and_eps(model_output, sample, alpha_prod_t, prediction_type)[0]
+        return scheduler.step(model_output, timestep, sample, **step_kwargs).prev_sample, predicted_x0
+    if gradient_method == "unet":
+        leaf = sample.detach().float().requires_grad_(True)
+        with torch.enable_grad():
+            model_output = _unet_forward(unet, scheduler.scale_model_input(leaf, timestep), timestep)
+            predicted_x0, eps = predicted_x0_and_eps(model_output, leaf, alpha_prod_t, prediction_type)
+            gradients = _loss_gradients(terms, predicted_x0, leaf)
+        predicted_x0, eps = predicted_x0.detach(), eps.detach()
+    else:
+        with torch.no_grad():
+            model_output = _unet_forward(unet, scheduler.scale_model_input(sample, timestep), timestep)
+            predicted_x0, eps = predicted_x0_and_eps(model_output, sample, alpha_prod_t, prediction_type)
+        leaf = predicted_x0.detach().float().requires_grad_(True)
+        with torch.enable_grad():
+            gradients = _loss_gradients(terms, leaf, leaf)
+    with torch.no_grad():
+        step = sum(term.scale * weight * normalise_per_sample(gradient) for term, gradient in zip(terms, gradients))
+        edited_x0 = bounded_edit(predicted_x0, predicted_x0 - step.to(predicted_x0.dtype))
+        model_output, edited_sample = model_output_from_x0_and_eps(edited_x0, eps, alpha_prod_t, prediction_type)
+        return scheduler.step(model_output, timestep, edited_sample, **step_kwargs).prev_sample, edited_x0

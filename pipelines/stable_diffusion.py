@@ -21,6 +21,7 @@ from diffusers import (
 )
 from PIL import Image
 
+from guidance import StopRequested, stop_checks
 from pipelines.budget import sd_seconds
 from pipelines.bundled import BUNDLED_LABEL, bundled_path, prefer_bundled
 from pipelines.cache import MODELS, reporting_unreachable_hub
@@ -312,12 +313,29 @@ def _finisher(request: SDRequest) -> Callable[[Image.Image], Image.Image]:
     return lambda image: paste_outside_mask(request.image, image, alpha)
 
 
+@torch.no_grad()
+def _decode_partial(pipeline, latents: torch.Tensor | None, request: SDRequest) -> tuple[list, list | None]:
+    """(images, NSFW flags) of a run stopped inside a step: its latents after the last completed step, decoded and
+    checked as the pipeline would have; with no step completed, the input (img2img, inpaint) or mid-gray images."""
+    if latents is None:
+        if request.task == "txt2img":
+            blank = Image.new("RGB", (request.width, request.height), (128, 128, 128))
+            return [blank.copy() for _ in range(request.batch_size)], None
+        return [request.image.resize((request.width, request.height)) for _ in range(request.batch_size)], None
+    vae = pipeline.vae
+    decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    decoded, nsfw = pipeline.run_safety_checker(decoded, decoded.device, pipeline.text_encoder.dtype)
+    denormalize = [True] * len(decoded) if nsfw is None else [not flag for flag in nsfw]
+    return pipeline.image_processor.postprocess(decoded, output_type="pil", do_denormalize=denormalize), nsfw
+
+
 def generate_sd(
     request: SDRequest,
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> GenerationResult:
-    """Validate and run one txt2img / img2img / inpaint request; `should_stop()` ends it within one step."""
+    """Validate and run one txt2img / img2img / inpaint request; `should_stop()` ends it at the end of the step or
+    inside it, at the next block of the text encoder, VAE encoder or UNet."""
     started = time.perf_counter()
     request = validate_sd(request)
     pipeline, ref = build_pipeline(request.task, request.scheduler, request.model)
@@ -326,9 +344,10 @@ def generate_sd(
         warnings.append("prompt is empty: the images are unconditioned (nothing for the CFG scale to steer toward)")
     warnings += prompt_warnings(pipeline.tokenizer, request.negative_prompt, "negative_prompt")
     info = _info(request, ref, warnings)
-    state = {"stopped_after_step": None}
+    state = {"stopped_after_step": None, "latents": None, "done": 0}
 
     def on_step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        state["latents"], state["done"] = callback_kwargs["latents"], step + 1
         if on_step is not None:
             on_step(step + 1, pipe.num_timesteps)
         if should_stop is not None and should_stop() and not pipe.interrupt:
@@ -340,18 +359,25 @@ def generate_sd(
         images, nsfw = [request.image.copy() for _ in range(request.batch_size)], [False] * request.batch_size
         warnings.append("strength x steps is below 1, so no denoising step ran: the input is returned unchanged")
     else:
-        output = pipeline(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or None,
-            num_inference_steps=request.steps,
-            guidance_scale=request.guidance_scale,
-            num_images_per_prompt=request.batch_size,
-            generator=[torch.Generator("cpu").manual_seed(seed) for seed in info["seeds"]],
-            callback_on_step_end=on_step_end,
-            **_call_arguments(request),
-        )
-        images = list(map(_finisher(request), output.images))
-        nsfw = list(output.nsfw_content_detected or [False] * len(images))
+        # A long step (SD 1.5 at 1024x1024 on a CPU: about 90 s) stops inside at the next block of the models.
+        try:
+            with stop_checks([pipeline.text_encoder, pipeline.vae.encoder, pipeline.unet], should_stop):
+                output = pipeline(
+                    prompt=request.prompt,
+                    negative_prompt=request.negative_prompt or None,
+                    num_inference_steps=request.steps,
+                    guidance_scale=request.guidance_scale,
+                    num_images_per_prompt=request.batch_size,
+                    generator=[torch.Generator("cpu").manual_seed(seed) for seed in info["seeds"]],
+                    callback_on_step_end=on_step_end,
+                    **_call_arguments(request),
+                )
+            generated, nsfw = output.images, output.nsfw_content_detected
+        except StopRequested:
+            state["stopped_after_step"], state["total_steps"] = state["done"], denoising_steps(request)
+            generated, nsfw = _decode_partial(pipeline, state["latents"], request)
+        images = list(map(_finisher(request), generated))
+        nsfw = list(nsfw or [False] * len(images))
     unet = pipeline.unet
     info.update(
         interrupted=state["stopped_after_step"] is not None,

@@ -10,7 +10,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from guidance import ClipLoss, ColorLoss, GuidanceTerm, SamplingInterrupted, guided_sample, parse_color
+from guidance import ClipLoss, ColorLoss, GuidanceTerm, SamplingInterrupted, guided_sample, parse_color, stop_checks
 from guidance.sampler import GRADIENT_METHODS
 from pipelines.budget import unconditional_seconds
 from pipelines.cache import MODELS
@@ -234,8 +234,9 @@ def generate(
 ) -> GenerationResult:
     """Validate, sample (guided when any scale is above 0) and package images with their parameters.
 
-    `on_step(done, total)` reports progress; when `should_stop()` turns true the run stops within one step and
-    returns the latest predicted clean images, marked `interrupted` in the info.
+    `on_step(done, total)` reports progress; when `should_stop()` turns true the run stops at the end of the step,
+    or inside it at the next block of the UNet or CLIP, and returns the predicted clean images of the last completed
+    step, marked `interrupted` in the info.
     """
     started = time.perf_counter()
     request = validate(request)
@@ -248,18 +249,21 @@ def generate(
     info = request_info(request)
     images: list[tuple] = []  # (image, seed, kind)
     for run_index, (label, run_terms) in enumerate(runs):
+        offset = run_index * request.steps
 
-        def callback(step: int, steps: int, predicted_x0: torch.Tensor, offset=run_index * request.steps) -> None:
+        def callback(step: int, steps: int, predicted_x0: torch.Tensor, offset=offset) -> None:
             if on_step is not None:
                 on_step(offset + step + 1, total)
             if should_stop is not None and should_stop():
-                raise SamplingInterrupted(offset + step + 1, predicted_x0)
+                raise SamplingInterrupted(step + 1, predicted_x0)
 
+        checked = [model.unet, *(term.loss.model for term in run_terms if isinstance(term.loss, ClipLoss))]
         try:
-            samples = run_sampler(model, request, run_terms, callback)
+            with stop_checks(checked, should_stop):  # a long step (big batch, many cutouts) stops within a block
+                samples = run_sampler(model, request, run_terms, callback)
         except SamplingInterrupted as stop:
             samples = stop.predicted_x0
-            info.update(interrupted=True, stopped_after_step=stop.step, total_steps=total)
+            info.update(interrupted=True, stopped_after_step=offset + stop.step, total_steps=total)
         images += [
             (upscale_for_display(image), request.seed + index, label)
             for index, image in enumerate(tensor_to_pil(samples))
