@@ -29,6 +29,7 @@ INTRO = (
     "distance (RMS, in [-1, 1] pixel units) that guidance may move the predicted clean image over a run, "
     "spread over the steps in proportion to the noise level; the same seed gives the same image."
 )
+PROGRESS_PER_SECOND = 10
 GPU_QUEUE = "gpu"  # every generating event shares one queue slot: one job on the accelerator at a time
 GRADIENT_LABELS = [
     ("x0 (fast: no backprop through the UNet)", "x0"),
@@ -66,9 +67,13 @@ def _run(generate_steps, validate, job, request: gr.Request | None, progress: gr
         except (ValueError, ModelUnavailableError) as error:  # unavailable: one sentence saying what to pick instead
             raise _refused(str(error)) from None
         progress(0, desc="Loading models")
+        reported = 0.0
         for event in generate_steps(job, token):
             if isinstance(event, StepDone):
-                progress((event.done, event.total), desc="Sampling", unit="steps")
+                # At most PROGRESS_PER_SECOND updates: a small model's hundreds of steps a second would flood the page.
+                if time.monotonic() - reported >= 1 / PROGRESS_PER_SECOND or event.done == event.total:
+                    progress((event.done, event.total), desc="Sampling", unit="steps")
+                    reported = time.monotonic()
             elif isinstance(event, JobFailed):
                 if event.kind == "failed":
                     raise gr.Error(event.message)  # a real failure: its traceback goes to the log
@@ -112,7 +117,7 @@ def unconditional(
     steps: int,
     batch_size: int,
     seed: int,
-    eta: float = 0.0,
+    eta: float = uncond.DEFAULT_ETA,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
@@ -129,7 +134,7 @@ def color_guided(
     color: str,
     color_scale: float,
     compare: bool = False,
-    eta: float = 0.0,
+    eta: float = uncond.DEFAULT_ETA,
     gradient_method: str = "x0",
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
@@ -150,7 +155,7 @@ def clip_guided(
     color: str = "#ff8800",
     color_scale: float = 0.0,
     compare: bool = False,
-    eta: float = 0.0,
+    eta: float = uncond.DEFAULT_ETA,
     gradient_method: str = "x0",
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
@@ -298,7 +303,9 @@ def _sampling_controls(prefix: str) -> dict[str, gr.components.Component]:
     }
     with gr.Row():
         controls["steps"] = Slider(1, uncond.MAX_STEPS, value=50, step=1, label="Steps", elem_id=f"{prefix}-steps")
-        controls["eta"] = Slider(0, 1, value=0, step=0.05, label="Eta (DDIM only; 0 = deterministic)")
+        controls["eta"] = Slider(
+            0, 1, value=uncond.DEFAULT_ETA, step=0.05, label="Eta (DDIM only; 0 = deterministic, 1 = ancestral)"
+        )
     with gr.Row():
         controls["batch_size"] = Slider(1, uncond.MAX_BATCH, value=1, step=1, label="Batch size")
         controls["seed"] = _seed()

@@ -2,9 +2,9 @@
 
 A step of a large model on a CPU can take a minute and a half (one SD 1.5 UNet step at 1024x1024 on 2 cores), so a
 check after every step is not enough. `stop_checks` hooks every block of the given models (each module held in a
-ModuleList: UNet down/up blocks, their ResNet and attention blocks, a CLIP's residual blocks) and raises
-StopRequested as soon as `should_stop()` is true. The hooks change no value, act only in the thread that installed
-them (cached models are shared by every request of the process) and are removed when the block exits.
+ModuleList: UNet down/up blocks, their ResNet and attention blocks, a CLIP's residual blocks, and their direct parts)
+and raises StopRequested as soon as `should_stop()` is true. The hooks change no value, act only in the thread that
+installed them (cached models are shared by every request of the process) and are removed when the block exits.
 """
 
 from __future__ import annotations
@@ -21,12 +21,16 @@ class StopRequested(Exception):
 
 
 def checked_blocks(root: torch.nn.Module) -> list[torch.nn.Module]:
-    """The modules of `root` held in a ModuleList (the blocks a forward pass goes through one by one), and `root`."""
-    blocks = [root]
+    """`root`, the modules of `root` held in a ModuleList (the blocks a forward pass goes through one by one) and
+    their direct parts (a transformer block's self-attention, cross-attention and feed-forward)."""
+    blocks = {id(root): root}
     for module in root.modules():
         if isinstance(module, torch.nn.ModuleList):
-            blocks.extend(module)
-    return blocks
+            for block in module:
+                blocks.setdefault(id(block), block)
+                for part in block.children():
+                    blocks.setdefault(id(part), part)
+    return list(blocks.values())
 
 
 @contextlib.contextmanager

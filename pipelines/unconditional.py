@@ -46,6 +46,12 @@ DEFAULT_CLIP_SCALE = 3.0
 CUTOUT_SEED_OFFSET = 2**40
 
 
+# DDIM's eta by default: ancestral (1) rather than deterministic (0). On the bundled emoji DDPM at 25 steps about a
+# third of deterministic samples are grey smudges where the same seeds at eta 1 are nameable emoji (grids compared
+# by eye, seeds 100-115); deterministic DDIM stays one slider move away.
+DEFAULT_ETA = 1.0
+
+
 @dataclass
 class SamplingRequest:
     """Everything one unconditional/guided generation needs; field names are the API's keyword names."""
@@ -53,7 +59,7 @@ class SamplingRequest:
     model: str
     scheduler: str = "DDIM"
     steps: int = 50
-    eta: float = 0.0  # DDIM only: 0 is deterministic, 1 is DDPM-like
+    eta: float = DEFAULT_ETA  # DDIM only: 0 is deterministic, 1 is DDPM-like (ancestral)
     batch_size: int = 1
     seed: int = -1  # -1 draws a random seed; image i uses seed + i
     color: str = ""  # target color for color guidance ("" = none)
