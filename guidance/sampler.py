@@ -1,8 +1,9 @@
 """The one guided sampling loop behind every guided tab.
 
 Each step: one UNet forward, the predicted clean image x0 from `alphas_cumprod[t]` and the scheduler's
-`prediction_type`, then for each guidance term the gradient of its per-sample loss (with respect to x0 by
-default: no backpropagation through the UNet), normalised to unit RMS per sample, and a step of x0 against it
+`prediction_type`, then for each guidance term the gradient of its per-sample loss on the image x0 decodes to
+(x0 itself for pixel models; through a VAE decoder or a linear latent-to-RGB map for latent ones), with respect to
+x0 by default (no backpropagation through the UNet), normalised to unit RMS per sample, and a step of x0 against it
 of size `scale * w_t`, where w_t = sqrt(1 - alphas_cumprod[t]) normalised to sum to 1 over the guided steps:
 `scale` is the total RMS distance (in [-1, 1] pixel units) that guidance may move x0 over a whole run, whatever
 the number of steps. The scheduler then takes exactly one step from the edited x0 and the unchanged predicted
@@ -81,17 +82,29 @@ def _unet_forward(unet, model_input: torch.Tensor, timestep: torch.Tensor) -> to
     return unet(model_input.to(unet.dtype), timestep).sample.to(model_input.dtype)
 
 
-def _loss_gradients(terms: Sequence[GuidanceTerm], predicted_x0: torch.Tensor, wrt: torch.Tensor) -> list[torch.Tensor]:
-    """The gradient of each term's summed per-sample loss with respect to `wrt`."""
+def _loss_gradients(terms: Sequence[GuidanceTerm], images: torch.Tensor, wrt: torch.Tensor) -> list[torch.Tensor]:
+    """The gradient with respect to `wrt` of each term's summed per-sample loss on `images` (made from `wrt`)."""
     gradients = []
     for index, term in enumerate(terms):
-        losses = term.loss(predicted_x0.float())
-        if losses.ndim != 1 or losses.shape[0] != predicted_x0.shape[0]:
+        losses = term.loss(images.float())
+        if losses.ndim != 1 or losses.shape[0] != images.shape[0]:
             raise ValueError(f"guidance {term.name!r} must return one loss per sample, got {tuple(losses.shape)}")
         # Summing keeps each image's gradient independent of the batch (a mean would divide it by B).
         (gradient,) = torch.autograd.grad(losses.sum(), wrt, retain_graph=index < len(terms) - 1)
         gradients.append(gradient.float())
     return gradients
+
+
+def schedule(scheduler, num_inference_steps: int, device: torch.device, begin_index: int | None = None) -> torch.Tensor:
+    """Set the scheduler's timesteps and return those the run takes: all, or from step `begin_index` on (whose
+    first timestep is where img2img noises its input), exactly as diffusers' pipelines set them."""
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    if begin_index is None:
+        return scheduler.timesteps
+    order = getattr(scheduler, "order", 1)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(begin_index * order)
+    return scheduler.timesteps[begin_index * order :]
 
 
 def guided_sample(
@@ -106,9 +119,23 @@ def guided_sample(
     gradient_method: str = "x0",
     guided_fraction: float = 1.0,
     callback: StepCallback | None = None,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    begin_index: int | None = None,
+    clean: torch.Tensor | None = None,
+    after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Denoise `noise` with `scheduler` (a fresh instance: its state is changed) and return x_0 in [-1, 1].
+    """Denoise `noise` with `scheduler` (a fresh instance: its state is changed) and return the final sample: x_0 in
+    [-1, 1] for a pixel model, the clean latents for a latent one.
 
+    `unet(sample, timestep).sample` is any denoiser in diffusers' calling convention: a UNet, or a wrapper that
+    hides classifier-free guidance and conditioning (guidance.models.ClassifierFreeGuidance).
+    `decode(x0)` turns a predicted clean sample into the image in [-1, 1] that the losses see (a VAE decoder, a
+    cheap linear latent-to-RGB map; the identity when None, for pixel models); the gradient flows back through it
+    to x0, which is edited in its own space (pixel edits are bounded to [-1, 1], latent ones are not).
+    `begin_index` starts at that step of the schedule (img2img, inpainting), from `clean` noised to its timestep
+    with `noise` (pure noise when `clean` is None), and tells the scheduler (`set_begin_index`), as diffusers'
+    img2img pipelines do. `after_step(step_index, sample)` may replace the sample after each step (inpainting
+    with a plain UNet puts the known region back).
     `generator` feeds the scheduler's own noise (DDPM, DDIM with eta > 0), a list giving one per image.
     `callback(step_index, num_steps, predicted_x0)` runs after every step and may raise SamplingInterrupted(step
     count, predicted_x0). StopRequested raised inside a step (guidance.interrupt.stop_checks) drops that step and
@@ -120,14 +147,16 @@ def guided_sample(
         raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
     active_terms = [term for term in terms if term.scale != 0]
     prediction_type = scheduler.config.prediction_type
-    scheduler.set_timesteps(num_inference_steps, device=noise.device)
-    timesteps = scheduler.timesteps
+    timesteps = schedule(scheduler, num_inference_steps, noise.device, begin_index)
     alphas_cumprod = scheduler.alphas_cumprod.to(device=noise.device, dtype=torch.float32)
     guided_steps = round(len(timesteps) * guided_fraction)
     weights = guidance_weights(scheduler.alphas_cumprod, timesteps, guided_steps).tolist()
     step_kwargs = _step_kwargs(scheduler, generator, eta)
 
-    sample = noise * scheduler.init_noise_sigma
+    if clean is None:
+        sample = noise * scheduler.init_noise_sigma
+    else:
+        sample = scheduler.add_noise(clean, noise, timesteps[:1].repeat(noise.shape[0]))
     completed_x0 = None  # the predicted x0 of the last completed step
     for index, timestep in enumerate(timesteps):
         try:
@@ -143,7 +172,10 @@ def guided_sample(
                 weights[index],
                 gradient_method,
                 step_kwargs,
+                decode,
             )
+            if after_step is not None:
+                sample = after_step(index, sample)
         except StopRequested as stop:
             # Stopped inside this step: its work is dropped; the images are those of the last completed step.
             shown = completed_x0 if completed_x0 is not None else sample.clamp(-1, 1)
@@ -165,29 +197,41 @@ def _step(
     weight: float,
     gradient_method: str,
     step_kwargs: dict,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One sampling step, guided by `terms` with weight `weight`: (the next sample, the (edited) predicted x0)."""
+    """One sampling step, guided by `terms` with weight `weight`: (the next sample, the (edited) predicted x0).
+
+    x0 and eps are read from the scaled model input, which is the variance-preserving x_t for every scheduler
+    (Euler's samples carry a factor sqrt(1 + sigma^2) that `scale_model_input` removes); an edited sample goes
+    back to the scheduler's own scaling."""
     if not terms:
         with torch.no_grad():
-            model_output = _unet_forward(unet, scheduler.scale_model_input(sample, timestep), timestep)
-        predicted_x0 = predicted_x0_and_eps(model_output, sample, alpha_prod_t, prediction_type)[0]
+            model_input = scheduler.scale_model_input(sample, timestep)
+            model_output = _unet_forward(unet, model_input, timestep)
+            predicted_x0 = predicted_x0_and_eps(model_output, model_input, alpha_prod_t, prediction_type)[0]
         return scheduler.step(model_output, timestep, sample, **step_kwargs).prev_sample, predicted_x0
+    input_scale = scheduler.scale_model_input(torch.ones((), device=sample.device), timestep)
     if gradient_method == "unet":
         leaf = sample.detach().float().requires_grad_(True)
         with torch.enable_grad():
-            model_output = _unet_forward(unet, scheduler.scale_model_input(leaf, timestep), timestep)
-            predicted_x0, eps = predicted_x0_and_eps(model_output, leaf, alpha_prod_t, prediction_type)
-            gradients = _loss_gradients(terms, predicted_x0, leaf)
+            model_input = scheduler.scale_model_input(leaf, timestep)
+            model_output = _unet_forward(unet, model_input, timestep)
+            predicted_x0, eps = predicted_x0_and_eps(model_output, model_input, alpha_prod_t, prediction_type)
+            gradients = _loss_gradients(terms, decode(predicted_x0) if decode else predicted_x0, leaf)
         predicted_x0, eps = predicted_x0.detach(), eps.detach()
     else:
         with torch.no_grad():
-            model_output = _unet_forward(unet, scheduler.scale_model_input(sample, timestep), timestep)
-            predicted_x0, eps = predicted_x0_and_eps(model_output, sample, alpha_prod_t, prediction_type)
+            model_input = scheduler.scale_model_input(sample, timestep)
+            model_output = _unet_forward(unet, model_input, timestep)
+            predicted_x0, eps = predicted_x0_and_eps(model_output, model_input, alpha_prod_t, prediction_type)
         leaf = predicted_x0.detach().float().requires_grad_(True)
         with torch.enable_grad():
-            gradients = _loss_gradients(terms, leaf, leaf)
+            gradients = _loss_gradients(terms, decode(leaf) if decode else leaf, leaf)
     with torch.no_grad():
         step = sum(term.scale * weight * normalise_per_sample(gradient) for term, gradient in zip(terms, gradients))
-        edited_x0 = bounded_edit(predicted_x0, predicted_x0 - step.to(predicted_x0.dtype))
-        model_output, edited_sample = model_output_from_x0_and_eps(edited_x0, eps, alpha_prod_t, prediction_type)
+        edited_x0 = predicted_x0 - step.to(predicted_x0.dtype)
+        if decode is None:  # pixels: the edit may not push a pixel further outside [-1, 1] than the model did
+            edited_x0 = bounded_edit(predicted_x0, edited_x0)
+        model_output, edited_input = model_output_from_x0_and_eps(edited_x0, eps, alpha_prod_t, prediction_type)
+        edited_sample = edited_input / input_scale.to(edited_input.dtype)
         return scheduler.step(model_output, timestep, edited_sample, **step_kwargs).prev_sample, edited_x0

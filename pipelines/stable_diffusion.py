@@ -19,9 +19,13 @@ from diffusers import (
     StableDiffusionPipeline,
     UniPCMultistepScheduler,
 )
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
+from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from guidance import StopRequested, stop_checks
+from guidance import SamplingInterrupted, StopRequested, guided_sample, stop_checks
+from guidance.models import ClassifierFreeGuidance
+from guidance.sampler import schedule
 from pipelines.budget import sd_seconds
 from pipelines.bundled import BUNDLED_LABEL, bundled_path, prefer_bundled
 from pipelines.cache import MODELS, reporting_unreachable_hub
@@ -313,20 +317,96 @@ def _finisher(request: SDRequest) -> Callable[[Image.Image], Image.Image]:
     return lambda image: paste_outside_mask(request.image, image, alpha)
 
 
+@dataclass
+class LatentRun:
+    """What the guided loop needs for one Stable Diffusion request, prepared as diffusers' pipelines prepare it."""
+
+    model: ClassifierFreeGuidance  # the UNet with CFG (and a 9-channel inpainting UNet's extra channels)
+    noise: torch.Tensor
+    begin_index: int | None = None  # img2img and inpaint start later in the schedule
+    clean: torch.Tensor | None = None  # ... from these latents noised to their first timestep
+    after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None  # a plain UNet's inpainting blend
+
+
+def _prepare(pipeline, request: SDRequest, generators: list[torch.Generator]) -> LatentRun:
+    """Prompt embeddings, starting noise and (img2img, inpaint) input latents and mask, with the same calls on the
+    same generators in the same order as StableDiffusion(Img2Img|Inpaint)Pipeline.__call__, so that the loop
+    reproduces their images exactly."""
+    unet, vae, scheduler = pipeline.unet, pipeline.vae, pipeline.scheduler
+    device, batch = pipeline._execution_device, request.batch_size
+    cfg = request.guidance_scale > 1 and unet.config.time_cond_proj_dim is None
+    text, uncond = pipeline.encode_prompt(request.prompt, device, batch, cfg, request.negative_prompt or None)
+    dtype, factor = text.dtype, pipeline.vae_scale_factor
+    latent_shape = (batch, vae.config.latent_channels, request.height // factor, request.width // factor)
+    if request.task == "txt2img":
+        noise = randn_tensor(latent_shape, generator=generators, device=device, dtype=dtype)
+        return LatentRun(ClassifierFreeGuidance(unet, text, uncond, request.guidance_scale), noise)
+    begin_index = request.steps - denoising_steps(request)
+    timesteps = schedule(scheduler, request.steps, device, begin_index)
+    first = timesteps[:1].repeat(batch)
+    arguments = _call_arguments(request)
+    if request.task == "img2img":
+        image = pipeline.image_processor.preprocess(arguments["image"]).to(device=device, dtype=dtype)
+        clean = vae.config.scaling_factor * torch.cat(
+            [retrieve_latents(vae.encode(image), generator=generator) for generator in generators]
+        )
+        noise = randn_tensor(clean.shape, generator=generators, device=device, dtype=dtype)
+        model = ClassifierFreeGuidance(unet, text, uncond, request.guidance_scale)
+        return LatentRun(model, noise, begin_index, clean)
+    size = dict(height=request.height, width=request.width)
+    image = pipeline.image_processor.preprocess(arguments["image"], **size).to(dtype=torch.float32)
+    full_strength, plain_unet = request.strength == 1.0, unet.config.in_channels == 4
+    _, noise, *encoded = pipeline.prepare_latents(
+        batch,
+        vae.config.latent_channels,
+        request.height,
+        request.width,
+        dtype,
+        device,
+        generators,
+        image=image,
+        timestep=first,
+        is_strength_max=full_strength,
+        return_noise=True,
+        return_image_latents=plain_unet or not full_strength,  # encoded either way, as the pipeline does
+    )
+    image_latents = encoded[0] if encoded else None
+    mask_condition = pipeline.mask_processor.preprocess(arguments["mask_image"], **size)
+    mask, masked_image_latents = pipeline.prepare_mask_latents(
+        mask_condition, image * (mask_condition < 0.5), batch, *size.values(), dtype, device, generators, cfg
+    )
+    clean = None if full_strength else image_latents
+    if not plain_unet:
+        extra = torch.cat([mask, masked_image_latents], dim=1)
+        model = ClassifierFreeGuidance(unet, text, uncond, request.guidance_scale, extra_channels=extra)
+        return LatentRun(model, noise, begin_index, clean)
+    repainted = mask.chunk(2)[0] if cfg else mask
+
+    def put_back_known_region(index: int, sample: torch.Tensor) -> torch.Tensor:
+        known = image_latents
+        if index < len(timesteps) - 1:
+            known = scheduler.add_noise(image_latents, noise, torch.tensor([timesteps[index + 1]]))
+        return (1 - repainted) * known + repainted * sample
+
+    model = ClassifierFreeGuidance(unet, text, uncond, request.guidance_scale)
+    return LatentRun(model, noise, begin_index, clean, put_back_known_region)
+
+
 @torch.no_grad()
-def _decode_partial(pipeline, latents: torch.Tensor | None, request: SDRequest) -> tuple[list, list | None]:
-    """(images, NSFW flags) of a run stopped inside a step: its latents after the last completed step, decoded and
-    checked as the pipeline would have; with no step completed, the input (img2img, inpaint) or mid-gray images."""
-    if latents is None:
-        if request.task == "txt2img":
-            blank = Image.new("RGB", (request.width, request.height), (128, 128, 128))
-            return [blank.copy() for _ in range(request.batch_size)], None
-        return [request.image.resize((request.width, request.height)) for _ in range(request.batch_size)], None
+def _decode(pipeline, latents: torch.Tensor, generators: list[torch.Generator]) -> tuple[list, list | None]:
+    """(PIL images, NSFW flags) of clean latents: VAE decode and safety checker, as the pipelines end."""
     vae = pipeline.vae
-    decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False, generator=generators)[0]
     decoded, nsfw = pipeline.run_safety_checker(decoded, decoded.device, pipeline.text_encoder.dtype)
     denormalize = [True] * len(decoded) if nsfw is None else [not flag for flag in nsfw]
     return pipeline.image_processor.postprocess(decoded, output_type="pil", do_denormalize=denormalize), nsfw
+
+
+def _unstarted(request: SDRequest) -> list[Image.Image]:
+    """The images of a run stopped before its first step: the input (img2img, inpaint) or mid-gray."""
+    if request.task == "txt2img":
+        return [Image.new("RGB", (request.width, request.height), (128, 128, 128)) for _ in range(request.batch_size)]
+    return [request.image.resize((request.width, request.height)) for _ in range(request.batch_size)]
 
 
 def generate_sd(
@@ -334,8 +414,9 @@ def generate_sd(
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> GenerationResult:
-    """Validate and run one txt2img / img2img / inpaint request; `should_stop()` ends it at the end of the step or
-    inside it, at the next block of the text encoder, VAE encoder or UNet."""
+    """Validate and run one txt2img / img2img / inpaint request on the one guided loop; `should_stop()` ends it at
+    the end of a step or inside it, at the next block of the text encoder, VAE encoder or UNet, with the images
+    the last completed step predicted."""
     started = time.perf_counter()
     request = validate_sd(request)
     pipeline, ref = build_pipeline(request.task, request.scheduler, request.model)
@@ -344,50 +425,49 @@ def generate_sd(
         warnings.append("prompt is empty: the images are unconditioned (nothing for the CFG scale to steer toward)")
     warnings += prompt_warnings(pipeline.tokenizer, request.negative_prompt, "negative_prompt")
     info = _info(request, ref, warnings)
-    state = {"stopped_after_step": None, "latents": None, "done": 0}
+    total = denoising_steps(request)
+    nsfw = None
 
-    def on_step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
-        state["latents"], state["done"] = callback_kwargs["latents"], step + 1
+    def callback(step: int, steps: int, predicted_x0: torch.Tensor) -> None:
         if on_step is not None:
-            on_step(step + 1, pipe.num_timesteps)
-        if should_stop is not None and should_stop() and not pipe.interrupt:
-            pipe._interrupt = True  # diffusers' documented way to end the loop; the latents so far are decoded
-            state["stopped_after_step"], state["total_steps"] = step + 1, pipe.num_timesteps
-        return callback_kwargs
+            on_step(step + 1, steps)
+        if should_stop is not None and should_stop():
+            raise SamplingInterrupted(step + 1, predicted_x0)
 
-    if request.task != "txt2img" and denoising_steps(request) == 0:
-        images, nsfw = [request.image.copy() for _ in range(request.batch_size)], [False] * request.batch_size
+    if request.task != "txt2img" and total == 0:
+        generated = [request.image.copy() for _ in range(request.batch_size)]
         warnings.append("strength x steps is below 1, so no denoising step ran: the input is returned unchanged")
     else:
-        # A long step (SD 1.5 at 1024x1024 on a CPU: about 90 s) stops inside at the next block of the models.
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in info["seeds"]]
+        # A long step (SD 1.5 at 1024x1024 on a CPU: about 90 s) stops inside, at the next block of the models.
         try:
             with stop_checks([pipeline.text_encoder, pipeline.vae.encoder, pipeline.unet], should_stop):
-                output = pipeline(
-                    prompt=request.prompt,
-                    negative_prompt=request.negative_prompt or None,
-                    num_inference_steps=request.steps,
-                    guidance_scale=request.guidance_scale,
-                    num_images_per_prompt=request.batch_size,
-                    generator=[torch.Generator("cpu").manual_seed(seed) for seed in info["seeds"]],
-                    callback_on_step_end=on_step_end,
-                    **_call_arguments(request),
+                run = _prepare(pipeline, request, generators)
+                latents = guided_sample(
+                    run.model,
+                    pipeline.scheduler,
+                    run.noise,
+                    request.steps,
+                    generator=generators,
+                    callback=callback,
+                    begin_index=run.begin_index,
+                    clean=run.clean,
+                    after_step=run.after_step,
                 )
-            generated, nsfw = output.images, output.nsfw_content_detected
-        except StopRequested:
-            state["stopped_after_step"], state["total_steps"] = state["done"], denoising_steps(request)
-            generated, nsfw = _decode_partial(pipeline, state["latents"], request)
-        images = list(map(_finisher(request), generated))
-        nsfw = list(nsfw or [False] * len(images))
+            generated, nsfw = _decode(pipeline, latents, generators)
+        except (SamplingInterrupted, StopRequested) as stop:
+            done = getattr(stop, "step", 0)  # StopRequested: before the loop (prompt or input encoding)
+            info.update(interrupted=True, stopped_after_step=done, total_steps=total)
+            generated, nsfw = _decode(pipeline, stop.predicted_x0, generators) if done else (_unstarted(request), None)
+    images = list(map(_finisher(request), generated))
     unet = pipeline.unet
     info.update(
-        interrupted=state["stopped_after_step"] is not None,
-        nsfw_content_detected=[bool(flag) for flag in nsfw],
+        interrupted=info.get("interrupted", False),
+        nsfw_content_detected=[bool(flag) for flag in (nsfw or [False] * len(images))],
         device=str(unet.device),
         dtype=str(unet.dtype).removeprefix("torch."),
         elapsed_seconds=round(time.perf_counter() - started, 3),
     )
-    if state["stopped_after_step"] is not None:
-        info["stopped_after_step"], info["total_steps"] = state["stopped_after_step"], state["total_steps"]
     return package([(image, request.seed + index, request.task) for index, image in enumerate(images)], info)
 
 

@@ -53,14 +53,7 @@ def test_out_of_memory_says_what_to_lower_and_the_next_request_succeeds(configur
 
 
 def test_out_of_memory_in_stable_diffusion_is_the_same_sentence(configured, monkeypatch, emptied):
-    real_build = sd.build_pipeline
-
-    def build_with_a_failing_call(*args, **kwargs):
-        pipeline, ref = real_build(*args, **kwargs)
-        _fail_once(monkeypatch, type(pipeline), "__call__", torch.cuda.OutOfMemoryError("CUDA out of memory."))
-        return pipeline, ref
-
-    monkeypatch.setattr(sd, "build_pipeline", build_with_a_failing_call)
+    _fail_once(monkeypatch, sd, "guided_sample", torch.cuda.OutOfMemoryError("CUDA out of memory."))
     request = sd.SDRequest(task="txt2img", prompt="a", steps=2, width=64, height=64, seed=1)
     with pytest.raises(ValueError, match="^out of GPU memory for this request"):
         jobs.run_steps(sd.generate_sd_steps(request))

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 from pipelines import stable_diffusion as sd
@@ -52,20 +51,51 @@ def test_dedicated_inpainting_model_loads_only_when_first_used(configured):
     assert MODELS.load_count == 2
 
 
-def test_wrapper_gives_the_bare_pipelines_pixels(configured):
-    ours = run("txt2img", scheduler="Euler a", batch_size=2, seed=5, negative_prompt="blurry")
-    base = sd.get_base_pipeline()
-    components = dict(base.components, requires_safety_checker=False)
-    components["scheduler"] = sd.SD_SCHEDULERS["Euler a"](base.scheduler.config)
-    bare = StableDiffusionPipeline(**components)(
-        "a red heart",
+@pytest.mark.parametrize(
+    "task, scheduler, fields",
+    [
+        ("txt2img", "Euler a", {}),
+        ("txt2img", "DPM++ 2M Karras", {"guidance_scale": 1.0}),  # no CFG: one pass
+        ("img2img", "DPM++ 2M Karras", {"strength": 0.6}),
+        ("img2img", "Euler", {"strength": 0.8}),
+        ("inpaint", "DDIM", {"strength": 0.7, "base": True}),  # a plain 4-channel UNet: the known region put back
+        ("inpaint", "Euler a", {"strength": 1.0, "base": True}),
+        ("inpaint", "DPM++ 2M Karras", {"strength": 1.0}),  # a 9-channel inpainting UNet
+        ("inpaint", "UniPC", {"strength": 0.5}),
+    ],
+)
+def test_the_one_loop_gives_the_bare_pipelines_pixels(configured, monkeypatch, task, scheduler, fields):
+    """With no guidance, the guided loop reproduces diffusers' own pipelines bit for bit (same seeds, scheduler)."""
+    if fields.pop("base", False):
+        monkeypatch.setenv("SD_INPAINT_MODEL", configured["sd"])
+    if task != "txt2img":
+        fields.update(image=noise_image((64, 64), seed=2), mask=box_mask((64, 64), (8, 16, 48, 56)))
+    request = sd.validate_sd(
+        sd.SDRequest(
+            task=task,
+            prompt="a red heart",
+            negative_prompt="blurry",
+            steps=5,
+            batch_size=2,
+            seed=5,
+            scheduler=scheduler,
+            mask_blur=0,
+            **fields,
+        )
+    )
+    ours = sd.generate_sd(request)
+    pipeline = sd.build_pipeline(task, scheduler)[0]
+    bare = pipeline(
+        prompt="a red heart",
         negative_prompt="blurry",
-        num_inference_steps=4,
+        num_inference_steps=5,
+        guidance_scale=request.guidance_scale,
         num_images_per_prompt=2,
         generator=[torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)],
+        **sd._call_arguments(request),
     ).images
-    for mine, theirs in zip(ours.images, bare):
-        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+    for mine, theirs in zip(ours.images, bare, strict=True):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(sd._finisher(request)(theirs)))
 
 
 @pytest.mark.parametrize("scheduler", list(sd.SD_SCHEDULERS))
@@ -123,9 +153,9 @@ def test_inpaint_mask_of_another_size_is_stretched(configured):
 )
 def test_odd_sizes_and_modes_come_back_at_their_size(configured, size, mode):
     image = noise_image(size, mode)
-    assert run("img2img", image=image, strength=0.5).images[0].size == size
+    assert run("img2img", image=image, strength=0.5, steps=2).images[0].size == size  # one step: sizes only
     mask = box_mask(size, (0, 0, size[0] // 2, size[1] // 2))
-    assert run("inpaint", image=image, mask=mask).images[0].size == size
+    assert run("inpaint", image=image, mask=mask, steps=2).images[0].size == size
 
 
 @pytest.mark.parametrize(
