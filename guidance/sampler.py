@@ -1,6 +1,6 @@
 """The one guided sampling loop behind every guided tab.
 
-Each step: one UNet forward, the predicted clean image x0 from `alphas_cumprod[t]` and the scheduler's
+Each step: one UNet forward, the predicted clean image x0 from a_t (`step_alphas`) and the scheduler's
 `prediction_type`, then for each guidance term the gradient of its per-sample loss on the image x0 decodes to
 (x0 itself for pixel models; through a VAE decoder or a linear latent-to-RGB map for latent ones), with respect to
 x0 by default (no backpropagation through the UNet), normalised to unit RMS per sample, and a step of x0 against it
@@ -44,10 +44,22 @@ class SamplingInterrupted(Exception):
         self.step, self.predicted_x0 = step, predicted_x0
 
 
-def guidance_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, guided_steps: int) -> torch.Tensor:
-    """w_t = sqrt(1 - a_t) for the first `guided_steps` steps (0 after), normalised to sum to 1."""
-    alphas = alphas_cumprod.to(torch.float64)[timesteps.long().cpu()]
-    weights = (1 - alphas).sqrt()
+def step_alphas(scheduler, timesteps: torch.Tensor, begin_index: int | None = None) -> torch.Tensor:
+    """alpha_cumprod of each step the run takes (float64, CPU), as the scheduler itself sees it: from its sigmas
+    (a = 1 / (1 + sigma^2)) where it keeps one per timestep (Euler, DPM-Solver++, UniPC: their timesteps may be
+    fractional, or rounded from Karras sigmas), else from alphas_cumprod at the timestep (DDIM, DDPM)."""
+    sigmas = getattr(scheduler, "sigmas", None)
+    if isinstance(sigmas, torch.Tensor) and len(sigmas) == len(scheduler.timesteps) + 1:
+        offset = (begin_index or 0) * getattr(scheduler, "order", 1)
+        sigma = sigmas[offset : offset + len(timesteps)].to(device="cpu", dtype=torch.float64)
+        return 1 / (1 + sigma * sigma)
+    return scheduler.alphas_cumprod.to(torch.float64)[timesteps.long().cpu()]
+
+
+def guidance_weights(alphas: torch.Tensor, guided_steps: int) -> torch.Tensor:
+    """w_t = sqrt(1 - a_t) for the first `guided_steps` steps (0 after), normalised to sum to 1; `alphas` holds
+    a_t of each step."""
+    weights = (1 - alphas.to(torch.float64)).sqrt()
     weights[guided_steps:] = 0
     total = weights.sum()
     return (weights / total if total > 0 else weights).to(torch.float32)
@@ -148,9 +160,10 @@ def guided_sample(
     active_terms = [term for term in terms if term.scale != 0]
     prediction_type = scheduler.config.prediction_type
     timesteps = schedule(scheduler, num_inference_steps, noise.device, begin_index)
-    alphas_cumprod = scheduler.alphas_cumprod.to(device=noise.device, dtype=torch.float32)
+    alphas = step_alphas(scheduler, timesteps, begin_index)
     guided_steps = round(len(timesteps) * guided_fraction)
-    weights = guidance_weights(scheduler.alphas_cumprod, timesteps, guided_steps).tolist()
+    weights = guidance_weights(alphas, guided_steps).tolist()
+    alphas = alphas.to(device=noise.device, dtype=torch.float32)
     step_kwargs = _step_kwargs(scheduler, generator, eta)
 
     if clean is None:
@@ -166,7 +179,7 @@ def guided_sample(
                 scheduler,
                 sample,
                 timestep,
-                alphas_cumprod[timestep.long()],
+                alphas[index],
                 prediction_type,
                 step_terms,
                 weights[index],

@@ -137,7 +137,7 @@ def test_clip_guidance_lowers_clip_loss(unet, clip_model, method):
 def test_guidance_weights_follow_noise_level_and_sum_to_one():
     scheduler = tiny_scheduler()
     scheduler.set_timesteps(10)
-    weights = guidance_weights(scheduler.alphas_cumprod, scheduler.timesteps, guided_steps=8)
+    weights = guidance_weights(scheduler.alphas_cumprod[scheduler.timesteps], guided_steps=8)
     assert weights.sum().item() == pytest.approx(1.0, abs=1e-6)
     assert (weights[8:] == 0).all()
     assert (weights[:8].diff() <= 0).all()  # more noise, larger step
@@ -175,3 +175,27 @@ def test_loss_must_be_per_sample(unet):
     term = GuidanceTerm("bad", lambda x0: x0.pow(2).mean(), 1.0)
     with pytest.raises(ValueError, match="one loss per sample"):
         sample(unet, "DDIM", [1, 2], [term])
+
+
+@pytest.mark.parametrize("scheduler_class", ["EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler"])
+def test_predicted_x0_is_right_for_sigma_scaled_samples(prior_unet, scheduler_class):
+    """Euler's samples are x0 + sigma * eps, not the variance-preserving x_t: x0 read from the scaled model input
+    equals the scheduler's own pred_original_sample at every step."""
+    import diffusers
+
+    scheduler = getattr(diffusers, scheduler_class).from_config(tiny_scheduler().config)
+    theirs, real_step = [], scheduler.step
+
+    def recording_step(*args, **kwargs):
+        output = real_step(*args, **kwargs)
+        theirs.append(output.pred_original_sample)
+        return output
+
+    scheduler.step = recording_step
+    generators = [torch.Generator().manual_seed(seed) for seed in (1, 2)]
+    noise = randn_tensor((2, 3, 32, 32), generator=generators, dtype=torch.float32)
+    ours = []
+    guided_sample(prior_unet, scheduler, noise, STEPS, generator=generators, callback=lambda i, n, x0: ours.append(x0))
+    assert scheduler.init_noise_sigma > 5 and len(ours) == len(theirs) == STEPS  # really sigma-scaled samples
+    for mine, scheduler_x0 in zip(ours, theirs):
+        torch.testing.assert_close(mine, scheduler_x0, rtol=1e-4, atol=1e-4)
