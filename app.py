@@ -181,10 +181,13 @@ def txt2img(
     batch_size: int,
     seed: int,
     model: str | None = None,
+    color: str = "#1e90ff",
+    color_scale: float = 0.0,
+    color_decoder: str = "auto",
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
-    """Stable Diffusion text to image."""
+    """Stable Diffusion text to image; optional color guidance (color_scale above 0) pulls the images toward a color."""
     return _run(sd.generate_sd_steps, sd.validate_sd, _sd_request("txt2img", locals()), request, progress)
 
 
@@ -199,10 +202,14 @@ def img2img(
     batch_size: int,
     seed: int,
     model: str | None = None,
+    color: str = "#1e90ff",
+    color_scale: float = 0.0,
+    color_decoder: str = "auto",
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
-    """Stable Diffusion image to image."""
+    """Stable Diffusion image to image; optional color guidance (color_scale above 0) pulls the images toward a
+    color."""
     return _run(sd.generate_sd_steps, sd.validate_sd, _sd_request("img2img", locals()), request, progress)
 
 
@@ -219,10 +226,14 @@ def inpaint(
     seed: int,
     mask_blur: int = 4,
     model: str | None = None,
+    color: str = "#1e90ff",
+    color_scale: float = 0.0,
+    color_decoder: str = "auto",
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
-    """Stable Diffusion inpainting: white mask pixels are repainted, every other pixel is kept exactly."""
+    """Stable Diffusion inpainting: white mask pixels are repainted, every other pixel is kept exactly; optional
+    color guidance (color_scale above 0) recolours only what is repainted."""
     return _run(sd.generate_sd_steps, sd.validate_sd, _sd_request("inpaint", locals()), request, progress)
 
 
@@ -364,6 +375,26 @@ def _sd_batch_and_seed():
     return batch_size, seed
 
 
+def _sd_color_controls(prefix: str):
+    """Optional color guidance for a Stable Diffusion tab: target, strength (0 = off) and what the loss sees."""
+    with gr.Accordion("Color guidance", open=False):
+        with gr.Row():
+            color = gr.ColorPicker("#1e90ff", label="Target color", elem_id=f"{prefix}-color")
+            color_scale = Slider(
+                0,
+                sd.MAX_SD_COLOR_SCALE,
+                value=0,
+                step=0.1,
+                label=f"Color strength (0 = off, {sd.DEFAULT_SD_COLOR_SCALE:g} = clear)",
+            )
+        decoder = Radio(
+            list(sd.COLOR_DECODERS),
+            value="auto",
+            label="Color decoder (auto: the model's choice; cheap: linear latent-to-RGB map, nearly free; vae: exact)",
+        )
+    return color, color_scale, decoder
+
+
 def _guidance_options(prefix: str):
     """Compare toggle and gradient method, shared by the guided tabs."""
     with gr.Accordion("Options", open=False):
@@ -447,9 +478,11 @@ def build_demo() -> gr.Blocks:
                             for label in (f"Width (native {size})", f"Height (native {size})")
                         )
                     batch_size, seed = _sd_batch_and_seed()
+                    color_controls = _sd_color_controls("txt2img")
                 with gr.Column():
                     tab_outputs = _outputs("txt2img")
             inputs = [prompt, negative, scheduler, steps, guidance, width, height, batch_size, seed, sd_model]
+            inputs += color_controls
             wired.append(_wire(txt2img, inputs, tab_outputs, "txt2img"))
             sd_model.change(native_size_update, sd_model, [width, height], api_visibility="private")
 
@@ -464,9 +497,11 @@ def build_demo() -> gr.Blocks:
                     strength = Slider(0, 1, value=0.75, step=0.01, label="Strength (0 keeps the input, 1 replaces it)")
                     scheduler, steps, guidance = _sd_sampling_controls("img2img")
                     batch_size, seed = _sd_batch_and_seed()
+                    color_controls = _sd_color_controls("img2img")
                 with gr.Column():
                     tab_outputs = _outputs("img2img")
             inputs = [image, prompt, negative, scheduler, steps, guidance, strength, batch_size, seed, sd_model]
+            inputs += color_controls
             wired.append(_wire(img2img, inputs, tab_outputs, "img2img"))
 
         with gr.Tab("Inpainting"):
@@ -487,6 +522,7 @@ def build_demo() -> gr.Blocks:
                         mask_blur = Slider(0, sd.MAX_MASK_BLUR, value=4, step=1, label="Mask blur (px, inward)")
                     scheduler, steps, guidance = _sd_sampling_controls("inpaint")
                     batch_size, seed = _sd_batch_and_seed()
+                    color_controls = _sd_color_controls("inpaint")
                     with gr.Accordion("Image and mask sent to the model", open=False), gr.Row():
                         plain_image = Image(type="pil", image_mode=None, format="png", label="Image", interactive=False)
                         plain_mask = Image(
@@ -514,6 +550,7 @@ def build_demo() -> gr.Blocks:
                 seed,
                 mask_blur,
                 sd_model,
+                *color_controls,
             ]
             name_inputs(inpaint, inpaint_inputs)
             event = split.then(

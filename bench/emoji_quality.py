@@ -71,13 +71,14 @@ NAMES = [
 TARGET = "#1e90ff"
 STEPS = 25
 K = 3  # neighbourhood size of precision/recall
-SECTIONS = ("uncond", "color", "clip", "txt2img", "speed")
+SECTIONS = ("uncond", "color", "clip", "txt2img", "sd-color", "speed")
 # The bundled models each section needs (speed times whichever of ddpm and sd exist).
 NEEDS = {
     "uncond": ("ddpm", "clip-score"),
     "color": ("ddpm", "clip-score"),
     "clip": ("ddpm", "clip", "clip-score"),
     "txt2img": ("sd", "clip-score"),
+    "sd-color": ("sd",),
     "speed": (),
 }
 DRAW_SEED_STRIDE = 10_000  # draw d samples seeds d * stride + i: the same first seeds whatever --count is
@@ -516,6 +517,59 @@ def section_txt2img(bench: Bench) -> None:
     )
 
 
+def section_sd_color(bench: Bench) -> None:
+    """Color guidance on the bundled Stable Diffusion: txt2img of each name, default strength versus 0, same seeds;
+    distance to TARGET and time, runs alternating so machine load hits both alike."""
+    from guidance import color_distance, parse_color
+    from pipelines import stable_diffusion as sd
+    from pipelines.bundled import BUNDLED_LABEL
+
+    log(f"SD color guidance: {len(NAMES)} names x 2 strengths")
+    target, scale = parse_color(TARGET), sd.DEFAULT_SD_COLOR_SCALE
+    images: dict[float, list] = {0.0: [], scale: []}
+    seconds: dict[float, float] = {0.0: 0.0, scale: 0.0}
+    decoder = ""
+    for index, name in enumerate(NAMES):
+        for strength in (0.0, scale):
+            request = sd.SDRequest(
+                task="txt2img",
+                model=BUNDLED_LABEL,
+                prompt=name,
+                steps=STEPS,
+                seed=1000 + 10 * index,
+                color=TARGET,
+                color_scale=strength,
+            )
+            started = time.perf_counter()
+            result = sd.generate_sd(request)
+            seconds[strength] += time.perf_counter() - started
+            images[strength] += result.images
+            decoder = result.info.get("color_decoder", decoder)
+
+    def distance(pil_images: list) -> float:
+        pixels = torch.from_numpy(np.stack([np.asarray(image.convert("RGB")) for image in pil_images]))
+        return color_distance(pixels.permute(0, 3, 1, 2).float() / 255, target).mean().item()
+
+    ratio = distance(images[scale]) / distance(images[0.0])
+    bench.rows.append(
+        (
+            f"SD txt2img color distance to {TARGET}, strength {scale:g} vs 0 ({decoder.split(':')[0]}), "
+            f"{len(NAMES)} names",
+            f"{distance(images[scale]):.3f} vs {distance(images[0.0]):.3f} (x{ratio:.2f})" + verdict(ratio <= 0.5),
+            "<= x0.50",
+        )
+    )
+    slower = seconds[scale] / seconds[0.0]
+    bench.rows.append(
+        (
+            "SD txt2img time, color-guided vs unguided",
+            f"{seconds[scale] / len(NAMES):.2f} s vs {seconds[0.0] / len(NAMES):.2f} s per image (x{slower:.2f})"
+            + verdict(slower <= 1.1),
+            "<= x1.10",
+        )
+    )
+
+
 def timed_twice(generate, request) -> float:
     """Seconds of the second of two identical calls (the first loads and warms up)."""
     generate(request)
@@ -562,6 +616,7 @@ RUNS = {
     "color": section_color,
     "clip": section_clip,
     "txt2img": section_txt2img,
+    "sd-color": section_sd_color,
     "speed": section_speed,
 }
 

@@ -56,10 +56,17 @@ def step_alphas(scheduler, timesteps: torch.Tensor, begin_index: int | None = No
     return scheduler.alphas_cumprod.to(torch.float64)[timesteps.long().cpu()]
 
 
-def guidance_weights(alphas: torch.Tensor, guided_steps: int) -> torch.Tensor:
-    """w_t = sqrt(1 - a_t) for the first `guided_steps` steps (0 after), normalised to sum to 1; `alphas` holds
-    a_t of each step."""
-    weights = (1 - alphas.to(torch.float64)).sqrt()
+WEIGHTINGS = ("noise", "signal")
+
+
+def guidance_weights(alphas: torch.Tensor, guided_steps: int, weighting: str = "noise") -> torch.Tensor:
+    """w_t = sqrt(1 - a_t) ("noise": most movement while the image is noisiest) or sqrt(a_t) ("signal": most once
+    the sample shows x0, so that an edit survives the model's next prediction) for the first `guided_steps` steps
+    (0 after), normalised to sum to 1; `alphas` holds a_t of each step."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting {weighting!r} is not one of {WEIGHTINGS}")
+    alphas = alphas.to(torch.float64)
+    weights = (1 - alphas).sqrt() if weighting == "noise" else alphas.sqrt()
     weights[guided_steps:] = 0
     total = weights.sum()
     return (weights / total if total > 0 else weights).to(torch.float32)
@@ -135,6 +142,7 @@ def guided_sample(
     begin_index: int | None = None,
     clean: torch.Tensor | None = None,
     after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    weighting: str = "noise",
 ) -> torch.Tensor:
     """Denoise `noise` with `scheduler` (a fresh instance: its state is changed) and return the final sample: x_0 in
     [-1, 1] for a pixel model, the clean latents for a latent one.
@@ -148,6 +156,8 @@ def guided_sample(
     with `noise` (pure noise when `clean` is None), and tells the scheduler (`set_begin_index`), as diffusers'
     img2img pipelines do. `after_step(step_index, sample)` may replace the sample after each step (inpainting
     with a plain UNet puts the known region back).
+    `weighting` spreads each term's movement over the steps (`guidance_weights`): "noise" for pixel models,
+    "signal" for Stable Diffusion, whose strong text conditioning undoes edits made at high noise.
     `generator` feeds the scheduler's own noise (DDPM, DDIM with eta > 0), a list giving one per image.
     `callback(step_index, num_steps, predicted_x0)` runs after every step and may raise SamplingInterrupted(step
     count, predicted_x0). StopRequested raised inside a step (guidance.interrupt.stop_checks) drops that step and
@@ -162,7 +172,7 @@ def guided_sample(
     timesteps = schedule(scheduler, num_inference_steps, noise.device, begin_index)
     alphas = step_alphas(scheduler, timesteps, begin_index)
     guided_steps = round(len(timesteps) * guided_fraction)
-    weights = guidance_weights(alphas, guided_steps).tolist()
+    weights = guidance_weights(alphas, guided_steps, weighting).tolist()
     alphas = alphas.to(device=noise.device, dtype=torch.float32)
     step_kwargs = _step_kwargs(scheduler, generator, eta)
 

@@ -23,7 +23,8 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img impo
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from guidance import SamplingInterrupted, StopRequested, guided_sample, stop_checks
+from guidance import ColorLoss, GuidanceTerm, SamplingInterrupted, StopRequested, guided_sample, stop_checks
+from guidance.latent_rgb import latent_rgb_for, recommended_decoder
 from guidance.models import ClassifierFreeGuidance
 from guidance.sampler import schedule
 from pipelines.budget import sd_seconds
@@ -35,7 +36,7 @@ from pipelines.images import eroded_mask, feathered_mask, paste_outside_mask, pr
 from pipelines.jobs import JobFailed, StepDone, StopToken, stream_job
 from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package
-from pipelines.validation import choice, in_page, number, resolve_seed, shown, text
+from pipelines.validation import choice, color_target, in_page, number, resolve_seed, shown, text
 
 DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_SD_INPAINT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
@@ -60,6 +61,11 @@ PIPELINE_CLASSES = {
 MAX_SD_STEPS = 150
 MAX_SD_BATCH = 4
 MAX_GUIDANCE = 30.0
+# Color guidance strength on the predicted latents (RMS latent units over a run), calibrated on the bundled emoji SD
+# model (README, "Guidance for Stable Diffusion").
+MAX_SD_COLOR_SCALE = 10.0
+DEFAULT_SD_COLOR_SCALE = 2.0
+COLOR_DECODERS = ("auto", "cheap", "vae")  # auto: what the model's latent_rgb.json recommends, else the cheap map
 MAX_MASK_BLUR = 64
 MIN_SIZE, MAX_SIZE = 64, 1024
 
@@ -115,6 +121,10 @@ class SDRequest:
     model: str | None = None  # a choice from sd_models(); None = the default
     image: Image.Image | None = field(default=None, repr=False)
     mask: Image.Image | None = field(default=None, repr=False)
+    color: str = ""  # color guidance target ("" = none), on the cheap latent-to-RGB image of the predicted latents
+    color_scale: float = 0.0
+    color_decoder: str = "auto"  # what the color loss sees: "cheap" latent-to-RGB map, "vae" decoder, "auto"
+    color_rgb: tuple[float, float, float] | None = field(default=None, repr=False)
 
 
 def _size(name: str, value) -> int:
@@ -146,7 +156,11 @@ def validate_sd(request: SDRequest) -> SDRequest:
         strength=number("strength", request.strength, float, 0.0, 1.0),
         mask_blur=number("mask_blur", request.mask_blur, int, 0, MAX_MASK_BLUR),
         model=model,
+        color=text("color", request.color),
+        color_scale=number("color_scale", request.color_scale, float, 0.0, MAX_SD_COLOR_SCALE),
+        color_decoder=choice("color_decoder", request.color_decoder, COLOR_DECODERS),
     )
+    checked.color_rgb = color_target(checked.color, checked.color_scale)
     if request.task == "txt2img":
         native = native_size(model) if not (request.width and request.height) else None  # 0/None = native
         native = slider_size(native) if native else None
@@ -291,6 +305,8 @@ def _info(request: SDRequest, ref: str, warnings: list[str]) -> dict:
         info.pop("width"), info.pop("height")
     if request.task == "inpaint":
         info["mask_blur"] = request.mask_blur
+    if request.color_scale > 0:
+        info.update(color=request.color, color_scale=request.color_scale)
     info["warnings"] = warnings
     return info
 
@@ -326,6 +342,7 @@ class LatentRun:
     begin_index: int | None = None  # img2img and inpaint start later in the schedule
     clean: torch.Tensor | None = None  # ... from these latents noised to their first timestep
     after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None  # a plain UNet's inpainting blend
+    region: torch.Tensor | None = None  # inpainting: the repainted area at latent size (B, 1, h, w), 1 inside
 
 
 def _prepare(pipeline, request: SDRequest, generators: list[torch.Generator]) -> LatentRun:
@@ -376,11 +393,11 @@ def _prepare(pipeline, request: SDRequest, generators: list[torch.Generator]) ->
         mask_condition, image * (mask_condition < 0.5), batch, *size.values(), dtype, device, generators, cfg
     )
     clean = None if full_strength else image_latents
+    repainted = mask.chunk(2)[0] if cfg else mask
     if not plain_unet:
         extra = torch.cat([mask, masked_image_latents], dim=1)
         model = ClassifierFreeGuidance(unet, text, uncond, request.guidance_scale, extra_channels=extra)
-        return LatentRun(model, noise, begin_index, clean)
-    repainted = mask.chunk(2)[0] if cfg else mask
+        return LatentRun(model, noise, begin_index, clean, region=repainted)
 
     def put_back_known_region(index: int, sample: torch.Tensor) -> torch.Tensor:
         known = image_latents
@@ -389,7 +406,27 @@ def _prepare(pipeline, request: SDRequest, generators: list[torch.Generator]) ->
         return (1 - repainted) * known + repainted * sample
 
     model = ClassifierFreeGuidance(unet, text, uncond, request.guidance_scale)
-    return LatentRun(model, noise, begin_index, clean, put_back_known_region)
+    return LatentRun(model, noise, begin_index, clean, put_back_known_region, repainted)
+
+
+def guidance_decoder(pipeline, ref: str, kind: str = "auto") -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """What a loss sees of the predicted latents, and its name for the parameters: the cheap linear latent-to-RGB
+    map (shipped beside the model, or SD 1.x's) or the VAE decoder (exact; backpropagating through it costs about
+    one more decode per step). "auto" takes the model's recommendation (`color_decoder` in its latent_rgb.json),
+    else the cheap map where there is one."""
+    folder = ref if os.path.isdir(ref) else None
+    latent_rgb = latent_rgb_for(folder, pipeline.vae.config)
+    if kind == "auto":
+        kind = recommended_decoder(folder) or ("cheap" if latent_rgb is not None else "vae")
+    if kind == "cheap":
+        if latent_rgb is None:
+            raise ValueError(
+                "color_decoder 'cheap' needs a latent-to-RGB map, and this model has none (no latent_rgb.json, not "
+                'an SD 1.x VAE); choose "vae" or "auto" ("Color decoder" in the page)'
+            )
+        return latent_rgb, f"cheap: linear latent-to-RGB map ({latent_rgb.source})"
+    vae = pipeline.vae
+    return lambda x0: vae.decode(x0.to(vae.dtype) / vae.config.scaling_factor).sample.float(), "vae: the VAE decoder"
 
 
 @torch.no_grad()
@@ -443,16 +480,23 @@ def generate_sd(
         try:
             with stop_checks([pipeline.text_encoder, pipeline.vae.encoder, pipeline.unet], should_stop):
                 run = _prepare(pipeline, request, generators)
+                terms, decode = [], None
+                if request.color_rgb is not None:
+                    decode, info["color_decoder"] = guidance_decoder(pipeline, ref, request.color_decoder)
+                    terms.append(GuidanceTerm("color", ColorLoss(request.color_rgb, run.region), request.color_scale))
                 latents = guided_sample(
                     run.model,
                     pipeline.scheduler,
                     run.noise,
                     request.steps,
+                    terms,
+                    decode=decode,
                     generator=generators,
                     callback=callback,
                     begin_index=run.begin_index,
                     clean=run.clean,
                     after_step=run.after_step,
+                    weighting="signal",  # with CFG, edits made at high noise do not survive (README)
                 )
             generated, nsfw = _decode(pipeline, latents, generators)
         except (SamplingInterrupted, StopRequested) as stop:

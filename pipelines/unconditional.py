@@ -10,7 +10,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from guidance import ClipLoss, ColorLoss, GuidanceTerm, SamplingInterrupted, guided_sample, parse_color, stop_checks
+from guidance import ClipLoss, ColorLoss, GuidanceTerm, SamplingInterrupted, guided_sample, stop_checks
 from guidance.sampler import GRADIENT_METHODS
 from pipelines.budget import unconditional_seconds
 from pipelines.cache import MODELS
@@ -21,7 +21,7 @@ from pipelines.gpu import gpu
 from pipelines.jobs import JobFailed, StepDone, StopToken, stream_job
 from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package, tensor_to_pil, upscale_for_display
-from pipelines.validation import choice, number, resolve_seed, text
+from pipelines.validation import choice, color_target, number, resolve_seed, text
 
 # Schedulers that work in the alphas_cumprod parameterisation the guidance math assumes.
 SCHEDULERS: dict[str, Callable] = {
@@ -93,13 +93,7 @@ def validate(request: SamplingRequest) -> SamplingRequest:
         compare=bool(request.compare),
         gradient_method=request.gradient_method,
     )
-    if checked.color_scale > 0:
-        if not checked.color:
-            raise ValueError(
-                'color is empty but color_scale is above 0; pick a color or set color_scale to 0 ("Target color" '
-                'and "Color strength" in the page)'
-            )
-        checked.color_rgb = parse_color(checked.color)
+    checked.color_rgb = color_target(checked.color, checked.color_scale)
     if checked.clip_scale > 0 and not checked.prompt:
         raise ValueError(
             'prompt is empty but clip_scale is above 0; write a prompt or set clip_scale to 0 ("Prompt" and '

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from guidance.colors import shown
+from guidance.colors import parse_color, shown
 
 MAX_SEED = 2**32 - 1
 # The page's label of each API keyword, added to every refusal: people see labels, scripts see keywords.
@@ -29,6 +29,7 @@ LABELS = {
     "mask_blur": "Mask blur",
     "image": "Input image",
     "mask": "Mask",
+    "color_decoder": "Color decoder",
 }
 
 
@@ -90,3 +91,15 @@ def text(name: str, value) -> str:
             f"{name} has an invalid character at position {error.start} (a lone surrogate){in_page(name)}"
         ) from None
     return value.strip()
+
+
+def color_target(color: str, color_scale: float) -> tuple[float, float, float] | None:
+    """The RGB target of a checked color and strength: None at strength 0; ValueError for an empty or bad color."""
+    if color_scale <= 0:
+        return None
+    if not color:
+        raise ValueError(
+            'color is empty but color_scale is above 0; pick a color or set color_scale to 0 ("Target color" '
+            'and "Color strength" in the page)'
+        )
+    return parse_color(color)

@@ -69,3 +69,31 @@ def test_clip_guidance_raises_the_scoring_clips_similarity_to_the_prompt(shipped
 
     unguided, guided = similarity(0.0), similarity(uncond.DEFAULT_CLIP_SCALE)
     assert guided > unguided + 0.05, (guided, unguided)
+
+
+@_shipped("sd")
+def test_sd_color_guidance_at_the_default_strength_halves_the_distance_and_keeps_the_emoji(shipped_bundle):
+    from guidance import color_distance, parse_color
+    from pipelines import stable_diffusion as sd
+
+    def images(scale: float) -> torch.Tensor:
+        request = sd.SDRequest(
+            task="txt2img",
+            model=BUNDLED_LABEL,
+            prompt="red heart",
+            steps=STEPS,
+            batch_size=2,
+            seed=7,
+            color="#1e90ff",
+            color_scale=scale,
+        )
+        result = sd.generate_sd(request)
+        assert scale == 0 or result.info["color_decoder"].startswith("vae")  # the bundle's latent_rgb.json says so
+        return _pixels([image.convert("RGB") for image in result.images])
+
+    plain, guided = images(0.0), images(sd.DEFAULT_SD_COLOR_SCALE)
+    target = parse_color("#1e90ff")
+    assert color_distance(guided, target).mean() <= 0.5 * color_distance(plain, target).mean()
+    # Still a heart, recoloured: the red heart's red pixels turn blue.
+    red = (plain[:, 0] > 0.6) & (plain[:, 2] < 0.3)
+    assert red.float().mean() > 0.2 and (guided[:, 2][red] > guided[:, 0][red]).float().mean() > 0.8

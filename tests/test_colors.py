@@ -72,3 +72,19 @@ def test_a_long_bad_color_is_not_echoed_whole():
     with pytest.raises(ValueError) as caught:
         parse_color("x" * 100_000)
     assert len(str(caught.value)) < 200
+
+
+def test_masked_color_loss_sees_only_the_region():
+    import torch
+
+    from guidance.color import ColorLoss
+
+    image = torch.zeros(2, 3, 8, 8, requires_grad=True)
+    region = torch.zeros(2, 1, 4, 4)
+    region[:, :, :2] = 1  # the top half, at half the resolution (resized to the image by area)
+    loss = ColorLoss((1.0, 0.0, 0.0), region)(image)
+    (gradient,) = torch.autograd.grad(loss.sum(), image)
+    assert gradient[:, :, 4:].abs().sum() == 0 and gradient[:, :, :4].abs().sum() > 0
+    # Over the region it is the plain loss of the region alone.
+    plain = ColorLoss((1.0, 0.0, 0.0))(image[:, :, :4].detach())
+    torch.testing.assert_close(loss.detach(), plain)

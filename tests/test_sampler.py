@@ -141,6 +141,8 @@ def test_guidance_weights_follow_noise_level_and_sum_to_one():
     assert weights.sum().item() == pytest.approx(1.0, abs=1e-6)
     assert (weights[8:] == 0).all()
     assert (weights[:8].diff() <= 0).all()  # more noise, larger step
+    late = guidance_weights(scheduler.alphas_cumprod[scheduler.timesteps], guided_steps=10, weighting="signal")
+    assert late.sum().item() == pytest.approx(1.0, abs=1e-6) and (late.diff() >= 0).all()  # less noise, larger step
 
 
 def test_normalise_per_sample_drops_non_finite_and_zero_gradients():

@@ -195,3 +195,43 @@ def test_stop_interrupts_within_one_step(configured):
     assert seen[:2] == [(1, 30), (2, 30)]
     assert result.info["interrupted"] and result.info["stopped_after_step"] == 2
     assert len(seen) <= 3  # diffusers skips the remaining steps without calling back for them
+
+
+def test_color_keywords_at_strength_zero_change_nothing(configured):
+    plain = run("txt2img", batch_size=2)
+    explicit = run("txt2img", batch_size=2, color="#00ff00", color_scale=0.0, color_decoder="cheap")
+    for one, two in zip(plain.images, explicit.images, strict=True):
+        np.testing.assert_array_equal(np.asarray(one), np.asarray(two))
+    assert "color" not in explicit.info and "color_decoder" not in explicit.info
+
+
+@pytest.mark.parametrize("decoder, named", [("cheap", "cheap: linear latent-to-RGB map (ComfyUI"), ("vae", "vae")])
+def test_color_guidance_moves_the_images_through_either_decoder(configured, decoder, named):
+    plain = run("txt2img", seed=3)
+    guided = run("txt2img", seed=3, color="#0000ff", color_scale=2.0, color_decoder=decoder)
+    assert guided.info["color"] == "#0000ff" and guided.info["color_decoder"].startswith(named)
+    assert not np.array_equal(np.asarray(plain.images[0]), np.asarray(guided.images[0]))
+
+
+def test_inpainting_color_guidance_keeps_every_pixel_outside_the_mask(configured):
+    image = noise_image((64, 64), seed=8)
+    mask = box_mask((64, 64), (16, 16, 48, 48))
+    plain = run("inpaint", image=image, mask=mask, mask_blur=0)
+    guided = run("inpaint", image=image, mask=mask, mask_blur=0, color="#ff0000", color_scale=3.0)
+    outside = np.asarray(mask) == 0
+    np.testing.assert_array_equal(np.asarray(guided.images[0])[outside], np.asarray(image)[outside])
+    assert not np.array_equal(np.asarray(guided.images[0])[~outside], np.asarray(plain.images[0])[~outside])
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"color": "", "color_scale": 1.0}, "color is empty but color_scale is above 0"),
+        ({"color": "nope", "color_scale": 1.0}, "color 'nope' is not a color"),
+        ({"color": "red", "color_scale": 11}, "color_scale must be between 0 and 10, got 11"),
+        ({"color_decoder": "approx"}, "color_decoder 'approx'"),
+    ],
+)
+def test_bad_color_guidance_input_is_a_named_error(configured, fields, message):
+    with pytest.raises(ValueError, match=message):
+        run("txt2img", **fields)

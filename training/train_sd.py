@@ -142,7 +142,7 @@ def build_scheduler():
     """Stable Diffusion 1.x's noise schedule and scheduler config, with v-prediction (stable at high noise)."""
     from diffusers import PNDMScheduler
 
-    return PNDMScheduler(
+    scheduler = PNDMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
@@ -151,6 +151,9 @@ def build_scheduler():
         set_alpha_to_one=False,
         prediction_type="v_prediction",
     )
+    # As in SD 1.5's config: DDIM and DDPM built from it must not clamp the predicted latents to [-1, 1].
+    scheduler.register_to_config(clip_sample=False)
+    return scheduler
 
 
 def _exported(config: SDConfig, part: str, loader) -> dict | None:

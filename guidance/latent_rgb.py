@@ -1,0 +1,91 @@
+"""The cheap latent-to-RGB map: a linear image of the latents, for color guidance and previews of latent models.
+
+A C x 3 matrix and a bias take scaled latents (the diffusion model's own space: VAE latents x `scaling_factor`) at
+latent resolution to RGB in about [-1, 1], as stable-diffusion-webui's "Approx cheap" preview
+(modules/sd_vae_approx.py) and ComfyUI's `latent_rgb_factors` (comfy/latent_formats.py) do. It costs nothing next to
+a VAE decode and is differentiable, so a loss on it guides the latents directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+
+FILE_NAME = "latent_rgb.json"  # beside a checkpoint's model_index.json
+
+
+@dataclass(frozen=True)
+class LatentRGB:
+    """RGB = latents . factors + bias, per latent pixel."""
+
+    factors: tuple[tuple[float, float, float], ...]  # one row per latent channel: its R, G, B weights
+    bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    source: str = ""  # where the numbers come from, recorded in the parameters
+
+    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) scaled latents -> (B, 3, h, w) RGB in about [-1, 1] (not clamped)."""
+        if latents.shape[1] != len(self.factors):
+            raise ValueError(f"the latent-to-RGB map takes {len(self.factors)} channels, got {latents.shape[1]}")
+        weight = torch.tensor(self.factors, device=latents.device, dtype=latents.dtype)
+        bias = torch.tensor(self.bias, device=latents.device, dtype=latents.dtype).view(1, 3, 1, 1)
+        return torch.einsum("bchw,cr->brhw", latents, weight) + bias
+
+
+# Stable Diffusion 1.x (scaled latents, factor 0.18215), from ComfyUI's comfy/latent_formats.py (class SD15,
+# GPL-3.0; numbers only), the same map stable-diffusion-webui's "Approx cheap" preview uses.
+SD15 = LatentRGB(
+    factors=(
+        (0.3512, 0.2297, 0.3227),
+        (0.3250, 0.4974, 0.2350),
+        (-0.2829, 0.1762, 0.2721),
+        (-0.2120, -0.2616, -0.7177),
+    ),
+    source="ComfyUI latent_formats.SD15",
+)
+SD15_SCALING_FACTOR = 0.18215
+
+
+def load_latent_rgb(folder: str) -> LatentRGB | None:
+    """The map shipped in a checkpoint folder (`latent_rgb.json`), or None."""
+    path = os.path.join(folder, FILE_NAME)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as handle:
+        data = json.load(handle)
+    factors = tuple(tuple(float(value) for value in row) for row in data["factors"])
+    return LatentRGB(factors, tuple(float(value) for value in data["bias"]), data.get("source", FILE_NAME))
+
+
+def recommended_decoder(folder: str | None) -> str | None:
+    """The decoder a model's latent_rgb.json recommends for color guidance ("cheap" or "vae"), or None."""
+    path = os.path.join(folder, FILE_NAME) if folder else None
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle).get("color_decoder")
+
+
+def latent_rgb_for(folder: str | None, vae_config: dict) -> LatentRGB | None:
+    """The map for a model: its own file where it ships one, SD 1.x's for an SD 1.x VAE, else None."""
+    shipped = load_latent_rgb(folder) if folder and os.path.isdir(folder) else None
+    if shipped is not None:
+        return shipped
+    if vae_config.get("latent_channels") == 4 and abs(vae_config.get("scaling_factor", 0) - SD15_SCALING_FACTOR) < 1e-6:
+        return SD15
+    return None
+
+
+def fit_latent_rgb(latents: torch.Tensor, images: torch.Tensor, source: str) -> tuple[LatentRGB, float]:
+    """Least-squares map from scaled latents (N, C, h, w) to images (N, 3, h, w) in [-1, 1] at the same size;
+    returns it and its RMS error."""
+    inputs = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1]).double()
+    targets = images.permute(0, 2, 3, 1).reshape(-1, 3).double()
+    design = torch.cat([inputs, torch.ones(len(inputs), 1, dtype=torch.float64)], dim=1)
+    solution = torch.linalg.lstsq(design, targets).solution  # (C + 1, 3)
+    rmse = (design @ solution - targets).pow(2).mean().sqrt().item()
+    factors = tuple(tuple(round(float(value), 6) for value in row) for row in solution[:-1])
+    bias = tuple(round(float(value), 6) for value in solution[-1])
+    return LatentRGB(factors, bias, source), rmse
