@@ -184,10 +184,13 @@ def txt2img(
     color: str = "#1e90ff",
     color_scale: float = 0.0,
     color_decoder: str = "auto",
+    clip_prompt: str = "",
+    clip_scale: float = 0.0,
+    cuts: int = 4,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
-    """Stable Diffusion text to image; optional color guidance (color_scale above 0) pulls the images toward a color."""
+    """Stable Diffusion text to image; optional color and CLIP guidance (color_scale, clip_scale above 0)."""
     return _run(sd.generate_sd_steps, sd.validate_sd, _sd_request("txt2img", locals()), request, progress)
 
 
@@ -205,11 +208,13 @@ def img2img(
     color: str = "#1e90ff",
     color_scale: float = 0.0,
     color_decoder: str = "auto",
+    clip_prompt: str = "",
+    clip_scale: float = 0.0,
+    cuts: int = 4,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
-    """Stable Diffusion image to image; optional color guidance (color_scale above 0) pulls the images toward a
-    color."""
+    """Stable Diffusion image to image; optional color and CLIP guidance (color_scale, clip_scale above 0)."""
     return _run(sd.generate_sd_steps, sd.validate_sd, _sd_request("img2img", locals()), request, progress)
 
 
@@ -229,11 +234,14 @@ def inpaint(
     color: str = "#1e90ff",
     color_scale: float = 0.0,
     color_decoder: str = "auto",
+    clip_prompt: str = "",
+    clip_scale: float = 0.0,
+    cuts: int = 4,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
     """Stable Diffusion inpainting: white mask pixels are repainted, every other pixel is kept exactly; optional
-    color guidance (color_scale above 0) recolours only what is repainted."""
+    color and CLIP guidance (color_scale, clip_scale above 0) act on the repainted region only."""
     return _run(sd.generate_sd_steps, sd.validate_sd, _sd_request("inpaint", locals()), request, progress)
 
 
@@ -375,8 +383,9 @@ def _sd_batch_and_seed():
     return batch_size, seed
 
 
-def _sd_color_controls(prefix: str):
-    """Optional color guidance for a Stable Diffusion tab: target, strength (0 = off) and what the loss sees."""
+def _sd_guidance_controls(prefix: str):
+    """Optional guidance for a Stable Diffusion tab: a color (target, strength, what the loss sees) and a CLIP
+    prompt (text, strength, cutouts); strength 0 turns each off."""
     with gr.Accordion("Color guidance", open=False):
         with gr.Row():
             color = gr.ColorPicker("#1e90ff", label="Target color", elem_id=f"{prefix}-color")
@@ -392,7 +401,18 @@ def _sd_color_controls(prefix: str):
             value="auto",
             label="Color decoder (auto: the model's choice; cheap: linear latent-to-RGB map, nearly free; vae: exact)",
         )
-    return color, color_scale, decoder
+    with gr.Accordion("CLIP guidance", open=False):
+        clip_prompt = Textbox("", label="CLIP prompt", placeholder="a red heart", elem_id=f"{prefix}-clip-prompt")
+        with gr.Row():
+            clip_scale = Slider(
+                0,
+                sd.MAX_SD_CLIP_SCALE,
+                value=0,
+                step=0.1,
+                label=f"CLIP guidance strength (0 = off, {sd.DEFAULT_SD_CLIP_SCALE:g} = clear)",
+            )
+            cuts = Slider(1, uncond.MAX_CUTS, value=4, step=1, label="Cutouts per image")
+    return color, color_scale, decoder, clip_prompt, clip_scale, cuts
 
 
 def _guidance_options(prefix: str):
@@ -478,7 +498,7 @@ def build_demo() -> gr.Blocks:
                             for label in (f"Width (native {size})", f"Height (native {size})")
                         )
                     batch_size, seed = _sd_batch_and_seed()
-                    color_controls = _sd_color_controls("txt2img")
+                    color_controls = _sd_guidance_controls("txt2img")
                 with gr.Column():
                     tab_outputs = _outputs("txt2img")
             inputs = [prompt, negative, scheduler, steps, guidance, width, height, batch_size, seed, sd_model]
@@ -497,7 +517,7 @@ def build_demo() -> gr.Blocks:
                     strength = Slider(0, 1, value=0.75, step=0.01, label="Strength (0 keeps the input, 1 replaces it)")
                     scheduler, steps, guidance = _sd_sampling_controls("img2img")
                     batch_size, seed = _sd_batch_and_seed()
-                    color_controls = _sd_color_controls("img2img")
+                    color_controls = _sd_guidance_controls("img2img")
                 with gr.Column():
                     tab_outputs = _outputs("img2img")
             inputs = [image, prompt, negative, scheduler, steps, guidance, strength, batch_size, seed, sd_model]
@@ -522,7 +542,7 @@ def build_demo() -> gr.Blocks:
                         mask_blur = Slider(0, sd.MAX_MASK_BLUR, value=4, step=1, label="Mask blur (px, inward)")
                     scheduler, steps, guidance = _sd_sampling_controls("inpaint")
                     batch_size, seed = _sd_batch_and_seed()
-                    color_controls = _sd_color_controls("inpaint")
+                    color_controls = _sd_guidance_controls("inpaint")
                     with gr.Accordion("Image and mask sent to the model", open=False), gr.Row():
                         plain_image = Image(type="pil", image_mode=None, format="png", label="Image", interactive=False)
                         plain_mask = Image(

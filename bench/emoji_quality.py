@@ -71,7 +71,7 @@ NAMES = [
 TARGET = "#1e90ff"
 STEPS = 25
 K = 3  # neighbourhood size of precision/recall
-SECTIONS = ("uncond", "color", "clip", "txt2img", "sd-color", "speed")
+SECTIONS = ("uncond", "color", "clip", "txt2img", "sd-color", "sd-clip", "speed")
 # The bundled models each section needs (speed times whichever of ddpm and sd exist).
 NEEDS = {
     "uncond": ("ddpm", "clip-score"),
@@ -79,6 +79,7 @@ NEEDS = {
     "clip": ("ddpm", "clip", "clip-score"),
     "txt2img": ("sd", "clip-score"),
     "sd-color": ("sd",),
+    "sd-clip": ("sd", "clip", "clip-score"),
     "speed": (),
 }
 DRAW_SEED_STRIDE = 10_000  # draw d samples seeds d * stride + i: the same first seeds whatever --count is
@@ -570,6 +571,51 @@ def section_sd_color(bench: Bench) -> None:
     )
 
 
+def section_sd_clip(bench: Bench) -> None:
+    """CLIP guidance (the bundled guiding CLIP, through the VAE decoder) on the bundled Stable Diffusion, text prompt
+    left empty, toward each name; judged by the scoring CLIP against unguided images of the same seeds."""
+    from pipelines import stable_diffusion as sd
+    from pipelines.bundled import BUNDLED_LABEL
+
+    log(f"SD CLIP guidance: {len(NAMES)} names x 2 strengths")
+    text, scale = bench.scorer.texts(NAMES), sd.DEFAULT_SD_CLIP_SCALE
+    hits = {0.0: 0, scale: 0}
+    seconds = {0.0: 0.0, scale: 0.0}
+    for index, name in enumerate(NAMES):
+        for strength in (0.0, scale):
+            request = sd.SDRequest(
+                task="txt2img",
+                model=BUNDLED_LABEL,
+                prompt="",
+                steps=STEPS,
+                seed=1000 + 10 * index,
+                clip_prompt=name,
+                clip_scale=strength,
+            )
+            started = time.perf_counter()
+            images = sd.generate_sd(request).images
+            seconds[strength] += time.perf_counter() - started
+            hits[strength] += rank_one_hits(bench.scorer.images(as_display(images)), text, [index])
+    count = len(NAMES)
+    bench.rows.append(
+        (
+            f"SD txt2img (empty prompt) CLIP-guided toward the name (strength {scale:g}, 4 cutouts), rank 1 of 20",
+            f"{hits[scale]}/{count} = {hits[scale] / count:.0%} (unguided: {hits[0.0]}/{count} = "
+            f"{hits[0.0] / count:.0%})" + verdict(hits[scale] > hits[0.0]),
+            "above unguided",
+        )
+    )
+    slower = seconds[scale] / seconds[0.0]
+    bench.rows.append(
+        (
+            "SD txt2img time, CLIP-guided (4 cutouts, VAE decoder) vs unguided",
+            f"{seconds[scale] / count:.2f} s vs {seconds[0.0] / count:.2f} s per image (x{slower:.2f})"
+            + verdict(slower <= 2.0),
+            "<= x2.0",
+        )
+    )
+
+
 def timed_twice(generate, request) -> float:
     """Seconds of the second of two identical calls (the first loads and warms up)."""
     generate(request)
@@ -617,6 +663,7 @@ RUNS = {
     "clip": section_clip,
     "txt2img": section_txt2img,
     "sd-color": section_sd_color,
+    "sd-clip": section_sd_clip,
     "speed": section_speed,
 }
 

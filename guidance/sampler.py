@@ -34,6 +34,8 @@ class GuidanceTerm:
     name: str  # shown in errors and metadata
     loss: Callable[[torch.Tensor], torch.Tensor]  # predicted_x0 (B, C, H, W) in [-1, 1] -> per-sample losses (B,)
     scale: float  # total RMS movement of x0 over the run; 0 turns the term off
+    # What this loss sees of x0 when it is not the image itself (latent models): a decoder to [-1, 1] pixels.
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 class SamplingInterrupted(Exception):
@@ -101,10 +103,12 @@ def _unet_forward(unet, model_input: torch.Tensor, timestep: torch.Tensor) -> to
     return unet(model_input.to(unet.dtype), timestep).sample.to(model_input.dtype)
 
 
-def _loss_gradients(terms: Sequence[GuidanceTerm], images: torch.Tensor, wrt: torch.Tensor) -> list[torch.Tensor]:
-    """The gradient with respect to `wrt` of each term's summed per-sample loss on `images` (made from `wrt`)."""
+def _loss_gradients(terms: Sequence[GuidanceTerm], predicted_x0: torch.Tensor, wrt: torch.Tensor) -> list[torch.Tensor]:
+    """The gradient with respect to `wrt` of each term's summed per-sample loss on what it sees of `predicted_x0`
+    (made from `wrt`): the image itself, or the term's decoding of it."""
     gradients = []
     for index, term in enumerate(terms):
+        images = term.decode(predicted_x0) if term.decode is not None else predicted_x0
         losses = term.loss(images.float())
         if losses.ndim != 1 or losses.shape[0] != images.shape[0]:
             raise ValueError(f"guidance {term.name!r} must return one loss per sample, got {tuple(losses.shape)}")
@@ -138,7 +142,6 @@ def guided_sample(
     gradient_method: str = "x0",
     guided_fraction: float = 1.0,
     callback: StepCallback | None = None,
-    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     begin_index: int | None = None,
     clean: torch.Tensor | None = None,
     after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
@@ -149,9 +152,9 @@ def guided_sample(
 
     `unet(sample, timestep).sample` is any denoiser in diffusers' calling convention: a UNet, or a wrapper that
     hides classifier-free guidance and conditioning (guidance.models.ClassifierFreeGuidance).
-    `decode(x0)` turns a predicted clean sample into the image in [-1, 1] that the losses see (a VAE decoder, a
-    cheap linear latent-to-RGB map; the identity when None, for pixel models); the gradient flows back through it
-    to x0, which is edited in its own space (pixel edits are bounded to [-1, 1], latent ones are not).
+    A term's `decode(x0)` turns a predicted clean sample into the image in [-1, 1] its loss sees (a VAE decoder, a
+    cheap linear latent-to-RGB map; none for pixel models); the gradient flows back through it to x0, which is
+    edited in its own space (pixel edits are bounded to [-1, 1], latent ones are not).
     `begin_index` starts at that step of the schedule (img2img, inpainting), from `clean` noised to its timestep
     with `noise` (pure noise when `clean` is None), and tells the scheduler (`set_begin_index`), as diffusers'
     img2img pipelines do. `after_step(step_index, sample)` may replace the sample after each step (inpainting
@@ -195,7 +198,6 @@ def guided_sample(
                 weights[index],
                 gradient_method,
                 step_kwargs,
-                decode,
             )
             if after_step is not None:
                 sample = after_step(index, sample)
@@ -220,7 +222,6 @@ def _step(
     weight: float,
     gradient_method: str,
     step_kwargs: dict,
-    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One sampling step, guided by `terms` with weight `weight`: (the next sample, the (edited) predicted x0).
 
@@ -240,7 +241,7 @@ def _step(
             model_input = scheduler.scale_model_input(leaf, timestep)
             model_output = _unet_forward(unet, model_input, timestep)
             predicted_x0, eps = predicted_x0_and_eps(model_output, model_input, alpha_prod_t, prediction_type)
-            gradients = _loss_gradients(terms, decode(predicted_x0) if decode else predicted_x0, leaf)
+            gradients = _loss_gradients(terms, predicted_x0, leaf)
         predicted_x0, eps = predicted_x0.detach(), eps.detach()
     else:
         with torch.no_grad():
@@ -249,11 +250,11 @@ def _step(
             predicted_x0, eps = predicted_x0_and_eps(model_output, model_input, alpha_prod_t, prediction_type)
         leaf = predicted_x0.detach().float().requires_grad_(True)
         with torch.enable_grad():
-            gradients = _loss_gradients(terms, decode(leaf) if decode else leaf, leaf)
+            gradients = _loss_gradients(terms, leaf, leaf)
     with torch.no_grad():
         step = sum(term.scale * weight * normalise_per_sample(gradient) for term, gradient in zip(terms, gradients))
         edited_x0 = predicted_x0 - step.to(predicted_x0.dtype)
-        if decode is None:  # pixels: the edit may not push a pixel further outside [-1, 1] than the model did
+        if all(term.decode is None for term in terms):  # pixels: no further outside [-1, 1] than the model put them
             edited_x0 = bounded_edit(predicted_x0, edited_x0)
         model_output, edited_input = model_output_from_x0_and_eps(edited_x0, eps, alpha_prod_t, prediction_type)
         edited_sample = edited_input / input_scale.to(edited_input.dtype)

@@ -23,19 +23,21 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img impo
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from guidance import ColorLoss, GuidanceTerm, SamplingInterrupted, StopRequested, guided_sample, stop_checks
+from guidance import ClipLoss, ColorLoss, GuidanceTerm, SamplingInterrupted, StopRequested, guided_sample, stop_checks
 from guidance.latent_rgb import latent_rgb_for, recommended_decoder
 from guidance.models import ClassifierFreeGuidance
 from guidance.sampler import schedule
 from pipelines.budget import sd_seconds
 from pipelines.bundled import BUNDLED_LABEL, bundled_path, prefer_bundled
 from pipelines.cache import MODELS, reporting_unreachable_hub
+from pipelines.clip import get_clip
 from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
 from pipelines.images import eroded_mask, feathered_mask, paste_outside_mask, prepare_image, prepare_mask, working_size
 from pipelines.jobs import JobFailed, StepDone, StopToken, stream_job
 from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package
+from pipelines.unconditional import CUTOUT_SEED_OFFSET, MAX_CUTS, seeded_generators
 from pipelines.validation import choice, color_target, in_page, number, resolve_seed, shown, text
 
 DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -65,6 +67,8 @@ MAX_GUIDANCE = 30.0
 # model (README, "Guidance for Stable Diffusion").
 MAX_SD_COLOR_SCALE = 10.0
 DEFAULT_SD_COLOR_SCALE = 2.0
+MAX_SD_CLIP_SCALE = 20.0
+DEFAULT_SD_CLIP_SCALE = 4.0
 COLOR_DECODERS = ("auto", "cheap", "vae")  # auto: what the model's latent_rgb.json recommends, else the cheap map
 MAX_MASK_BLUR = 64
 MIN_SIZE, MAX_SIZE = 64, 1024
@@ -124,6 +128,9 @@ class SDRequest:
     color: str = ""  # color guidance target ("" = none), on the cheap latent-to-RGB image of the predicted latents
     color_scale: float = 0.0
     color_decoder: str = "auto"  # what the color loss sees: "cheap" latent-to-RGB map, "vae" decoder, "auto"
+    clip_prompt: str = ""  # CLIP guidance toward this text (the CLIP_MODEL, or the bundled emoji CLIP)
+    clip_scale: float = 0.0
+    cuts: int = 4
     color_rgb: tuple[float, float, float] | None = field(default=None, repr=False)
 
 
@@ -159,7 +166,15 @@ def validate_sd(request: SDRequest) -> SDRequest:
         color=text("color", request.color),
         color_scale=number("color_scale", request.color_scale, float, 0.0, MAX_SD_COLOR_SCALE),
         color_decoder=choice("color_decoder", request.color_decoder, COLOR_DECODERS),
+        clip_prompt=text("clip_prompt", request.clip_prompt),
+        clip_scale=number("clip_scale", request.clip_scale, float, 0.0, MAX_SD_CLIP_SCALE),
+        cuts=number("cuts", request.cuts, int, 1, MAX_CUTS),
     )
+    if checked.clip_scale > 0 and not checked.clip_prompt:
+        raise ValueError(
+            'clip_prompt is empty but clip_scale is above 0; write a CLIP prompt or set clip_scale to 0 ("CLIP '
+            'prompt" and "CLIP guidance strength" in the page)'
+        )
     checked.color_rgb = color_target(checked.color, checked.color_scale)
     if request.task == "txt2img":
         native = native_size(model) if not (request.width and request.height) else None  # 0/None = native
@@ -409,6 +424,45 @@ def _prepare(pipeline, request: SDRequest, generators: list[torch.Generator]) ->
     return LatentRun(model, noise, begin_index, clean, put_back_known_region, repainted)
 
 
+def guidance_terms(pipeline, ref: str, request: SDRequest, region: torch.Tensor | None, info: dict) -> list:
+    """The color and CLIP loss terms a checked request asks for, each with what it sees of the latents (recorded in
+    `info`): color through `color_decoder`, CLIP always through the VAE decoder (cutouts need real detail)."""
+    terms = []
+    if request.color_rgb is not None:
+        decode, info["color_decoder"] = guidance_decoder(pipeline, ref, request.color_decoder)
+        terms.append(GuidanceTerm("color", ColorLoss(request.color_rgb, region), request.color_scale, decode))
+    if request.clip_scale > 0:
+        clip = get_clip(request.model)
+        cutout_generators = seeded_generators(request.seed, request.batch_size, CUTOUT_SEED_OFFSET)
+        loss = ClipLoss(
+            clip.model,
+            clip.encode_text(request.clip_prompt),
+            request.cuts,
+            cutout_generators,
+            clip.image_size,
+            clip.mean,
+            clip.std,
+        )
+        decode = guidance_decoder(pipeline, ref, "vae")[0]
+        if region is not None:  # inpainting: CLIP judges the repainted area over the input's own pixels elsewhere
+            decode = _repainted_only(decode, region)
+        terms.append(GuidanceTerm("clip", loss, request.clip_scale, decode))
+        info.update(clip_prompt=request.clip_prompt, clip_scale=request.clip_scale, cuts=request.cuts)
+        info["clip_model"] = clip.name
+    return terms
+
+
+def _repainted_only(decode: Callable, region: torch.Tensor) -> Callable:
+    """`decode`, with the image outside the repainted region detached (it draws no gradient)."""
+
+    def decode_region(latents: torch.Tensor) -> torch.Tensor:
+        images = decode(latents)
+        weight = torch.nn.functional.interpolate(region.to(images.dtype), size=images.shape[-2:], mode="nearest")
+        return weight * images + (1 - weight) * images.detach()
+
+    return decode_region
+
+
 def guidance_decoder(pipeline, ref: str, kind: str = "auto") -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
     """What a loss sees of the predicted latents, and its name for the parameters: the cheap linear latent-to-RGB
     map (shipped beside the model, or SD 1.x's) or the VAE decoder (exact; backpropagating through it costs about
@@ -480,17 +534,13 @@ def generate_sd(
         try:
             with stop_checks([pipeline.text_encoder, pipeline.vae.encoder, pipeline.unet], should_stop):
                 run = _prepare(pipeline, request, generators)
-                terms, decode = [], None
-                if request.color_rgb is not None:
-                    decode, info["color_decoder"] = guidance_decoder(pipeline, ref, request.color_decoder)
-                    terms.append(GuidanceTerm("color", ColorLoss(request.color_rgb, run.region), request.color_scale))
+                terms = guidance_terms(pipeline, ref, request, run.region, info)
                 latents = guided_sample(
                     run.model,
                     pipeline.scheduler,
                     run.noise,
                     request.steps,
                     terms,
-                    decode=decode,
                     generator=generators,
                     callback=callback,
                     begin_index=run.begin_index,

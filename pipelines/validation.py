@@ -30,6 +30,7 @@ LABELS = {
     "image": "Input image",
     "mask": "Mask",
     "color_decoder": "Color decoder",
+    "clip_prompt": "CLIP prompt",
 }
 
 

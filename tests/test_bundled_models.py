@@ -97,3 +97,41 @@ def test_sd_color_guidance_at_the_default_strength_halves_the_distance_and_keeps
     # Still a heart, recoloured: the red heart's red pixels turn blue.
     red = (plain[:, 0] > 0.6) & (plain[:, 2] < 0.3)
     assert red.float().mean() > 0.2 and (guided[:, 2][red] > guided[:, 0][red]).float().mean() > 0.8
+
+
+@_shipped("sd", "clip", "clip-score")
+def test_sd_clip_guidance_makes_the_scoring_clip_name_the_prompt(shipped_bundle):
+    """txt2img with no text prompt, CLIP-guided toward a name: the scoring CLIP (never the guiding one) ranks that
+    name above the others far more often than without guidance."""
+    from pipelines import stable_diffusion as sd
+    from pipelines.clip import load_clip
+
+    scorer = load_clip(f"local-dir:{os.path.join(SHIPPED, 'clip-score')}", None, torch.device("cpu"))
+    names = ["red heart", "pizza", "fire", "frog"]  # 12 steps: the test is about the effect, not the quality
+    with torch.no_grad():
+        texts = torch.nn.functional.normalize(torch.cat([scorer.encode_text(name) for name in names]), dim=-1)
+
+    def hits(scale: float) -> int:
+        count = 0
+        for index, name in enumerate(names):
+            request = sd.SDRequest(
+                task="txt2img",
+                model=BUNDLED_LABEL,
+                prompt="",
+                steps=12,
+                seed=1000 + 10 * index,
+                clip_prompt=name,
+                clip_scale=scale,
+            )
+            image = _pixels([sd.generate_sd(request).images[0].convert("RGB")])
+            mean = torch.tensor(scorer.mean).view(1, 3, 1, 1)
+            std = torch.tensor(scorer.std).view(1, 3, 1, 1)
+            size = (scorer.image_size, scorer.image_size)
+            pixels = torch.nn.functional.interpolate(image, size=size, mode="bicubic", antialias=True)
+            with torch.no_grad():
+                features = torch.nn.functional.normalize(scorer.model.encode_image((pixels - mean) / std), dim=-1)
+            count += int((features @ texts.T).argmax().item() == index)
+        return count
+
+    unguided, guided = hits(0.0), hits(sd.DEFAULT_SD_CLIP_SCALE)
+    assert guided >= unguided + 2, (guided, unguided)

@@ -235,3 +235,21 @@ def test_inpainting_color_guidance_keeps_every_pixel_outside_the_mask(configured
 def test_bad_color_guidance_input_is_a_named_error(configured, fields, message):
     with pytest.raises(ValueError, match=message):
         run("txt2img", **fields)
+
+
+def test_clip_guidance_moves_the_images_and_is_recorded(configured):
+    plain = run("txt2img", seed=3)
+    guided = run("txt2img", seed=3, clip_prompt="a cat", clip_scale=4.0, cuts=2)
+    assert guided.info["clip_prompt"] == "a cat" and guided.info["cuts"] == 2
+    assert guided.info["clip_model"] == configured["clip"]
+    assert not np.array_equal(np.asarray(plain.images[0]), np.asarray(guided.images[0]))
+    with pytest.raises(ValueError, match="clip_prompt is empty but clip_scale is above 0"):
+        run("txt2img", clip_scale=1.0)
+
+
+def test_inpainting_clip_guidance_keeps_every_pixel_outside_the_mask(configured):
+    image = noise_image((64, 64), seed=9)
+    mask = box_mask((64, 64), (0, 0, 32, 64))
+    guided = run("inpaint", image=image, mask=mask, mask_blur=0, clip_prompt="a cat", clip_scale=4.0, cuts=2)
+    outside = np.asarray(mask) == 0
+    np.testing.assert_array_equal(np.asarray(guided.images[0])[outside], np.asarray(image)[outside])
