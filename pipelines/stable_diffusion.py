@@ -506,8 +506,8 @@ def generate_sd(
     should_stop: Callable[[], bool] | None = None,
 ) -> GenerationResult:
     """Validate and run one txt2img / img2img / inpaint request on the one guided loop; `should_stop()` ends it at
-    the end of a step or inside it, at the next block of the text encoder, VAE encoder or UNet, with the images
-    the last completed step predicted."""
+    the end of a step or inside it, at the next block of the text encoder, VAE, UNet or guiding CLIP, with the
+    images the last completed step predicted."""
     started = time.perf_counter()
     request = validate_sd(request)
     pipeline, ref = build_pipeline(request.task, request.scheduler, request.model)
@@ -532,7 +532,10 @@ def generate_sd(
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in info["seeds"]]
         # A long step (SD 1.5 at 1024x1024 on a CPU: about 90 s) stops inside, at the next block of the models.
         try:
-            with stop_checks([pipeline.text_encoder, pipeline.vae.encoder, pipeline.unet], should_stop):
+            checked = [pipeline.text_encoder, pipeline.vae.encoder, pipeline.unet]
+            # Guidance passes: the VAE decoder (forward and backward) and the guiding CLIP.
+            checked += [pipeline.vae.decoder, *([get_clip(request.model).model] if request.clip_scale > 0 else [])]
+            with stop_checks(checked, should_stop):
                 run = _prepare(pipeline, request, generators)
                 terms = guidance_terms(pipeline, ref, request, run.region, info)
                 latents = guided_sample(

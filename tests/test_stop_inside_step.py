@@ -153,3 +153,17 @@ def test_sd_stop_before_any_step_returns_the_input_or_gray(configured):
     gray = sd.generate_sd(sd.SDRequest(task="txt2img", prompt="x", steps=4, seed=1), should_stop=lambda: True)
     assert gray.info["stopped_after_step"] == 0 and gray.info["interrupted"] is True
     assert np.unique(np.asarray(gray.images[0])).tolist() == [128]
+
+
+def test_sd_clip_guidance_stops_inside_its_clip_pass(configured):
+    from pipelines.clip import get_clip
+
+    request = sd.SDRequest(task="txt2img", prompt="x", steps=6, seed=4, clip_prompt="a cat", clip_scale=2, cuts=2)
+    visual = get_clip(None).model.visual
+    steps, armed = [], []
+    handle = visual.register_forward_hook(lambda *_: armed.append(len(steps) >= 1))
+    try:
+        result = sd.generate_sd(request, on_step=lambda d, t: steps.append(d), should_stop=lambda: any(armed))
+    finally:
+        handle.remove()
+    assert steps == [1] and result.info["interrupted"] is True and result.info["stopped_after_step"] == 1
