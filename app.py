@@ -25,9 +25,9 @@ from ui_components import Dropdown, Image, Number, Radio, Slider, Textbox, name_
 logger = logging.getLogger("studio")
 TITLE = "Guided-diffusion studio"
 INTRO = (
-    "Sample diffusion models and steer them with color and CLIP guidance. Guidance strength is the total "
-    "distance (RMS, in [-1, 1] pixel units) that guidance may move the predicted clean image over a run, "
-    "spread over the steps in proportion to the noise level; the same seed gives the same image."
+    "Sample diffusion models and steer them with color and CLIP guidance, in every tab. Guidance strength is the "
+    "total distance (RMS, in [-1, 1] pixel units; latent units for Stable Diffusion) that guidance may move the "
+    "predicted clean image over a run; the same seed gives the same image."
 )
 PROGRESS_PER_SECOND = 10
 GPU_QUEUE = "gpu"  # every generating event shares one queue slot: one job on the accelerator at a time

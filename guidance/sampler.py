@@ -36,6 +36,7 @@ class GuidanceTerm:
     scale: float  # total RMS movement of x0 over the run; 0 turns the term off
     # What this loss sees of x0 when it is not the image itself (latent models): a decoder to [-1, 1] pixels.
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None
+    fraction: float = 1.0  # share of the run's guided steps this term acts on (where its weighting is largest)
 
 
 class SamplingInterrupted(Exception):
@@ -63,13 +64,18 @@ WEIGHTINGS = ("noise", "signal")
 
 def guidance_weights(alphas: torch.Tensor, guided_steps: int, weighting: str = "noise") -> torch.Tensor:
     """w_t = sqrt(1 - a_t) ("noise": most movement while the image is noisiest) or sqrt(a_t) ("signal": most once
-    the sample shows x0, so that an edit survives the model's next prediction) for the first `guided_steps` steps
-    (0 after), normalised to sum to 1; `alphas` holds a_t of each step."""
+    the sample shows x0, so that an edit survives the model's next prediction) on `guided_steps` steps (the first
+    ones for "noise", the last ones for "signal"; 0 elsewhere), normalised to sum to 1; `alphas` holds a_t of each
+    step."""
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting {weighting!r} is not one of {WEIGHTINGS}")
     alphas = alphas.to(torch.float64)
     weights = (1 - alphas).sqrt() if weighting == "noise" else alphas.sqrt()
-    weights[guided_steps:] = 0
+    # The guided steps are where the weighting puts its mass: the first ones ("noise") or the last ones ("signal").
+    if weighting == "noise":
+        weights[guided_steps:] = 0
+    else:
+        weights[: len(weights) - guided_steps] = 0
     total = weights.sum()
     return (weights / total if total > 0 else weights).to(torch.float32)
 
@@ -175,7 +181,9 @@ def guided_sample(
     timesteps = schedule(scheduler, num_inference_steps, noise.device, begin_index)
     alphas = step_alphas(scheduler, timesteps, begin_index)
     guided_steps = round(len(timesteps) * guided_fraction)
-    weights = guidance_weights(alphas, guided_steps, weighting).tolist()
+    weights = [  # per term: its movement at each step
+        guidance_weights(alphas, round(guided_steps * term.fraction), weighting).tolist() for term in active_terms
+    ]
     alphas = alphas.to(device=noise.device, dtype=torch.float32)
     step_kwargs = _step_kwargs(scheduler, generator, eta)
 
@@ -186,7 +194,7 @@ def guided_sample(
     completed_x0 = None  # the predicted x0 of the last completed step
     for index, timestep in enumerate(timesteps):
         try:
-            step_terms = active_terms if weights[index] != 0 else []
+            step_terms = [(term, w[index]) for term, w in zip(active_terms, weights) if w[index] != 0]
             sample, predicted_x0 = _step(
                 unet,
                 scheduler,
@@ -195,7 +203,6 @@ def guided_sample(
                 alphas[index],
                 prediction_type,
                 step_terms,
-                weights[index],
                 gradient_method,
                 step_kwargs,
             )
@@ -218,12 +225,12 @@ def _step(
     timestep: torch.Tensor,
     alpha_prod_t: torch.Tensor,
     prediction_type: str,
-    terms: Sequence[GuidanceTerm],
-    weight: float,
+    terms: Sequence[tuple[GuidanceTerm, float]],
     gradient_method: str,
     step_kwargs: dict,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One sampling step, guided by `terms` with weight `weight`: (the next sample, the (edited) predicted x0).
+    """One sampling step, guided by `terms` (each with its weight at this step): (the next sample, the (edited)
+    predicted x0).
 
     x0 and eps are read from the scaled model input, which is the variance-preserving x_t for every scheduler
     (Euler's samples carry a factor sqrt(1 + sigma^2) that `scale_model_input` removes); an edited sample goes
@@ -235,13 +242,14 @@ def _step(
             predicted_x0 = predicted_x0_and_eps(model_output, model_input, alpha_prod_t, prediction_type)[0]
         return scheduler.step(model_output, timestep, sample, **step_kwargs).prev_sample, predicted_x0
     input_scale = scheduler.scale_model_input(torch.ones((), device=sample.device), timestep)
+    losses = [term for term, _ in terms]
     if gradient_method == "unet":
         leaf = sample.detach().float().requires_grad_(True)
         with torch.enable_grad():
             model_input = scheduler.scale_model_input(leaf, timestep)
             model_output = _unet_forward(unet, model_input, timestep)
             predicted_x0, eps = predicted_x0_and_eps(model_output, model_input, alpha_prod_t, prediction_type)
-            gradients = _loss_gradients(terms, predicted_x0, leaf)
+            gradients = _loss_gradients(losses, predicted_x0, leaf)
         predicted_x0, eps = predicted_x0.detach(), eps.detach()
     else:
         with torch.no_grad():
@@ -250,11 +258,13 @@ def _step(
             predicted_x0, eps = predicted_x0_and_eps(model_output, model_input, alpha_prod_t, prediction_type)
         leaf = predicted_x0.detach().float().requires_grad_(True)
         with torch.enable_grad():
-            gradients = _loss_gradients(terms, leaf, leaf)
+            gradients = _loss_gradients(losses, leaf, leaf)
     with torch.no_grad():
-        step = sum(term.scale * weight * normalise_per_sample(gradient) for term, gradient in zip(terms, gradients))
+        step = sum(
+            term.scale * weight * normalise_per_sample(gradient) for (term, weight), gradient in zip(terms, gradients)
+        )
         edited_x0 = predicted_x0 - step.to(predicted_x0.dtype)
-        if all(term.decode is None for term in terms):  # pixels: no further outside [-1, 1] than the model put them
+        if all(term.decode is None for term in losses):  # pixels: no further outside [-1, 1] than the model put them
             edited_x0 = bounded_edit(predicted_x0, edited_x0)
         model_output, edited_input = model_output_from_x0_and_eps(edited_x0, eps, alpha_prod_t, prediction_type)
         edited_sample = edited_input / input_scale.to(edited_input.dtype)

@@ -67,6 +67,10 @@ MAX_GUIDANCE = 30.0
 # model (README, "Guidance for Stable Diffusion").
 MAX_SD_COLOR_SCALE = 10.0
 DEFAULT_SD_COLOR_SCALE = 2.0
+# CLIP guidance acts on the last half of the steps, where the "signal" weighting puts most of its movement:
+# measured on the bundled model (bench sd-clip, 20 names), rank 1 in 70% of images at x1.50 the unguided time,
+# against 80% at x2.05 when it acts on every step.
+SD_CLIP_GUIDED_FRACTION = 0.5
 MAX_SD_CLIP_SCALE = 20.0
 DEFAULT_SD_CLIP_SCALE = 4.0
 COLOR_DECODERS = ("auto", "cheap", "vae")  # auto: what the model's latent_rgb.json recommends, else the cheap map
@@ -446,7 +450,7 @@ def guidance_terms(pipeline, ref: str, request: SDRequest, region: torch.Tensor 
         decode = guidance_decoder(pipeline, ref, "vae")[0]
         if region is not None:  # inpainting: CLIP judges the repainted area over the input's own pixels elsewhere
             decode = _repainted_only(decode, region)
-        terms.append(GuidanceTerm("clip", loss, request.clip_scale, decode))
+        terms.append(GuidanceTerm("clip", loss, request.clip_scale, decode, fraction=SD_CLIP_GUIDED_FRACTION))
         info.update(clip_prompt=request.clip_prompt, clip_scale=request.clip_scale, cuts=request.cuts)
         info["clip_model"] = clip.name
     return terms

@@ -166,4 +166,5 @@ def test_sd_clip_guidance_stops_inside_its_clip_pass(configured):
         result = sd.generate_sd(request, on_step=lambda d, t: steps.append(d), should_stop=lambda: any(armed))
     finally:
         handle.remove()
-    assert steps == [1] and result.info["interrupted"] is True and result.info["stopped_after_step"] == 1
+    # CLIP acts on the last half of the steps (4-6): its first pass is in step 4, whose backward pass is stopped.
+    assert steps == [1, 2, 3] and result.info["interrupted"] is True and result.info["stopped_after_step"] == 3
