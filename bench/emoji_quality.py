@@ -518,84 +518,85 @@ def section_txt2img(bench: Bench) -> None:
     )
 
 
-def section_sd_color(bench: Bench) -> None:
-    """Color guidance on the bundled Stable Diffusion: txt2img of each name, default strength versus 0, same seeds;
-    distance to TARGET and time, runs alternating so machine load hits both alike."""
-    from guidance import color_distance, parse_color
+def sd_guided_and_unguided(scale: float, guidance: dict) -> tuple[dict[float, list], dict[float, float]]:
+    """Bundled-SD txt2img of each name at strength 0 and `scale` on the same seeds, runs alternating so machine load
+    hits both alike: ({strength: [one GenerationResult per name]}, {strength: seconds in all}). `guidance(name,
+    strength)` gives the request's prompt and guidance keywords."""
     from pipelines import stable_diffusion as sd
     from pipelines.bundled import BUNDLED_LABEL
 
-    log(f"SD color guidance: {len(NAMES)} names x 2 strengths")
-    target, scale = parse_color(TARGET), sd.DEFAULT_SD_COLOR_SCALE
-    images: dict[float, list] = {0.0: [], scale: []}
+    results: dict[float, list] = {0.0: [], scale: []}
     seconds: dict[float, float] = {0.0: 0.0, scale: 0.0}
-    decoder = ""
     for index, name in enumerate(NAMES):
         for strength in (0.0, scale):
             request = sd.SDRequest(
-                task="txt2img",
-                model=BUNDLED_LABEL,
-                prompt=name,
-                steps=STEPS,
-                seed=1000 + 10 * index,
-                color=TARGET,
-                color_scale=strength,
+                task="txt2img", model=BUNDLED_LABEL, steps=STEPS, seed=1000 + 10 * index, **guidance(name, strength)
             )
             started = time.perf_counter()
-            result = sd.generate_sd(request)
+            results[strength].append(sd.generate_sd(request))
             seconds[strength] += time.perf_counter() - started
-            images[strength] += result.images
-            decoder = result.info.get("color_decoder", decoder)
+    return results, seconds
 
-    def distance(pil_images: list) -> float:
-        pixels = torch.from_numpy(np.stack([np.asarray(image.convert("RGB")) for image in pil_images]))
-        return color_distance(pixels.permute(0, 3, 1, 2).float() / 255, target).mean().item()
 
-    ratio = distance(images[scale]) / distance(images[0.0])
+def time_ratio_row(bench: Bench, what: str, seconds: dict[float, float], scale: float, bar: float) -> None:
+    """The row comparing guided with unguided time per image."""
+    slower = seconds[scale] / seconds[0.0]
+    per_image = {strength: total / len(NAMES) for strength, total in seconds.items()}
     bench.rows.append(
         (
-            f"SD txt2img color distance to {TARGET}, strength {scale:g} vs 0 ({decoder.split(':')[0]}), "
-            f"{len(NAMES)} names",
-            f"{distance(images[scale]):.3f} vs {distance(images[0.0]):.3f} (x{ratio:.2f})" + verdict(ratio <= 0.5),
+            f"SD txt2img time, {what} vs unguided",
+            f"{per_image[scale]:.2f} s vs {per_image[0.0]:.2f} s per image (x{slower:.2f})" + verdict(slower <= bar),
+            f"<= x{bar:.2f}",
+        )
+    )
+
+
+def section_sd_color(bench: Bench) -> None:
+    """Color guidance on the bundled Stable Diffusion: txt2img of each name, default strength versus 0, same seeds;
+    distance to TARGET and time."""
+    from guidance import color_distance, parse_color
+    from pipelines import stable_diffusion as sd
+
+    log(f"SD color guidance: {len(NAMES)} names x 2 strengths")
+    target, scale = parse_color(TARGET), sd.DEFAULT_SD_COLOR_SCALE
+    results, seconds = sd_guided_and_unguided(
+        scale, lambda name, strength: dict(prompt=name, color=TARGET, color_scale=strength)
+    )
+    decoder = results[scale][0].info["color_decoder"].split(":")[0]
+
+    def distance(strength: float) -> float:
+        images = [image.convert("RGB") for result in results[strength] for image in result.images]
+        pixels = torch.from_numpy(np.stack([np.asarray(image) for image in images]))
+        return color_distance(pixels.permute(0, 3, 1, 2).float() / 255, target).mean().item()
+
+    ratio = distance(scale) / distance(0.0)
+    bench.rows.append(
+        (
+            f"SD txt2img color distance to {TARGET}, strength {scale:g} vs 0 ({decoder}), {len(NAMES)} names",
+            f"{distance(scale):.3f} vs {distance(0.0):.3f} (x{ratio:.2f})" + verdict(ratio <= 0.5),
             "<= x0.50",
         )
     )
-    slower = seconds[scale] / seconds[0.0]
-    bench.rows.append(
-        (
-            "SD txt2img time, color-guided vs unguided",
-            f"{seconds[scale] / len(NAMES):.2f} s vs {seconds[0.0] / len(NAMES):.2f} s per image (x{slower:.2f})"
-            + verdict(slower <= 1.1),
-            "<= x1.10",
-        )
-    )
+    time_ratio_row(bench, "color-guided", seconds, scale, 1.1)
 
 
 def section_sd_clip(bench: Bench) -> None:
     """CLIP guidance (the bundled guiding CLIP, through the VAE decoder) on the bundled Stable Diffusion, text prompt
     left empty, toward each name; judged by the scoring CLIP against unguided images of the same seeds."""
     from pipelines import stable_diffusion as sd
-    from pipelines.bundled import BUNDLED_LABEL
 
     log(f"SD CLIP guidance: {len(NAMES)} names x 2 strengths")
     text, scale = bench.scorer.texts(NAMES), sd.DEFAULT_SD_CLIP_SCALE
-    hits = {0.0: 0, scale: 0}
-    seconds = {0.0: 0.0, scale: 0.0}
-    for index, name in enumerate(NAMES):
-        for strength in (0.0, scale):
-            request = sd.SDRequest(
-                task="txt2img",
-                model=BUNDLED_LABEL,
-                prompt="",
-                steps=STEPS,
-                seed=1000 + 10 * index,
-                clip_prompt=name,
-                clip_scale=strength,
-            )
-            started = time.perf_counter()
-            images = sd.generate_sd(request).images
-            seconds[strength] += time.perf_counter() - started
-            hits[strength] += rank_one_hits(bench.scorer.images(as_display(images)), text, [index])
+    results, seconds = sd_guided_and_unguided(
+        scale, lambda name, strength: dict(prompt="", clip_prompt=name, clip_scale=strength)
+    )
+    hits = {
+        strength: sum(
+            rank_one_hits(bench.scorer.images(as_display(result.images)), text, [index])
+            for index, result in enumerate(results[strength])
+        )
+        for strength in results
+    }
     count = len(NAMES)
     bench.rows.append(
         (
@@ -605,15 +606,7 @@ def section_sd_clip(bench: Bench) -> None:
             "above unguided",
         )
     )
-    slower = seconds[scale] / seconds[0.0]
-    bench.rows.append(
-        (
-            "SD txt2img time, CLIP-guided (4 cutouts, VAE decoder) vs unguided",
-            f"{seconds[scale] / count:.2f} s vs {seconds[0.0] / count:.2f} s per image (x{slower:.2f})"
-            + verdict(slower <= 2.0),
-            "<= x2.0",
-        )
-    )
+    time_ratio_row(bench, "CLIP-guided (4 cutouts, VAE decoder)", seconds, scale, 2.0)
 
 
 def timed_twice(generate, request) -> float:

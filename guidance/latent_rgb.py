@@ -24,6 +24,7 @@ class LatentRGB:
     factors: tuple[tuple[float, float, float], ...]  # one row per latent channel: its R, G, B weights
     bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
     source: str = ""  # where the numbers come from, recorded in the parameters
+    recommended: str | None = None  # what color guidance should see on this model by default ("cheap" or "vae")
 
     def __call__(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) scaled latents -> (B, 3, h, w) RGB in about [-1, 1] (not clamped)."""
@@ -49,23 +50,15 @@ SD15_SCALING_FACTOR = 0.18215
 
 
 def load_latent_rgb(folder: str) -> LatentRGB | None:
-    """The map shipped in a checkpoint folder (`latent_rgb.json`), or None."""
+    """The map shipped in a checkpoint folder (`latent_rgb.json`), with its recommended decoder, or None."""
     path = os.path.join(folder, FILE_NAME)
     if not os.path.isfile(path):
         return None
     with open(path) as handle:
         data = json.load(handle)
     factors = tuple(tuple(float(value) for value in row) for row in data["factors"])
-    return LatentRGB(factors, tuple(float(value) for value in data["bias"]), data.get("source", FILE_NAME))
-
-
-def recommended_decoder(folder: str | None) -> str | None:
-    """The decoder a model's latent_rgb.json recommends for color guidance ("cheap" or "vae"), or None."""
-    path = os.path.join(folder, FILE_NAME) if folder else None
-    if not path or not os.path.isfile(path):
-        return None
-    with open(path) as handle:
-        return json.load(handle).get("color_decoder")
+    bias = tuple(float(value) for value in data["bias"])
+    return LatentRGB(factors, bias, data.get("source", FILE_NAME), data.get("color_decoder"))
 
 
 def latent_rgb_for(folder: str | None, vae_config: dict) -> LatentRGB | None:

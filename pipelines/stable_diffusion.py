@@ -23,8 +23,8 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img impo
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from guidance import ClipLoss, ColorLoss, GuidanceTerm, SamplingInterrupted, StopRequested, guided_sample, stop_checks
-from guidance.latent_rgb import latent_rgb_for, recommended_decoder
+from guidance import ColorLoss, GuidanceTerm, SamplingInterrupted, StopRequested, guided_sample, stop_checks
+from guidance.latent_rgb import latent_rgb_for
 from guidance.models import ClassifierFreeGuidance
 from guidance.sampler import schedule
 from pipelines.budget import sd_seconds
@@ -37,7 +37,7 @@ from pipelines.images import eroded_mask, feathered_mask, paste_outside_mask, pr
 from pipelines.jobs import JobFailed, StepDone, StopToken, stream_job
 from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package
-from pipelines.unconditional import CUTOUT_SEED_OFFSET, MAX_CUTS, seeded_generators
+from pipelines.unconditional import MAX_CUTS, clip_loss
 from pipelines.validation import choice, color_target, in_page, number, resolve_seed, shown, text
 
 DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -437,16 +437,7 @@ def guidance_terms(pipeline, ref: str, request: SDRequest, region: torch.Tensor 
         terms.append(GuidanceTerm("color", ColorLoss(request.color_rgb, region), request.color_scale, decode))
     if request.clip_scale > 0:
         clip = get_clip(request.model)
-        cutout_generators = seeded_generators(request.seed, request.batch_size, CUTOUT_SEED_OFFSET)
-        loss = ClipLoss(
-            clip.model,
-            clip.encode_text(request.clip_prompt),
-            request.cuts,
-            cutout_generators,
-            clip.image_size,
-            clip.mean,
-            clip.std,
-        )
+        loss = clip_loss(clip, request.clip_prompt, request.cuts, request.seed, request.batch_size)
         decode = guidance_decoder(pipeline, ref, "vae")[0]
         if region is not None:  # inpainting: CLIP judges the repainted area over the input's own pixels elsewhere
             decode = _repainted_only(decode, region)
@@ -472,10 +463,9 @@ def guidance_decoder(pipeline, ref: str, kind: str = "auto") -> tuple[Callable[[
     map (shipped beside the model, or SD 1.x's) or the VAE decoder (exact; backpropagating through it costs about
     one more decode per step). "auto" takes the model's recommendation (`color_decoder` in its latent_rgb.json),
     else the cheap map where there is one."""
-    folder = ref if os.path.isdir(ref) else None
-    latent_rgb = latent_rgb_for(folder, pipeline.vae.config)
+    latent_rgb = latent_rgb_for(ref if os.path.isdir(ref) else None, pipeline.vae.config)
     if kind == "auto":
-        kind = recommended_decoder(folder) or ("cheap" if latent_rgb is not None else "vae")
+        kind = "vae" if latent_rgb is None else latent_rgb.recommended or "cheap"
     if kind == "cheap":
         if latent_rgb is None:
             raise ValueError(

@@ -166,18 +166,16 @@ def guidance_terms(request: SamplingRequest, batch_size: int) -> list[GuidanceTe
     if request.color_scale > 0:
         terms.append(GuidanceTerm("color", ColorLoss(request.color_rgb), request.color_scale))
     if request.clip_scale > 0:
-        clip = get_clip(request.model)
-        loss = ClipLoss(
-            clip.model,
-            clip.encode_text(request.prompt),
-            request.cuts,
-            seeded_generators(request.seed, batch_size, CUTOUT_SEED_OFFSET),
-            clip.image_size,
-            clip.mean,
-            clip.std,
-        )
+        loss = clip_loss(get_clip(request.model), request.prompt, request.cuts, request.seed, batch_size)
         terms.append(GuidanceTerm("clip", loss, request.clip_scale))
     return terms
+
+
+def clip_loss(clip, prompt: str, cuts: int, seed: int, batch_size: int) -> ClipLoss:
+    """The CLIP loss toward `prompt` for a batch whose image i has seed `seed` + i (its cutouts drawn from a
+    generator of its own, so an image gets the same cutouts in any batch)."""
+    generators = seeded_generators(seed, batch_size, CUTOUT_SEED_OFFSET)
+    return ClipLoss(clip.model, clip.encode_text(prompt), cuts, generators, clip.image_size, clip.mean, clip.std)
 
 
 def run_sampler(
