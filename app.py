@@ -157,10 +157,13 @@ def clip_guided(
     compare: bool = False,
     eta: float = uncond.DEFAULT_ETA,
     gradient_method: str = "x0",
+    clip_image=None,
+    clip_image_scale: float = 0.0,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
-    """Sample images pulled toward a text prompt by CLIP (and optionally toward a color at the same time)."""
+    """Sample images pulled by CLIP toward a text prompt and/or a reference picture (clip_image, clip_image_scale),
+    optionally toward a color at the same time."""
     return _run(uncond.generate_steps, uncond.validate, _sampling_request(locals()), request, progress)
 
 
@@ -187,10 +190,13 @@ def txt2img(
     clip_prompt: str = "",
     clip_scale: float = 0.0,
     cuts: int = 4,
+    clip_image=None,
+    clip_image_scale: float = 0.0,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
-    """Stable Diffusion text to image; optional color and CLIP guidance (color_scale, clip_scale above 0)."""
+    """Stable Diffusion text to image; optional color and CLIP guidance toward a text and/or a reference picture
+    (color_scale, clip_scale, clip_image_scale above 0)."""
     return _run(sd.generate_sd_steps, sd.validate_sd, _sd_request("txt2img", locals()), request, progress)
 
 
@@ -211,10 +217,13 @@ def img2img(
     clip_prompt: str = "",
     clip_scale: float = 0.0,
     cuts: int = 4,
+    clip_image=None,
+    clip_image_scale: float = 0.0,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
-    """Stable Diffusion image to image; optional color and CLIP guidance (color_scale, clip_scale above 0)."""
+    """Stable Diffusion image to image; optional color and CLIP guidance toward a text and/or a reference picture
+    (color_scale, clip_scale, clip_image_scale above 0)."""
     return _run(sd.generate_sd_steps, sd.validate_sd, _sd_request("img2img", locals()), request, progress)
 
 
@@ -237,11 +246,13 @@ def inpaint(
     clip_prompt: str = "",
     clip_scale: float = 0.0,
     cuts: int = 4,
+    clip_image=None,
+    clip_image_scale: float = 0.0,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
     """Stable Diffusion inpainting: white mask pixels are repainted, every other pixel is kept exactly; optional
-    color and CLIP guidance (color_scale, clip_scale above 0) act on the repainted region only."""
+    color and CLIP guidance (color_scale, clip_scale, clip_image_scale above 0) act on the repainted region only."""
     return _run(sd.generate_sd_steps, sd.validate_sd, _sd_request("inpaint", locals()), request, progress)
 
 
@@ -412,7 +423,32 @@ def _sd_guidance_controls(prefix: str):
                 label=f"CLIP guidance strength (0 = off, {sd.DEFAULT_SD_CLIP_SCALE:g} = clear)",
             )
             cuts = Slider(1, uncond.MAX_CUTS, value=4, step=1, label="Cutouts per image")
-    return color, color_scale, decoder, clip_prompt, clip_scale, cuts
+        clip_image, clip_image_scale = _reference_controls(prefix, sd.DEFAULT_SD_CLIP_SCALE, sd.MAX_SD_CLIP_SCALE)
+    return color, color_scale, decoder, clip_prompt, clip_scale, cuts, clip_image, clip_image_scale
+
+
+def _reference_controls(prefix: str, default: float, maximum: float):
+    """A reference picture for CLIP guidance and its strength; uploading one sets a strength of 0 to `default`."""
+    with gr.Row():
+        clip_image = Image(
+            type="pil",
+            image_mode=None,
+            format="png",
+            label="Reference image (CLIP guidance toward a picture)",
+            height=160,
+            elem_id=f"{prefix}-clip-image",
+        )
+        clip_image_scale = Slider(
+            0, maximum, value=0, step=0.1, label=f"Reference strength (0 = off, {default:g} = clear)"
+        )
+    clip_image.upload(
+        lambda scale: gr.update(value=default) if not scale else gr.update(),
+        clip_image_scale,
+        clip_image_scale,
+        api_visibility="private",
+        concurrency_limit=None,
+    )
+    return clip_image, clip_image_scale
 
 
 def _guidance_options(prefix: str):
@@ -478,11 +514,12 @@ def build_demo() -> gr.Blocks:
                         color_scale = Slider(
                             0, uncond.MAX_COLOR_SCALE, value=0, step=0.05, label="Color strength (0 = no color)"
                         )
+                    reference = _reference_controls("clip", uncond.DEFAULT_CLIP_SCALE, uncond.MAX_CLIP_SCALE)
                     compare, method = _guidance_options("clip")
                 with gr.Column():
                     tab_outputs = _outputs("clip")
             inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed")]
-            inputs += [prompt, clip_scale, cuts, color, color_scale, compare, controls["eta"], method]
+            inputs += [prompt, clip_scale, cuts, color, color_scale, compare, controls["eta"], method, *reference]
             wired.append(_wire(clip_guided, inputs, tab_outputs, "clip_guided"))
 
         size = sd.default_size(sd.sd_models()[0])

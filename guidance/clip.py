@@ -1,4 +1,5 @@
-"""CLIP guidance: a per-sample loss between batched cutouts of the predicted image and a text embedding."""
+"""CLIP guidance: a per-sample loss between batched cutouts of the predicted image and target embeddings (a text
+prompt's, a reference image's, or a weighted mix of both)."""
 
 from __future__ import annotations
 
@@ -55,26 +56,40 @@ def spherical_distance(image_embeds: torch.Tensor, text_embeds: torch.Tensor) ->
     return half_chord.arcsin().pow(2).mul(2)
 
 
-class ClipLoss:
-    """Loss callable for the guided sampler: predicted_x0 -> per-sample CLIP loss toward a text embedding.
+def weighted_target_distance(embeds: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Spherical distance of each embedding (N, D) to each target (K, D), averaged over the targets with `weights`
+    (K,) that sum to 1: (N,)."""
+    distances = spherical_distance(embeds[:, None, :], targets[None, :, :].to(embeds.device))
+    return distances @ weights.to(distances.device, distances.dtype)
 
-    `model` is an open_clip model; `text_embeds` its (1, D) text embedding of the prompt; `generators` one
-    per image, used for the cutouts.
+
+class ClipLoss:
+    """Loss callable for the guided sampler: predicted_x0 -> per-sample CLIP loss toward target embeddings.
+
+    `model` is an open_clip model; `target_embeds` (K, D) the embeddings to pull toward (a prompt's text embedding,
+    a reference image's image embedding, or both), `weights` (K,) their shares of the loss (equal by default);
+    `generators` one per image, used for the cutouts. All targets share one CLIP pass over the cutouts.
     """
 
     def __init__(
         self,
         model: torch.nn.Module,
-        text_embeds: torch.Tensor,
+        target_embeds: torch.Tensor,
         cuts: int,
         generators: Sequence[torch.Generator],
         image_size: int,
         mean: Sequence[float],
         std: Sequence[float],
+        weights: Sequence[float] | None = None,
     ):
         if cuts < 1:
             raise ValueError(f"cuts must be at least 1, got {cuts}")
-        self.model, self.text_embeds, self.cuts = model, text_embeds.float(), cuts
+        target_embeds = target_embeds.float().reshape(-1, target_embeds.shape[-1])
+        weights = torch.ones(len(target_embeds)) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+        if weights.shape != (len(target_embeds),) or not (weights >= 0).all() or weights.sum() <= 0:
+            raise ValueError(f"need one non-negative weight per target embedding, got {weights.tolist()}")
+        self.model, self.target_embeds, self.cuts = model, target_embeds, cuts
+        self.weights = weights / weights.sum()
         self.generators, self.image_size = list(generators), image_size
         self.mean, self.std = tuple(mean), tuple(std)
 
@@ -87,5 +102,5 @@ class ClipLoss:
         std = cutouts.new_tensor(self.std).view(1, -1, 1, 1)
         dtype = next(self.model.parameters()).dtype
         embeds = self.model.encode_image(((cutouts - mean) / std).to(dtype))
-        distances = spherical_distance(embeds, self.text_embeds.to(embeds.device))
+        distances = weighted_target_distance(embeds, self.target_embeds, self.weights)
         return distances.view(images.shape[0], self.cuts).mean(dim=1)

@@ -181,8 +181,9 @@ def guided_sample(
     timesteps = schedule(scheduler, num_inference_steps, noise.device, begin_index)
     alphas = step_alphas(scheduler, timesteps, begin_index)
     guided_steps = round(len(timesteps) * guided_fraction)
-    weights = [  # per term: its movement at each step
-        guidance_weights(alphas, round(guided_steps * term.fraction), weighting).tolist() for term in active_terms
+    weights = [  # per term: its movement at each step, on at least one step
+        guidance_weights(alphas, max(1, round(guided_steps * term.fraction)) if guided_steps else 0, weighting).tolist()
+        for term in active_terms
     ]
     alphas = alphas.to(device=noise.device, dtype=torch.float32)
     step_kwargs = _step_kwargs(scheduler, generator, eta)

@@ -15,6 +15,8 @@ OVERHEAD_SECONDS = 10.0  # moving the weights to the slice, the first CUDA call,
 UNET_IMAGE_STEP_SECONDS = 0.025  # one 256x256 DDPM UNet evaluation per image
 CUTOUT_STEP_SECONDS = 0.002  # one CLIP ViT-B forward and backward per cutout
 SD_IMAGE_STEP_SECONDS = 0.07  # one 512x512 SD 1.5 step per image, both CFG halves
+SD_DECODER_PASS_STEPS = 2.0  # a VAE decode and its backward (color or CLIP guidance), in SD steps
+SD_CLIP_STEP_FRACTION = 0.5  # CLIP guidance acts on the last half of the steps (stable_diffusion.py)
 MARGIN = 1.5
 
 
@@ -32,26 +34,40 @@ def _seconds(work: float) -> int:
     return int(min(MAX_SECONDS, max(MIN_SECONDS, math.ceil(OVERHEAD_SECONDS + MARGIN * work))))
 
 
+def _clip_guided(request) -> bool:
+    """Whether a request asks for CLIP guidance (toward a text, a reference picture or both)."""
+    scales = (getattr(request, "clip_scale", 0), getattr(request, "clip_image_scale", 0))
+    return any(_number(scale, 0) > 0 for scale in scales)
+
+
 def unconditional_seconds(request, *_args, **_kwargs) -> int:
     """ZeroGPU duration for a SamplingRequest: steps x batch x (UNet, gradient and cutouts), both runs if compared."""
     steps = _number(getattr(request, "steps", None), 1000)
     batch = _number(getattr(request, "batch_size", None), 8)
     per_image_step = UNET_IMAGE_STEP_SECONDS
-    guided = _number(getattr(request, "color_scale", 0), 0) > 0 or _number(getattr(request, "clip_scale", 0), 0) > 0
+    clip_guided = _clip_guided(request)
+    guided = _number(getattr(request, "color_scale", 0), 0) > 0 or clip_guided
     if guided and getattr(request, "gradient_method", "x0") == "unet":
         per_image_step *= 3  # a backward pass through the UNet at every step
-    if _number(getattr(request, "clip_scale", 0), 0) > 0:
+    if clip_guided:
         per_image_step += CUTOUT_STEP_SECONDS * _number(getattr(request, "cuts", None), 64)
     runs = 2 if guided and getattr(request, "compare", False) else 1
     return _seconds(runs * steps * batch * per_image_step)
 
 
 def sd_seconds(request, *_args, **_kwargs) -> int:
-    """ZeroGPU duration for an SDRequest: denoising steps x batch x size relative to 512x512."""
+    """ZeroGPU duration for an SDRequest: denoising steps x batch x size relative to 512x512, with the guidance
+    passes (VAE decoder forward and backward, CLIP cutouts) on the steps they act on."""
     steps = _number(getattr(request, "steps", None), 150)
     if getattr(request, "task", "txt2img") != "txt2img":
         steps = math.ceil(steps * min(1.0, _number(getattr(request, "strength", None), 1.0)))
     batch = _number(getattr(request, "batch_size", None), 4)
     width = _number(getattr(request, "width", None), 0) or 512
     height = _number(getattr(request, "height", None), 0) or 512
-    return _seconds(steps * batch * SD_IMAGE_STEP_SECONDS * (width * height) / 512**2)
+    per_step = 1.0
+    if _number(getattr(request, "color_scale", 0), 0) > 0:
+        per_step += SD_DECODER_PASS_STEPS  # the cheap map costs nothing, but "vae" may be asked for
+    if _clip_guided(request):
+        cutouts = CUTOUT_STEP_SECONDS * _number(getattr(request, "cuts", None), 64) / SD_IMAGE_STEP_SECONDS
+        per_step += SD_CLIP_STEP_FRACTION * (SD_DECODER_PASS_STEPS + cutouts)
+    return _seconds(steps * batch * per_step * SD_IMAGE_STEP_SECONDS * (width * height) / 512**2)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from PIL import Image, ImageOps
 
 from pipelines.cache import MODELS
 from pipelines.config import clip_model
@@ -28,6 +30,17 @@ class ClipBundle:
         device = next(self.model.parameters()).device
         tokens = self.tokenizer([prompt]).to(device)
         return self.model.encode_text(tokens).float()
+
+    @torch.no_grad()
+    def encode_image(self, image: Image.Image) -> torch.Tensor:
+        """The (1, D) float32 image embedding of an RGB picture, seen as CLIP's own preprocessing shows it: the
+        largest centred square, resized to the model's input size."""
+        square = ImageOps.fit(image, (self.image_size, self.image_size), Image.Resampling.BICUBIC)
+        pixels = torch.from_numpy(np.asarray(square, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+        mean, std = torch.tensor(self.mean).view(1, 3, 1, 1), torch.tensor(self.std).view(1, 3, 1, 1)
+        parameter = next(self.model.parameters())
+        pixels = ((pixels - mean) / std).to(device=parameter.device, dtype=parameter.dtype)
+        return self.model.encode_image(pixels).float()
 
 
 def load_clip(name: str, pretrained: str | None, device: torch.device) -> ClipBundle:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
 
 from guidance import ClipLoss, ColorLoss, GuidanceTerm, SamplingInterrupted, guided_sample, stop_checks
 from guidance.sampler import GRADIENT_METHODS
@@ -21,7 +22,7 @@ from pipelines.gpu import gpu
 from pipelines.jobs import JobFailed, StepDone, StopToken, stream_job
 from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package, tensor_to_pil, upscale_for_display
-from pipelines.validation import choice, color_target, number, resolve_seed, text
+from pipelines.validation import choice, color_target, image_fingerprint, number, reference_image, resolve_seed, text
 
 # Schedulers that work in the alphas_cumprod parameterisation the guidance math assumes.
 SCHEDULERS: dict[str, Callable] = {
@@ -69,6 +70,8 @@ class SamplingRequest:
     cuts: int = 4
     compare: bool = False  # also return the unguided images of the same seeds
     gradient_method: str = "x0"  # "x0": fast, no UNet backprop; "unet": gradient through the UNet
+    clip_image: Image.Image | None = field(default=None, repr=False)  # CLIP guidance toward this picture's embedding
+    clip_image_scale: float = 0.0
     color_rgb: tuple[float, float, float] | None = field(default=None, repr=False)
 
 
@@ -92,7 +95,9 @@ def validate(request: SamplingRequest) -> SamplingRequest:
         cuts=number("cuts", request.cuts, int, 1, MAX_CUTS),
         compare=bool(request.compare),
         gradient_method=request.gradient_method,
+        clip_image_scale=number("clip_image_scale", request.clip_image_scale, float, 0.0, MAX_CLIP_SCALE),
     )
+    checked.clip_image = reference_image(request.clip_image, checked.clip_image_scale)
     checked.color_rgb = color_target(checked.color, checked.color_scale)
     if checked.clip_scale > 0 and not checked.prompt:
         raise ValueError(
@@ -105,9 +110,10 @@ def validate(request: SamplingRequest) -> SamplingRequest:
 
 def request_work(request: SamplingRequest, side: int) -> Work:
     """The compute a checked request asks for, on a model of native `side` pixels (0: unknown, counts no pixels)."""
-    guided = request.color_scale > 0 or request.clip_scale > 0
+    clip_guided = request.clip_scale > 0 or request.clip_image_scale > 0
+    guided = request.color_scale > 0 or clip_guided
     passes = (3 if guided and request.gradient_method == "unet" else 1) + (1 if guided and request.compare else 0)
-    cuts = request.cuts if request.clip_scale > 0 else 0
+    cuts = request.cuts if clip_guided else 0
     return Work(request.steps, request.batch_size, side, side, cuts=cuts, passes=passes)
 
 
@@ -165,17 +171,33 @@ def guidance_terms(request: SamplingRequest, batch_size: int) -> list[GuidanceTe
     terms = []
     if request.color_scale > 0:
         terms.append(GuidanceTerm("color", ColorLoss(request.color_rgb), request.color_scale))
-    if request.clip_scale > 0:
-        loss = clip_loss(get_clip(request.model), request.prompt, request.cuts, request.seed, batch_size)
-        terms.append(GuidanceTerm("clip", loss, request.clip_scale))
+    if request.clip_scale > 0 or request.clip_image_scale > 0:
+        clip = get_clip(request.model)
+        embeds, weights, scale = clip_targets(
+            clip, request.prompt, request.clip_scale, request.clip_image, request.clip_image_scale
+        )
+        loss = clip_loss(clip, embeds, weights, request.cuts, request.seed, batch_size)
+        terms.append(GuidanceTerm("clip", loss, scale))
     return terms
 
 
-def clip_loss(clip, prompt: str, cuts: int, seed: int, batch_size: int) -> ClipLoss:
-    """The CLIP loss toward `prompt` for a batch whose image i has seed `seed` + i (its cutouts drawn from a
+def clip_targets(
+    clip, prompt: str, prompt_scale: float, image: Image.Image | None, image_scale: float
+) -> tuple[torch.Tensor, list[float], float]:
+    """(target embeddings (K, D), their weights, the CLIP term's strength) for guidance toward a text prompt and/or
+    a reference picture, each with its own strength: one term moves x0 by the sum of the strengths, in the
+    direction of the two distances weighted by their strengths (one CLIP pass over the cutouts serves both)."""
+    targets = [(clip.encode_text(prompt), prompt_scale)] if prompt_scale > 0 else []
+    targets += [(clip.encode_image(image), image_scale)] if image_scale > 0 else []
+    embeds, weights = zip(*targets)
+    return torch.cat(embeds), list(weights), float(sum(weights))
+
+
+def clip_loss(clip, targets: torch.Tensor, weights: list[float], cuts: int, seed: int, batch_size: int) -> ClipLoss:
+    """The CLIP loss toward `targets` for a batch whose image i has seed `seed` + i (its cutouts drawn from a
     generator of its own, so an image gets the same cutouts in any batch)."""
     generators = seeded_generators(seed, batch_size, CUTOUT_SEED_OFFSET)
-    return ClipLoss(clip.model, clip.encode_text(prompt), cuts, generators, clip.image_size, clip.mean, clip.std)
+    return ClipLoss(clip.model, targets, cuts, generators, clip.image_size, clip.mean, clip.std, weights)
 
 
 def run_sampler(
@@ -211,13 +233,18 @@ def run_sampler(
 
 def request_info(request: SamplingRequest) -> dict:
     """The parameters recorded in the info panel and in every PNG."""
-    info = {key: value for key, value in asdict(request).items() if key != "color_rgb"}
+    info = {key: value for key, value in asdict(request).items() if key not in ("color_rgb", "clip_image")}
     info["seeds"] = [request.seed + index for index in range(request.batch_size)]
     if request.color_scale == 0:
         info.pop("color")
     if request.clip_scale == 0:
-        for key in ("prompt", "cuts"):
-            info.pop(key)
+        info.pop("prompt")
+    if request.clip_image_scale == 0:
+        info.pop("clip_image_scale")
+    else:
+        info["clip_image"] = image_fingerprint(request.clip_image)
+    if request.clip_scale == 0 and request.clip_image_scale == 0:
+        info.pop("cuts")
     else:
         info["clip_model"] = get_clip(request.model).name
     if request.scheduler != "DDIM":

@@ -31,6 +31,8 @@ LABELS = {
     "mask": "Mask",
     "color_decoder": "Color decoder",
     "clip_prompt": "CLIP prompt",
+    "clip_image": "Reference image",
+    "clip_image_scale": "Reference strength",
 }
 
 
@@ -104,3 +106,26 @@ def color_target(color: str, color_scale: float) -> tuple[float, float, float] |
             'and "Color strength" in the page)'
         )
     return parse_color(color)
+
+
+def reference_image(image, clip_image_scale: float):
+    """The checked CLIP reference picture (RGB) of a request: None at strength 0 (any upload is then ignored);
+    ValueError when the strength is above 0 and there is no picture."""
+    from pipelines.images import prepare_image
+
+    if clip_image_scale <= 0:
+        return None
+    if image is None:
+        raise ValueError(
+            "clip_image is empty but clip_image_scale is above 0; upload a reference image or set clip_image_scale "
+            'to 0 ("Reference image" and "Reference strength" in the page)'
+        )
+    return prepare_image(image, "clip_image")
+
+
+def image_fingerprint(image) -> str:
+    """'WxH sha256:<16 hex>' of an RGB picture's pixels: what the parameters record of a reference image."""
+    import hashlib
+
+    digest = hashlib.sha256(image.tobytes()).hexdigest()[:16]
+    return f"{image.width}x{image.height} sha256:{digest}"

@@ -135,3 +135,55 @@ def test_sd_clip_guidance_makes_the_scoring_clip_name_the_prompt(shipped_bundle)
 
     unguided, guided = hits(0.0), hits(sd.DEFAULT_SD_CLIP_SCALE)
     assert guided >= unguided + 2, (guided, unguided)
+
+
+def _reference_emoji(character: str):
+    """The emoji as the data set renders it (Noto Color Emoji), on white."""
+    from PIL import ImageFont
+
+    from pipelines.images import to_rgb
+    from training.build_emoji_dataset import FONT_PATH, FONT_SIZE, render
+
+    if not os.path.exists(FONT_PATH):
+        pytest.skip(f"{FONT_PATH} is missing: apt-get install -y fonts-noto-color-emoji")
+    return to_rgb(render(character, ImageFont.truetype(FONT_PATH, FONT_SIZE), 64))
+
+
+@_shipped("ddpm", "sd", "clip", "clip-score")
+def test_guidance_toward_a_reference_picture_raises_the_scoring_clips_similarity_to_it(shipped_bundle):
+    """Both bundled models, no text at all: the scoring CLIP (never the guiding one) finds the images far closer to
+    the reference picture (a frog emoji) when guided toward it than unguided with the same seeds."""
+    from pipelines import stable_diffusion as sd
+    from pipelines import unconditional as uncond
+    from pipelines.clip import load_clip
+
+    scorer = load_clip(f"local-dir:{os.path.join(SHIPPED, 'clip-score')}", None, torch.device("cpu"))
+    reference = _reference_emoji("\N{FROG FACE}")
+    target = torch.nn.functional.normalize(scorer.encode_image(reference), dim=-1)
+
+    def similarity(images) -> float:
+        features = torch.cat([scorer.encode_image(image.convert("RGB")) for image in images])
+        return (torch.nn.functional.normalize(features, dim=-1) @ target.T).mean().item()
+
+    def pixel_images(scale: float):
+        request = uncond.SamplingRequest(
+            model=BUNDLED_LABEL, steps=STEPS, batch_size=4, seed=11, clip_image=reference, clip_image_scale=scale
+        )
+        return uncond.generate(request).images
+
+    def sd_images(scale: float):
+        request = sd.SDRequest(
+            task="txt2img",
+            model=BUNDLED_LABEL,
+            prompt="",
+            steps=STEPS,
+            batch_size=2,
+            seed=1000,
+            clip_image=reference,
+            clip_image_scale=scale,
+        )
+        return sd.generate_sd(request).images
+
+    for images, default in ((pixel_images, uncond.DEFAULT_CLIP_SCALE), (sd_images, sd.DEFAULT_SD_CLIP_SCALE)):
+        unguided, guided = similarity(images(0.0)), similarity(images(default))
+        assert guided > unguided + 0.3, (images.__name__, guided, unguided)

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -74,3 +75,42 @@ def test_saturated_pixels_keep_their_gradient():
     x0 = torch.full((1, 3, 32, 32), 5.0, requires_grad=True)  # far outside [-1, 1]
     loss(x0).sum().backward()
     assert x0.grad.abs().sum() > 0
+
+
+def _loss(model, targets, weights=None, images=2):
+    return ClipLoss(model, targets, 3, seeded_generators(7, images), 64, (0.5,) * 3, (0.5,) * 3, weights)
+
+
+def test_clip_loss_toward_two_targets_is_their_strength_weighted_mean():
+    model = tiny_clip()
+    text, picture = torch.randn(2, 1, 32, generator=torch.Generator().manual_seed(8))
+    x0 = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(9)) * 2 - 1
+    both = _loss(model, torch.cat([text, picture]), [3.0, 1.0])(x0)
+    expected = 0.75 * _loss(model, text)(x0) + 0.25 * _loss(model, picture)(x0)
+    torch.testing.assert_close(both, expected, atol=1e-5, rtol=0)
+    # One CLIP pass serves both targets, and a target of weight 0 is no target at all.
+    torch.testing.assert_close(_loss(model, torch.cat([text, picture]), [2.0, 0.0])(x0), _loss(model, text)(x0))
+
+
+def test_clip_loss_refuses_weights_that_do_not_match_its_targets():
+    for weights in ([1.0], [1.0, -1.0], [0.0, 0.0]):
+        with pytest.raises(ValueError, match="one non-negative weight per target"):
+            _loss(tiny_clip(), torch.randn(2, 32), weights)
+
+
+def test_a_reference_picture_is_embedded_as_clip_sees_its_centred_square():
+    from PIL import Image
+
+    from pipelines.clip import ClipBundle
+
+    bundle = ClipBundle(tiny_clip(), None, 64, (0.5,) * 3, (0.5,) * 3, "tiny")
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    wide = Image.fromarray(pixels)  # 96x64: its centred square is columns 16-79
+    square = Image.fromarray(np.ascontiguousarray(pixels[:, 16:80]))
+    embedding = bundle.encode_image(wide)
+    assert embedding.shape == (1, 32) and embedding.dtype == torch.float32
+    torch.testing.assert_close(embedding, bundle.encode_image(square))
+    normalised = torch.from_numpy(pixels[:, 16:80] / 255).permute(2, 0, 1)[None].float() * 2 - 1  # mean, std 0.5
+    expected = bundle.model.encode_image(normalised)
+    torch.testing.assert_close(embedding, expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(embedding, bundle.encode_image(Image.fromarray(pixels[:, :64].copy())))

@@ -113,3 +113,20 @@ def test_png_carries_parameters(tmp_path, configured):
     path = save_png(result.images[0], result.image_parameters[0], str(tmp_path))
     stored = read_parameters(path)
     assert stored["seed"] == 9 and stored["model"] == configured["unet"] and stored["steps"] == 4
+
+
+def test_clip_guidance_toward_a_reference_picture_alone_or_with_a_prompt(configured):
+    from PIL import Image
+
+    reference = Image.fromarray(np.random.default_rng(5).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    plain = uncond.generate(request(configured, seed=4))
+    alone = uncond.generate(request(configured, seed=4, clip_image=reference, clip_image_scale=3, cuts=2))
+    assert alone.info["clip_image"].startswith("40x40 sha256:") and alone.info["clip_image_scale"] == 3
+    assert "prompt" not in alone.info and alone.info["clip_model"] == configured["clip"]
+    assert not np.array_equal(np.asarray(plain.images[0]), np.asarray(alone.images[0]))
+    both = request(configured, seed=4, prompt="a cat", clip_scale=3, clip_image=reference, clip_image_scale=3)
+    both = uncond.generate(both)
+    assert both.info["prompt"] == "a cat"
+    assert not np.array_equal(np.asarray(alone.images[0]), np.asarray(both.images[0]))
+    with pytest.raises(ValueError, match="clip_image is empty but clip_image_scale is above 0"):
+        uncond.validate(request(configured, clip_image_scale=1))

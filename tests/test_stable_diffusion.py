@@ -253,3 +253,42 @@ def test_inpainting_clip_guidance_keeps_every_pixel_outside_the_mask(configured)
     guided = run("inpaint", image=image, mask=mask, mask_blur=0, clip_prompt="a cat", clip_scale=4.0, cuts=2)
     outside = np.asarray(mask) == 0
     np.testing.assert_array_equal(np.asarray(guided.images[0])[outside], np.asarray(image)[outside])
+
+
+def test_clip_guidance_toward_a_reference_picture_moves_the_images_and_is_recorded(configured):
+    reference = noise_image((80, 48), seed=11)
+    plain = run("txt2img", seed=3)
+    guided = run("txt2img", seed=3, clip_image=reference, clip_image_scale=4.0, cuts=2)
+    assert guided.info["clip_image_scale"] == 4.0 and guided.info["clip_image"].startswith("80x48 sha256:")
+    assert "clip_prompt" not in guided.info and guided.info["clip_model"] == configured["clip"]
+    assert not np.array_equal(np.asarray(plain.images[0]), np.asarray(guided.images[0]))
+    again = run("txt2img", seed=3, clip_image=reference.copy(), clip_image_scale=4.0, cuts=2)
+    np.testing.assert_array_equal(np.asarray(guided.images[0]), np.asarray(again.images[0]))
+    # Text and picture together: one term whose strength is their sum, a mix of both directions.
+    both = run("txt2img", seed=3, clip_prompt="a cat", clip_scale=4.0, clip_image=reference, clip_image_scale=4.0)
+    assert both.info["clip_prompt"] == "a cat" and both.info["clip_image_scale"] == 4.0
+    # Strength 0 ignores an uploaded picture: today's images, today's parameters.
+    ignored = run("txt2img", seed=3, clip_image=reference, clip_image_scale=0.0)
+    np.testing.assert_array_equal(np.asarray(plain.images[0]), np.asarray(ignored.images[0]))
+    assert "clip_image" not in ignored.info and "cuts" not in ignored.info
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"clip_image_scale": 1.0}, r'clip_image is empty but clip_image_scale is above 0.*"Reference image"'),
+        ({"clip_image_scale": 21}, "clip_image_scale must be between 0 and 20, got 21"),
+    ],
+)
+def test_bad_reference_guidance_input_is_a_named_error(configured, fields, message):
+    with pytest.raises(ValueError, match=message):
+        run("txt2img", **fields)
+
+
+def test_inpainting_reference_guidance_keeps_every_pixel_outside_the_mask(configured):
+    image = noise_image((64, 64), seed=12)
+    mask = box_mask((64, 64), (8, 8, 40, 56))
+    reference = noise_image((64, 64), seed=13)
+    guided = run("inpaint", image=image, mask=mask, mask_blur=0, clip_image=reference, clip_image_scale=4.0, cuts=2)
+    outside = np.asarray(mask) == 0
+    np.testing.assert_array_equal(np.asarray(guided.images[0])[outside], np.asarray(image)[outside])
