@@ -18,7 +18,7 @@ from pipelines.config import setting, uncond_models
 from pipelines.device import default_device
 from pipelines.gpu import on_zero_gpu, simulating
 from pipelines.images import mask_from_editor
-from pipelines.jobs import STOP_FLAGS, JobFailed, StepDone
+from pipelines.jobs import STOP_FLAGS, JobFailed, Preview, StepDone
 from pipelines.outputs import save_png
 from ui_components import Dropdown, Image, Number, Radio, Slider, Textbox, name_inputs
 
@@ -50,14 +50,17 @@ def _refused(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
-def _run(generate_steps, validate, job, request: gr.Request | None, progress: gr.Progress):
-    """Run one generation job and shape the result for the gallery and the info panel.
+def _run(generate_steps, validate, job, previews: bool, request: gr.Request | None, progress: gr.Progress):
+    """Run one generation job and stream it to the gallery and the info panel: previews of the predicted images
+    while it samples (with `previews`), then the final PNGs with their parameters.
 
     The job is validated here, before any GPU is asked for; `generate_steps` (a `@gpu` generator: on ZeroGPU it runs
-    in a forked worker) gets only picklable arguments and yields progress, then the result or a failure."""
+    in a forked worker) gets only picklable arguments and yields progress and previews, then the result or a
+    failure."""
     if _stopped_while_queued():
         gr.Info("Stopped before it started")
-        return [], {"interrupted": True, "stopped_after_step": 0, "stopped_while_queued": True}
+        yield [], {"interrupted": True, "stopped_after_step": 0, "stopped_while_queued": True}
+        return
     session = _session(request)
     token = STOP_FLAGS.start(session)  # before validation, which may be slow: a Stop then still finds the job
     result = None
@@ -68,8 +71,11 @@ def _run(generate_steps, validate, job, request: gr.Request | None, progress: gr
             raise _refused(str(error)) from None
         progress(0, desc="Loading models")
         reported = 0.0
-        for event in generate_steps(job, token):
-            if isinstance(event, StepDone):
+        for event in generate_steps(job, token, bool(previews)):
+            if isinstance(event, Preview):
+                caption = f"preview · step {event.done} of {event.total}"
+                yield [(image, caption) for image in event.images], _preview_info(event)
+            elif isinstance(event, StepDone):
                 # At most PROGRESS_PER_SECOND updates: a small model's hundreds of steps a second would flood the page.
                 if time.monotonic() - reported >= 1 / PROGRESS_PER_SECOND or event.done == event.total:
                     progress((event.done, event.total), desc="Sampling", unit="steps")
@@ -102,12 +108,20 @@ def _run(generate_steps, validate, job, request: gr.Request | None, progress: gr
         )
         for image, parameters in zip(result.images, result.image_parameters)
     ]
-    return gallery, result.info
+    yield gallery, result.info
+
+
+def _preview_info(event: Preview) -> dict:
+    """What the info panel (and a streaming API caller) sees while a preview is shown."""
+    return {"preview": True, "step": event.done, "total_steps": event.total}
+
+
+HANDLER_ONLY = ("previews", "request", "progress")  # handler arguments that are not generation parameters
 
 
 def _sampling_request(arguments: dict) -> uncond.SamplingRequest:
     """A SamplingRequest from a handler's arguments, which are named like its fields (and the API's keywords)."""
-    fields = {key: value for key, value in arguments.items() if key not in ("request", "progress")}
+    fields = {key: value for key, value in arguments.items() if key not in HANDLER_ONLY}
     return uncond.SamplingRequest(**fields)
 
 
@@ -118,11 +132,12 @@ def unconditional(
     batch_size: int,
     seed: int,
     eta: float = uncond.DEFAULT_ETA,
+    previews: bool = True,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
     """Sample images from an unconditional diffusion model."""
-    return _run(uncond.generate_steps, uncond.validate, _sampling_request(locals()), request, progress)
+    yield from _run(uncond.generate_steps, uncond.validate, _sampling_request(locals()), previews, request, progress)
 
 
 def color_guided(
@@ -136,11 +151,12 @@ def color_guided(
     compare: bool = False,
     eta: float = uncond.DEFAULT_ETA,
     gradient_method: str = "x0",
+    previews: bool = True,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
     """Sample images pulled toward a color by a loss on the predicted clean image."""
-    return _run(uncond.generate_steps, uncond.validate, _sampling_request(locals()), request, progress)
+    yield from _run(uncond.generate_steps, uncond.validate, _sampling_request(locals()), previews, request, progress)
 
 
 def clip_guided(
@@ -159,17 +175,18 @@ def clip_guided(
     gradient_method: str = "x0",
     clip_image=None,
     clip_image_scale: float = 0.0,
+    previews: bool = True,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
     """Sample images pulled by CLIP toward a text prompt and/or a reference picture (clip_image, clip_image_scale),
     optionally toward a color at the same time."""
-    return _run(uncond.generate_steps, uncond.validate, _sampling_request(locals()), request, progress)
+    yield from _run(uncond.generate_steps, uncond.validate, _sampling_request(locals()), previews, request, progress)
 
 
 def _sd_request(task: str, arguments: dict) -> sd.SDRequest:
     """An SDRequest from a handler's arguments, which are named like its fields (and the API's keywords)."""
-    fields = {key: value for key, value in arguments.items() if key not in ("request", "progress")}
+    fields = {key: value for key, value in arguments.items() if key not in HANDLER_ONLY}
     return sd.SDRequest(task=task, **fields)
 
 
@@ -192,12 +209,14 @@ def txt2img(
     cuts: int = 4,
     clip_image=None,
     clip_image_scale: float = 0.0,
+    previews: bool = True,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
     """Stable Diffusion text to image; optional color and CLIP guidance toward a text and/or a reference picture
     (color_scale, clip_scale, clip_image_scale above 0)."""
-    return _run(sd.generate_sd_steps, sd.validate_sd, _sd_request("txt2img", locals()), request, progress)
+    job = _sd_request("txt2img", locals())
+    yield from _run(sd.generate_sd_steps, sd.validate_sd, job, previews, request, progress)
 
 
 def img2img(
@@ -219,12 +238,14 @@ def img2img(
     cuts: int = 4,
     clip_image=None,
     clip_image_scale: float = 0.0,
+    previews: bool = True,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
     """Stable Diffusion image to image; optional color and CLIP guidance toward a text and/or a reference picture
     (color_scale, clip_scale, clip_image_scale above 0)."""
-    return _run(sd.generate_sd_steps, sd.validate_sd, _sd_request("img2img", locals()), request, progress)
+    job = _sd_request("img2img", locals())
+    yield from _run(sd.generate_sd_steps, sd.validate_sd, job, previews, request, progress)
 
 
 def inpaint(
@@ -248,12 +269,14 @@ def inpaint(
     cuts: int = 4,
     clip_image=None,
     clip_image_scale: float = 0.0,
+    previews: bool = True,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
     """Stable Diffusion inpainting: white mask pixels are repainted, every other pixel is kept exactly; optional
     color and CLIP guidance (color_scale, clip_scale, clip_image_scale above 0) act on the repainted region only."""
-    return _run(sd.generate_sd_steps, sd.validate_sd, _sd_request("inpaint", locals()), request, progress)
+    job = _sd_request("inpaint", locals())
+    yield from _run(sd.generate_sd_steps, sd.validate_sd, job, previews, request, progress)
 
 
 def split_editor(editor_value):
@@ -343,20 +366,26 @@ def _sampling_controls(prefix: str) -> dict[str, gr.components.Component]:
 
 
 def _outputs(prefix: str):
-    """Gallery, info panel, Generate and Stop buttons of one tab."""
+    """Gallery, info panel, Generate and Stop buttons and the live-previews toggle of one tab."""
     with gr.Row():
         generate_button = gr.Button("Generate", variant="primary", elem_id=f"{prefix}-generate")
         stop_button = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop")
     gallery = gr.Gallery(
         label="Images (PNG with parameters)", format="png", columns=4, height=520, elem_id=f"{prefix}-gallery"
     )
+    previews = gr.Checkbox(
+        True,
+        label="Live previews (the predicted image every few steps or about once a second, while it samples)",
+        elem_id=f"{prefix}-previews",
+    )
     info = gr.JSON(label="Info")
-    return generate_button, stop_button, gallery, info
+    return generate_button, stop_button, gallery, info, previews
 
 
 def _wire(fn, inputs, tab_outputs, api_name: str):
     """Connect Generate for one tab (all tabs share one GPU queue slot); returns (event, stop button)."""
-    generate_button, stop_button, gallery, info = tab_outputs
+    generate_button, stop_button, gallery, info, previews = tab_outputs
+    inputs = [*inputs, previews]
     name_inputs(fn, inputs)
     event = generate_button.click(
         fn, inputs, [gallery, info], api_name=api_name, concurrency_id=GPU_QUEUE, concurrency_limit=1
@@ -590,7 +619,7 @@ def build_demo() -> gr.Blocks:
                             interactive=False,
                         )
                 with gr.Column():
-                    generate_button, stop_button, gallery, info = _outputs("inpaint")
+                    generate_button, stop_button, gallery, info, previews = _outputs("inpaint")
             split = generate_button.click(
                 split_editor, editor, [plain_image, plain_mask], api_visibility="private", concurrency_limit=None
             )
@@ -608,6 +637,7 @@ def build_demo() -> gr.Blocks:
                 mask_blur,
                 sd_model,
                 *color_controls,
+                previews,
             ]
             name_inputs(inpaint, inpaint_inputs)
             event = split.then(

@@ -71,7 +71,7 @@ NAMES = [
 TARGET = "#1e90ff"
 STEPS = 25
 K = 3  # neighbourhood size of precision/recall
-SECTIONS = ("uncond", "color", "clip", "txt2img", "sd-color", "sd-clip", "speed")
+SECTIONS = ("uncond", "color", "clip", "txt2img", "sd-color", "sd-clip", "previews", "speed")
 # The bundled models each section needs (speed times whichever of ddpm and sd exist).
 NEEDS = {
     "uncond": ("ddpm", "clip-score"),
@@ -80,6 +80,7 @@ NEEDS = {
     "txt2img": ("sd", "clip-score"),
     "sd-color": ("sd",),
     "sd-clip": ("sd", "clip", "clip-score"),
+    "previews": ("sd", "ddpm"),
     "speed": (),
 }
 DRAW_SEED_STRIDE = 10_000  # draw d samples seeds d * stride + i: the same first seeds whatever --count is
@@ -609,6 +610,69 @@ def section_sd_clip(bench: Bench) -> None:
     time_ratio_row(bench, "CLIP-guided (4 cutouts, VAE decoder)", seconds, scale, 2.0)
 
 
+def streamed_seconds(run, request, previews: bool) -> tuple[float, int]:
+    """(seconds, previews shown) of one job as the app streams it, each preview encoded to PNG as Gradio does."""
+    import io
+
+    from pipelines.jobs import Preview, stream_job
+
+    started, shown = time.perf_counter(), 0
+    for event in stream_job(run, request, previews=previews):
+        if isinstance(event, Preview):
+            shown += 1
+            for image in event.images:
+                image.save(io.BytesIO(), format="png")
+    return time.perf_counter() - started, shown
+
+
+PREVIEW_JOBS = 10  # names per row of the previews section (each job runs twice: previews on, then off)
+
+
+def section_previews(bench: Bench) -> None:
+    """Live previews on versus off, alternating per name on the same seeds, at the server's default spacing (and
+    at every step, the worst case): bundled SD txt2img (cheap latent map) and the bundled DDPM (x0)."""
+    from unittest import mock
+
+    from pipelines import previews as preview_settings
+    from pipelines import stable_diffusion as sd
+    from pipelines import unconditional as uncond
+    from pipelines.bundled import BUNDLED_LABEL
+
+    ddpm_steps = 50
+    jobs = {  # what -> (index, name) -> (run, request)
+        f"SD txt2img, {STEPS} steps": lambda index, name: (
+            sd.generate_sd,
+            sd.validate_sd(sd.SDRequest(task="txt2img", model=BUNDLED_LABEL, prompt=name, steps=STEPS, seed=index)),
+        ),
+        f"DDPM, 2 images, {ddpm_steps} steps": lambda index, name: (
+            uncond.generate,
+            uncond.validate(uncond.SamplingRequest(model=BUNDLED_LABEL, steps=ddpm_steps, batch_size=2, seed=index)),
+        ),
+    }
+    every_step = {preview_settings.PREVIEW_STEPS_ENV: "1", preview_settings.PREVIEW_SECONDS_ENV: "0"}
+    for what, job in jobs.items():
+        for spacing, environment, bar in (("default spacing", {}, 1.03), ("every step", every_step, None)):
+            log(f"previews: {what}, {spacing}, {PREVIEW_JOBS} jobs x on/off")
+            seconds, shown = {True: 0.0, False: 0.0}, 0
+            with mock.patch.dict(os.environ, environment):
+                streamed_seconds(*job(0, NAMES[0]), True)  # warm-up: loads the model
+                for index, name in enumerate(NAMES[:PREVIEW_JOBS]):
+                    for previews in (True, False):
+                        elapsed, count = streamed_seconds(*job(index, name), previews)
+                        seconds[previews] += elapsed
+                        shown += count
+            ratio = seconds[True] / seconds[False]
+            bench.rows.append(
+                (
+                    f"{what}, previews on vs off, {spacing}",
+                    f"{seconds[True] / PREVIEW_JOBS:.2f} s vs {seconds[False] / PREVIEW_JOBS:.2f} s per job "
+                    f"(x{ratio:.3f}, {shown / PREVIEW_JOBS:.1f} previews per job)"
+                    + (verdict(ratio <= bar) if bar else ""),
+                    f"<= x{bar:.2f}" if bar else "(worst case, no bar)",
+                )
+            )
+
+
 def timed_twice(generate, request) -> float:
     """Seconds of the second of two identical calls (the first loads and warms up)."""
     generate(request)
@@ -657,6 +721,7 @@ RUNS = {
     "txt2img": section_txt2img,
     "sd-color": section_sd_color,
     "sd-clip": section_sd_clip,
+    "previews": section_previews,
     "speed": section_speed,
 }
 

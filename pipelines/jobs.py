@@ -40,6 +40,15 @@ class StepDone:
 
 
 @dataclass(frozen=True)
+class Preview:
+    """Live preview event: the images the run predicts after step `done` of `total` (PIL, picklable)."""
+
+    done: int
+    total: int
+    images: list
+
+
+@dataclass(frozen=True)
 class JobFailed:
     """A failure the user can act on, yielded instead of raised: a worker process turns any exception other than
     `gr.Error` into a bare "ZeroGPU worker error", and pipelines do not import Gradio."""
@@ -160,11 +169,15 @@ def raise_failure(event: JobFailed) -> None:
     raise kinds.get(event.kind, RuntimeError)(event.message)
 
 
-def stream_job(run: Callable, request, stop: StopToken | None = None) -> Iterator[StepDone | JobFailed | object]:
-    """Run `run(request, on_step=..., should_stop=...)` in a thread and yield a StepDone per step, then its result
-    (or a JobFailed). Closing this generator stops the job within one step, as a set `stop` token does."""
+def stream_job(
+    run: Callable, request, stop: StopToken | None = None, previews: bool = False
+) -> Iterator[StepDone | Preview | JobFailed | object]:
+    """Run `run(request, on_step=..., should_stop=...)` in a thread and yield a StepDone per step (and a Preview
+    whenever `run` sends one, with `previews`), then its result (or a JobFailed). Closing this generator stops the
+    job within one step, as a set `stop` token does."""
     events: queue.SimpleQueue = queue.SimpleQueue()
     closed = threading.Event()
+    hooks = {"on_preview": lambda done, total, images: events.put(Preview(done, total, images))} if previews else {}
 
     def target() -> None:
         try:
@@ -172,6 +185,7 @@ def stream_job(run: Callable, request, stop: StopToken | None = None) -> Iterato
                 request,
                 on_step=lambda done, total: events.put(StepDone(done, total)),
                 should_stop=lambda: closed.is_set() or (stop is not None and stop.is_set()),
+                **hooks,
             )
         except BaseException as error:  # whatever happens, the generator must get an answer
             result = _Raised(error)
@@ -186,7 +200,7 @@ def stream_job(run: Callable, request, stop: StopToken | None = None) -> Iterato
                 yield failure(event.error)
                 return
             yield event
-            if not isinstance(event, StepDone):
+            if not isinstance(event, StepDone | Preview):
                 return
     finally:
         closed.set()
@@ -199,6 +213,8 @@ def run_steps(events: Iterator, on_step: Callable[[int, int], None] | None = Non
         if isinstance(event, StepDone):
             if on_step is not None:
                 on_step(event.done, event.total)
+        elif isinstance(event, Preview):
+            continue
         elif isinstance(event, JobFailed):
             raise_failure(event)
         else:

@@ -34,9 +34,10 @@ from pipelines.clip import get_clip
 from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
 from pipelines.images import eroded_mask, feathered_mask, paste_outside_mask, prepare_image, prepare_mask, working_size
-from pipelines.jobs import JobFailed, StepDone, StopToken, stream_job
+from pipelines.jobs import JobFailed, Preview, StepDone, StopToken, stream_job
 from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package
+from pipelines.previews import PreviewCallback, latent_previews, previewing
 from pipelines.unconditional import MAX_CUTS, clip_loss, clip_targets
 from pipelines.validation import (
     choice,
@@ -194,6 +195,8 @@ def validate_sd(request: SDRequest) -> SDRequest:
         clip_image_scale=number("clip_image_scale", request.clip_image_scale, float, 0.0, MAX_SD_CLIP_SCALE),
     )
     checked.clip_image = reference_image(request.clip_image, checked.clip_image_scale)
+    if checked.clip_image is not None and not checked.clip_prompt:
+        checked.clip_scale = 0.0  # a reference picture alone: the text's strength has nothing to pull toward
     if checked.clip_scale > 0 and not checked.clip_prompt:
         raise ValueError(
             'clip_prompt is empty but clip_scale is above 0; write a CLIP prompt or set clip_scale to 0 ("CLIP '
@@ -506,6 +509,12 @@ def guidance_decoder(pipeline, ref: str, kind: str = "auto") -> tuple[Callable[[
     return lambda x0: vae.decode(x0.to(vae.dtype) / vae.config.scaling_factor).sample.float(), "vae: the VAE decoder"
 
 
+def preview_renderer(pipeline, ref: str, size: tuple[int, int]) -> Callable[[torch.Tensor], list] | None:
+    """Predicted latents -> preview images of `size` through the cheap latent-to-RGB map; None without a map."""
+    latent_rgb = latent_rgb_for(ref if os.path.isdir(ref) else None, pipeline.vae.config)
+    return None if latent_rgb is None else lambda latents: latent_previews(latents, latent_rgb, size)
+
+
 @torch.no_grad()
 def _decode(pipeline, latents: torch.Tensor, generators: list[torch.Generator]) -> tuple[list, list | None]:
     """(PIL images, NSFW flags) of clean latents: VAE decode and safety checker, as the pipelines end."""
@@ -527,10 +536,12 @@ def generate_sd(
     request: SDRequest,
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_preview: PreviewCallback | None = None,
 ) -> GenerationResult:
-    """Validate and run one txt2img / img2img / inpaint request on the one guided loop; `should_stop()` ends it at
-    the end of a step or inside it, at the next block of the text encoder, VAE, UNet or guiding CLIP, with the
-    images the last completed step predicted."""
+    """Validate and run one txt2img / img2img / inpaint request on the one guided loop; `on_preview(done, total,
+    images)` receives the predicted latents through the cheap latent-to-RGB map now and then (none for a VAE that
+    has no map); `should_stop()` ends the run at the end of a step or inside it, at the next block of the text
+    encoder, VAE, UNet or guiding CLIP, with the images the last completed step predicted."""
     started = time.perf_counter()
     request = validate_sd(request)
     pipeline, ref = build_pipeline(request.task, request.scheduler, request.model)
@@ -541,10 +552,12 @@ def generate_sd(
     info = _info(request, ref, warnings)
     total = denoising_steps(request)
     nsfw = None
+    preview = previewing(on_preview, preview_renderer(pipeline, ref, (request.width, request.height)))
 
     def callback(step: int, steps: int, predicted_x0: torch.Tensor) -> None:
         if on_step is not None:
             on_step(step + 1, steps)
+        preview(step + 1, steps, predicted_x0)
         if should_stop is not None and should_stop():
             raise SamplingInterrupted(step + 1, predicted_x0)
 
@@ -594,8 +607,9 @@ def generate_sd(
 
 @gpu(duration=sd_seconds)
 def generate_sd_steps(
-    request: SDRequest, stop: StopToken | None = None
-) -> Iterator[StepDone | JobFailed | GenerationResult]:
-    """`generate_sd` as the app (and ZeroGPU) runs it: picklable arguments in, a StepDone per step, then the result
-    or a JobFailed; a set `stop` token, or closing the generator, ends the run within one step."""
-    yield from stream_job(generate_sd, request, stop)
+    request: SDRequest, stop: StopToken | None = None, previews: bool = False
+) -> Iterator[StepDone | Preview | JobFailed | GenerationResult]:
+    """`generate_sd` as the app (and ZeroGPU) runs it: picklable arguments in, a StepDone per step (and a Preview
+    now and then, with `previews`), then the result or a JobFailed; a set `stop` token, or closing the generator,
+    ends the run within one step."""
+    yield from stream_job(generate_sd, request, stop, previews)

@@ -19,9 +19,10 @@ from pipelines.clip import get_clip
 from pipelines.config import check_model, model_location
 from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
-from pipelines.jobs import JobFailed, StepDone, StopToken, stream_job
+from pipelines.jobs import JobFailed, Preview, StepDone, StopToken, stream_job
 from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package, tensor_to_pil, upscale_for_display
+from pipelines.previews import PreviewCallback, pixel_previews, previewing
 from pipelines.validation import choice, color_target, image_fingerprint, number, reference_image, resolve_seed, text
 
 # Schedulers that work in the alphas_cumprod parameterisation the guidance math assumes.
@@ -99,6 +100,8 @@ def validate(request: SamplingRequest) -> SamplingRequest:
     )
     checked.clip_image = reference_image(request.clip_image, checked.clip_image_scale)
     checked.color_rgb = color_target(checked.color, checked.color_scale)
+    if checked.clip_image is not None and not checked.prompt:
+        checked.clip_scale = 0.0  # a reference picture alone: the text's strength has nothing to pull toward
     if checked.clip_scale > 0 and not checked.prompt:
         raise ValueError(
             'prompt is empty but clip_scale is above 0; write a prompt or set clip_scale to 0 ("Prompt" and '
@@ -256,12 +259,14 @@ def generate(
     request: SamplingRequest,
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_preview: PreviewCallback | None = None,
 ) -> GenerationResult:
     """Validate, sample (guided when any scale is above 0) and package images with their parameters.
 
-    `on_step(done, total)` reports progress; when `should_stop()` turns true the run stops at the end of the step,
-    or inside it at the next block of the UNet or CLIP, and returns the predicted clean images of the last completed
-    step, marked `interrupted` in the info.
+    `on_step(done, total)` reports progress; `on_preview(done, total, images)` receives the predicted clean images
+    every few steps or about once a second (`pipelines.previews`); when `should_stop()` turns true the run stops at
+    the end of the step, or inside it at the next block of the UNet or CLIP, and returns the predicted clean images
+    of the last completed step, marked `interrupted` in the info.
     """
     started = time.perf_counter()
     request = validate(request)
@@ -273,12 +278,14 @@ def generate(
     total = request.steps * len(runs)
     info = request_info(request)
     images: list[tuple] = []  # (image, seed, kind)
+    preview = previewing(on_preview, pixel_previews)
     for run_index, (label, run_terms) in enumerate(runs):
         offset = run_index * request.steps
 
         def callback(step: int, steps: int, predicted_x0: torch.Tensor, offset=offset) -> None:
             if on_step is not None:
                 on_step(offset + step + 1, total)
+            preview(offset + step + 1, total, predicted_x0)
             if should_stop is not None and should_stop():
                 raise SamplingInterrupted(step + 1, predicted_x0)
 
@@ -309,8 +316,9 @@ def generate(
 
 @gpu(duration=unconditional_seconds)
 def generate_steps(
-    request: SamplingRequest, stop: StopToken | None = None
-) -> Iterator[StepDone | JobFailed | GenerationResult]:
-    """`generate` as the app (and ZeroGPU) runs it: picklable arguments in, a StepDone per step, then the result or
-    a JobFailed; a set `stop` token, or closing the generator, ends the run within one step."""
-    yield from stream_job(generate, request, stop)
+    request: SamplingRequest, stop: StopToken | None = None, previews: bool = False
+) -> Iterator[StepDone | Preview | JobFailed | GenerationResult]:
+    """`generate` as the app (and ZeroGPU) runs it: picklable arguments in, a StepDone per step (and a Preview now
+    and then, with `previews`), then the result or a JobFailed; a set `stop` token, or closing the generator, ends
+    the run within one step."""
+    yield from stream_job(generate, request, stop, previews)

@@ -113,7 +113,13 @@ def running_app(settings: dict[str, str], tmp_path_factory, drop: tuple[str, ...
 def server(tiny_models, tmp_path_factory):
     """`python app.py` with the tiny models configured through the environment (and no bundled models, whatever
     models/emoji holds, so the tiny models are the defaults); yields its URL."""
-    settings = {**tiny_model_settings(tiny_models, tmp_path_factory), "STUDIO_OUTPUT_MAX_FILES": str(OUTPUT_MAX_FILES)}
+    settings = {
+        **tiny_model_settings(tiny_models, tmp_path_factory),
+        "STUDIO_OUTPUT_MAX_FILES": str(OUTPUT_MAX_FILES),
+        # Previews after any step, at most 5 a second: the tiny models run hundreds of steps a second.
+        "STUDIO_PREVIEW_STEPS": "1",
+        "STUDIO_PREVIEW_SECONDS": "0.2",
+    }
     with running_app(settings, tmp_path_factory) as url:
         yield url
 

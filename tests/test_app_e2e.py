@@ -180,3 +180,25 @@ def test_bad_stable_diffusion_requests_are_errors(client, tmp_path):
     gallery, info = client.predict(prompt="word " * 100, steps=2, seed=1, api_name="/txt2img")
     assert "truncated" in info["warnings"][0]
     check_pngs(gallery, [1])
+
+
+def test_submit_streams_previews_before_the_final_images_and_predict_returns_only_those(client, tiny_models):
+    kwargs = dict(model=tiny_models["unet"], steps=40, batch_size=2, seed=41, api_name="/unconditional")
+    job = client.submit(**kwargs)
+    iterated = [output for output in job]  # as the README shows: previews, then the final images
+    gallery, info = job.result()
+    outputs = job.outputs()
+    assert [output[1] for output in iterated] == [output[1] for output in outputs]
+    streamed = [output for output in outputs[:-1] if output[1].get("preview")]
+    assert streamed, [output[1] for output in outputs]  # at least one preview before the final images
+    preview_gallery, preview_info = streamed[0]
+    assert 0 < preview_info["step"] < 40 and preview_info["total_steps"] == 40
+    assert len(preview_gallery) == 2 and preview_gallery[0]["caption"].startswith("preview · step ")
+    assert outputs[-1][1] == info and "preview" not in info and info["seeds"] == [41, 42]
+    # predict gives the final images alone, the same pixels; previews off streams nothing else.
+    predicted, predicted_info = client.predict(**kwargs)
+    assert "preview" not in predicted_info
+    np.testing.assert_array_equal(pixels(predicted[1]), pixels(gallery[1]))
+    quiet = client.submit(**kwargs | {"previews": False})
+    quiet.result()
+    assert len(quiet.outputs()) == 1

@@ -11,6 +11,7 @@ through the API, so the browser does not wait for a first model load (seconds to
 import io
 import json
 import os
+import re
 import shutil
 import urllib.request
 
@@ -69,12 +70,19 @@ def set_steps(page, prefix: str, steps: int) -> None:
     assert page.locator(f"#{prefix}-steps input[type=range]").input_value() == str(steps)
 
 
+FINAL_CAPTION = re.compile(r"· seed \d+")  # a final image's caption; a preview's reads "preview · step k of n"
+
+
 def wait_for_result(page, prefix: str):
-    """The first gallery image of a tab after Generate; an error toast fails the test with its text at once."""
-    page.locator(f"#{prefix}-gallery img, .toast-body").first.wait_for(state="visible", timeout=60_000)
+    """The first final gallery image of a tab after Generate (previews come and go before it); an error toast fails
+    the test with its text at once."""
+    final = page.locator(f"#{prefix}-gallery").get_by_text(FINAL_CAPTION)
+    final.or_(page.locator(".toast-body")).first.wait_for(state="visible", timeout=60_000)
     toasts = page.locator(".toast-body")
     assert not toasts.count(), toasts.first.inner_text()
-    return page.locator(f"#{prefix}-gallery img").first
+    image = page.locator(f"#{prefix}-gallery img").first
+    image.wait_for(state="visible", timeout=30_000)
+    return image
 
 
 def download(image) -> tuple[np.ndarray, dict]:
@@ -121,15 +129,41 @@ def test_inpainting_tab_paints_a_mask_and_repaints_only_there(page, tmp_path):
     assert 0.2 < unchanged < 0.98, unchanged  # the stroke was repainted, the rest kept exactly
 
 
-def test_stop_shows_the_current_images_and_the_step_it_stopped_at(page, tmp_path):
-    import re
+def test_a_preview_appears_in_the_gallery_before_the_final_image(page, tmp_path):
+    """The server previews every step at most 5 times a second (tests/conftest.py): a run of 80 steps on the tiny
+    model shows at least one preview, and then the final image replaces it."""
+    page.get_by_role("tab", name="Unconditional").click()
+    set_steps(page, "uncond", 80)
+    page.evaluate(
+        """() => {
+            window.galleryCaptions = [];
+            const gallery = document.querySelector('#uncond-gallery');
+            new MutationObserver(() => window.galleryCaptions.push(gallery.innerText)).observe(
+                gallery, {childList: true, subtree: true, characterData: true});
+        }"""
+    )
+    page.locator("#uncond-generate").click()
+    image = wait_for_result(page, "uncond")
+    captions = page.evaluate("() => window.galleryCaptions")
+    previews = [index for index, text in enumerate(captions) if re.search(r"preview · step \d+ of 80", text)]
+    finals = [index for index, text in enumerate(captions) if FINAL_CAPTION.search(text)]
+    assert previews and finals and previews[0] < finals[0], captions[-5:]
+    page.screenshot(path=str(tmp_path / "final.png"), full_page=True)
+    _, parameters = download(image)
+    assert parameters["steps"] == 80
 
+
+def test_stop_shows_the_current_images_and_the_step_it_stopped_at(page, tmp_path):
     page.get_by_role("tab", name="Unconditional").click()
     set_steps(page, "uncond", 1000)
     page.locator("#uncond-generate").click()
     page.locator("#uncond-gallery").get_by_text(re.compile(r"\d+/1000")).first.wait_for(timeout=60_000)
     page.locator("#uncond-stop").click()
     page.get_by_text(re.compile(r"Stopped at step \d+ of 1000")).first.wait_for(timeout=30_000)
+    # The stopped run's own images (with their parameters), not the last preview before them.
+    page.locator("#uncond-gallery").get_by_text(re.compile(r"stopped at step \d+ of 1000")).first.wait_for(
+        timeout=30_000
+    )
     image = page.locator("#uncond-gallery img").first
     image.wait_for(state="visible", timeout=30_000)
     page.screenshot(path=str(tmp_path / "stopped.png"), full_page=True)

@@ -120,7 +120,10 @@ def test_clip_guidance_toward_a_reference_picture_alone_or_with_a_prompt(configu
 
     reference = Image.fromarray(np.random.default_rng(5).integers(0, 256, (40, 40, 3), dtype=np.uint8))
     plain = uncond.generate(request(configured, seed=4))
-    alone = uncond.generate(request(configured, seed=4, clip_image=reference, clip_image_scale=3, cuts=2))
+    # The page's default CLIP strength with an empty prompt: guidance toward the picture alone, no refusal.
+    alone = request(configured, seed=4, clip_scale=3, clip_image=reference, clip_image_scale=3, cuts=2)
+    alone = uncond.generate(alone)
+    assert alone.info["clip_scale"] == 0
     assert alone.info["clip_image"].startswith("40x40 sha256:") and alone.info["clip_image_scale"] == 3
     assert "prompt" not in alone.info and alone.info["clip_model"] == configured["clip"]
     assert not np.array_equal(np.asarray(plain.images[0]), np.asarray(alone.images[0]))
