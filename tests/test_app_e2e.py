@@ -102,7 +102,7 @@ def test_a_refused_request_is_one_log_line_and_no_traceback(client, server):
 
 
 def test_stop_interrupts_within_a_step(client, tiny_models):
-    job = client.submit(model=tiny_models["unet"], steps=1000, seed=3, api_name="/unconditional")
+    job = client.submit(model=tiny_models["unet"], steps=1000, seed=3, previews=False, api_name="/unconditional")
     deadline = time.monotonic() + 60
     while not (job.status().progress_data or job.done()):
         assert time.monotonic() < deadline
@@ -183,7 +183,7 @@ def test_bad_stable_diffusion_requests_are_errors(client, tmp_path):
 
 
 def test_submit_streams_previews_before_the_final_images_and_predict_returns_only_those(client, tiny_models):
-    kwargs = dict(model=tiny_models["unet"], steps=40, batch_size=2, seed=41, api_name="/unconditional")
+    kwargs = dict(model=tiny_models["unet"], steps=24, batch_size=2, seed=41, api_name="/unconditional")
     job = client.submit(**kwargs)
     iterated = [output for output in job]  # as the README shows: previews, then the final images
     gallery, info = job.result()
@@ -192,7 +192,7 @@ def test_submit_streams_previews_before_the_final_images_and_predict_returns_onl
     streamed = [output for output in outputs[:-1] if output[1].get("preview")]
     assert streamed, [output[1] for output in outputs]  # at least one preview before the final images
     preview_gallery, preview_info = streamed[0]
-    assert 0 < preview_info["step"] < 40 and preview_info["total_steps"] == 40
+    assert 0 < preview_info["step"] < 24 and preview_info["total_steps"] == 24
     assert len(preview_gallery) == 2 and preview_gallery[0]["caption"].startswith("preview · step ")
     assert outputs[-1][1] == info and "preview" not in info and info["seeds"] == [41, 42]
     # predict gives the final images alone, the same pixels; previews off streams nothing else.

@@ -130,10 +130,10 @@ def test_inpainting_tab_paints_a_mask_and_repaints_only_there(page, tmp_path):
 
 
 def test_a_preview_appears_in_the_gallery_before_the_final_image(page, tmp_path):
-    """The server previews every step at most 5 times a second (tests/conftest.py): a run of 80 steps on the tiny
+    """The server previews every step at most 5 times a second (tests/conftest.py): a run of 30 steps on the tiny
     model shows at least one preview, and then the final image replaces it."""
     page.get_by_role("tab", name="Unconditional").click()
-    set_steps(page, "uncond", 80)
+    set_steps(page, "uncond", 30)
     page.evaluate(
         """() => {
             window.galleryCaptions = [];
@@ -145,12 +145,12 @@ def test_a_preview_appears_in_the_gallery_before_the_final_image(page, tmp_path)
     page.locator("#uncond-generate").click()
     image = wait_for_result(page, "uncond")
     captions = page.evaluate("() => window.galleryCaptions")
-    previews = [index for index, text in enumerate(captions) if re.search(r"preview · step \d+ of 80", text)]
+    previews = [index for index, text in enumerate(captions) if re.search(r"preview · step \d+ of 30", text)]
     finals = [index for index, text in enumerate(captions) if FINAL_CAPTION.search(text)]
     assert previews and finals and previews[0] < finals[0], captions[-5:]
     page.screenshot(path=str(tmp_path / "final.png"), full_page=True)
     _, parameters = download(image)
-    assert parameters["steps"] == 80
+    assert parameters["steps"] == 30
 
 
 def test_stop_shows_the_current_images_and_the_step_it_stopped_at(page, tmp_path):

@@ -8,6 +8,8 @@ from gradio_client import Client
 
 
 def _wait_until_running(job, timeout: float = 60) -> None:
+    """Wait for the job's first progress report (jobs here run with previews=False: a preview's update would
+    replace the progress that `status()` shows)."""
     deadline = time.monotonic() + timeout
     while not (job.status().progress_data or job.done()):
         assert time.monotonic() < deadline, "the job never started"
@@ -35,9 +37,9 @@ def _rest_call(server: str, api_name: str, data: list, session: str) -> str:
 
 def test_a_stop_while_queued_cancels_that_job_and_not_the_running_one(server, tiny_models):
     first, second = Client(server, verbose=False), Client(server, verbose=False)
-    running = first.submit(model=tiny_models["unet"], steps=1000, seed=1, api_name="/unconditional")
+    running = first.submit(model=tiny_models["unet"], steps=1000, seed=1, previews=False, api_name="/unconditional")
     _wait_until_running(running)
-    queued = second.submit(model=tiny_models["unet"], steps=1000, seed=2, api_name="/unconditional")
+    queued = second.submit(model=tiny_models["unet"], steps=1000, seed=2, previews=False, api_name="/unconditional")
     time.sleep(0.3)  # B is behind A: one generation at a time
     second.predict(api_name="/stop")
     progress = running.status().progress_data[0].index
@@ -52,7 +54,7 @@ def test_a_stop_while_queued_cancels_that_job_and_not_the_running_one(server, ti
 
 def test_a_rest_caller_stops_its_job_by_sending_the_same_session_hash(server, tiny_models):
     blocker = Client(server, verbose=False)
-    running = blocker.submit(model=tiny_models["unet"], steps=1000, seed=1, api_name="/unconditional")
+    running = blocker.submit(model=tiny_models["unet"], steps=1000, seed=1, previews=False, api_name="/unconditional")
     _wait_until_running(running)
     # Queued behind the blocker: /stop with the same session_hash cancels it before it starts.
     queued = _rest_call(server, "unconditional", [tiny_models["unet"], "DDIM", 1000, 1, 5, 0.0], "rest-caller-1")

@@ -151,7 +151,7 @@ def test_all_six_endpoints_give_the_same_images_in_a_forked_worker(zero_gpu_clie
 
 
 def test_stop_reaches_a_forked_worker_through_the_app(zero_gpu_client):
-    job = zero_gpu_client.submit(steps=400, batch_size=1, seed=2, api_name="/unconditional")
+    job = zero_gpu_client.submit(steps=400, batch_size=1, seed=2, previews=False, api_name="/unconditional")
     deadline = time.monotonic() + 60
     while not (job.status().progress_data or job.done()) and time.monotonic() < deadline:
         time.sleep(0.1)
