@@ -18,8 +18,9 @@ from pipelines.config import setting, uncond_models
 from pipelines.device import default_device
 from pipelines.gpu import on_zero_gpu, simulating
 from pipelines.images import mask_from_editor
+from pipelines.infotext import pixel_task, request_values
 from pipelines.jobs import STOP_FLAGS, JobFailed, Preview, StepDone
-from pipelines.outputs import save_png
+from pipelines.outputs import image_parameters, save_png
 from ui_components import Dropdown, Image, Number, Radio, Slider, Textbox, name_inputs
 
 logger = logging.getLogger("studio")
@@ -279,6 +280,97 @@ def inpaint(
     yield from _run(sd.generate_sd_steps, sd.validate_sd, job, previews, request, progress)
 
 
+def read_parameters(image) -> dict:
+    """How a PNG was made: {"source": "studio", "parameters": the studio's JSON}, {"source":
+    "stable-diffusion-webui", "parameters": the fields of its `parameters` text, "text": the text}, or {"source":
+    "none"}; with "tab" and "values", the tab and API keyword values that reproduce it, where it has parameters
+    (for a studio image, its batch, in which it is image "image_index")."""
+    if image is None:
+        raise gr.Error("image is empty: upload a PNG", print_exception=False)
+    read = image_parameters(image)
+    if read["source"] == "studio":
+        read["tab"], read["values"] = studio_values(read["parameters"])
+        seeds = read["parameters"].get("seeds") or []
+        read["image_index"] = seeds.index(read["parameters"]["seed"]) if read["parameters"].get("seed") in seeds else 0
+    elif read["source"] == "stable-diffusion-webui":
+        read["tab"], read["values"], read["not_used"] = request_values(read["parameters"])
+    return read
+
+
+def studio_values(parameters: dict) -> tuple[str, dict]:
+    """(tab, API keyword values) that reproduce one image of the studio from its stored parameters: its whole batch
+    (first seed, batch size: a batch of one at the image's own seed can differ in the last bit, since convolutions
+    take other code paths at another batch size), the model choice its checkpoint belongs to, the color decoder it
+    resolved to."""
+    values = {key: value for key, value in parameters.items() if not isinstance(value, (list, dict))}
+    seeds = parameters.get("seeds") or [parameters.get("seed")]
+    values["seed"], values["batch_size"] = seeds[0], len(seeds)
+    task = parameters.get("task")
+    if task in sd.TASKS:
+        choices = {sd.model_locations(choice)[0]: choice for choice in sd.sd_models()}
+        values["model"] = choices.get(parameters.get("model"), parameters.get("model"))
+        if parameters.get("color_decoder"):
+            values["color_decoder"] = parameters["color_decoder"].split(":")[0]
+        return task, values
+    return pixel_task(parameters), values
+
+
+def _send_to(tab: str, components: list):
+    """The "Send to" handler of a tab: the tab selected and each of its controls set from the read values (the
+    controls a value does not fit, or that the image does not name, are left as they are)."""
+
+    def send(read: dict | None):
+        values = (read or {}).get("values") or {}
+        updates = []
+        for component in components:
+            value = values.get(getattr(component, "api_keyword", None))
+            choices = [
+                option[1] if isinstance(option, tuple) else option
+                for option in getattr(component, "choices", None) or []
+            ]
+            fits = value is not None and not isinstance(component, gr.Image) and (not choices or value in choices)
+            updates.append(gr.update(value=value) if fits else gr.update())
+        return [gr.Tabs(selected=tab), *updates]
+
+    return send
+
+
+def _png_info_tab(tabs, tab_inputs: dict[str, list]) -> None:
+    """Drop a PNG: its parameters, and "Send to" buttons that fill a tab's controls to reproduce it."""
+    with gr.Row():
+        with gr.Column():
+            png = Image(
+                type="pil",
+                image_mode=None,
+                format="png",
+                label="PNG (from this studio or stable-diffusion-webui)",
+                elem_id="png-image",
+            )
+        with gr.Column():
+            read = gr.JSON(label="Parameters", elem_id="png-parameters")
+            with gr.Row():
+                buttons = {tab: gr.Button(f"Send to {TAB_LABELS[tab]}", elem_id=f"send-{tab}") for tab in tab_inputs}
+    png.change(read_parameters_or_none, png, read, api_visibility="private")
+    gr.Button("Read parameters", visible=False).click(read_parameters, png, read, api_name="read_parameters")
+    for tab, button in buttons.items():
+        button.click(_send_to(tab, tab_inputs[tab]), read, [tabs, *tab_inputs[tab]], api_visibility="private")
+
+
+def read_parameters_or_none(image) -> dict | None:
+    """read_parameters for the page: an emptied image box empties the panel."""
+    return None if image is None else read_parameters(image)
+
+
+TAB_LABELS = {
+    "unconditional": "Unconditional",
+    "color_guided": "Color-guided",
+    "clip_guided": "CLIP-guided",
+    "txt2img": "txt2img",
+    "img2img": "img2img",
+    "inpaint": "Inpainting",
+}
+
+
 def split_editor(editor_value):
     """The painted editor's (image, mask): the UI's painting then goes through the same /inpaint code as the API."""
     try:
@@ -495,173 +587,189 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         note = gr.Markdown()
         wired = []
-        with gr.Tab("Unconditional"):
-            with gr.Row():
-                with gr.Column():
-                    controls = _sampling_controls("uncond")
-                with gr.Column():
-                    tab_outputs = _outputs("uncond")
-            inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed", "eta")]
-            wired.append(_wire(unconditional, inputs, tab_outputs, "unconditional"))
+        tab_inputs: dict[str, list] = {}  # tab id -> its inputs, each with its API keyword (for "Send to")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Unconditional", id="unconditional"):
+                with gr.Row():
+                    with gr.Column():
+                        controls = _sampling_controls("uncond")
+                    with gr.Column():
+                        tab_outputs = _outputs("uncond")
+                inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed", "eta")]
+                wired.append(_wire(unconditional, inputs, tab_outputs, "unconditional"))
+                tab_inputs["unconditional"] = inputs
 
-        with gr.Tab("Color-guided"):
-            with gr.Row():
-                with gr.Column():
-                    controls = _sampling_controls("color")
-                    with gr.Row():
-                        color = gr.ColorPicker("#ff8800", label="Target color", elem_id="color-color")
-                        color_scale = Slider(
-                            0,
-                            uncond.MAX_COLOR_SCALE,
-                            value=uncond.DEFAULT_COLOR_SCALE,
-                            step=0.05,
-                            label="Color guidance strength (0 = off)",
+            with gr.Tab("Color-guided", id="color_guided"):
+                with gr.Row():
+                    with gr.Column():
+                        controls = _sampling_controls("color")
+                        with gr.Row():
+                            color = gr.ColorPicker("#ff8800", label="Target color", elem_id="color-color")
+                            color_scale = Slider(
+                                0,
+                                uncond.MAX_COLOR_SCALE,
+                                value=uncond.DEFAULT_COLOR_SCALE,
+                                step=0.05,
+                                label="Color guidance strength (0 = off)",
+                            )
+                        compare, method = _guidance_options("color")
+                    with gr.Column():
+                        tab_outputs = _outputs("color")
+                inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed")]
+                inputs += [color, color_scale, compare, controls["eta"], method]
+                wired.append(_wire(color_guided, inputs, tab_outputs, "color_guided"))
+                tab_inputs["color_guided"] = inputs
+
+            with gr.Tab("CLIP-guided", id="clip_guided"):
+                with gr.Row():
+                    with gr.Column():
+                        controls = _sampling_controls("clip")
+                        prompt = Textbox(
+                            label="Prompt", placeholder="a smiling face with red hair", elem_id="clip-prompt"
                         )
-                    compare, method = _guidance_options("color")
-                with gr.Column():
-                    tab_outputs = _outputs("color")
-            inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed")]
-            inputs += [color, color_scale, compare, controls["eta"], method]
-            wired.append(_wire(color_guided, inputs, tab_outputs, "color_guided"))
+                        with gr.Row():
+                            clip_scale = Slider(
+                                0,
+                                uncond.MAX_CLIP_SCALE,
+                                value=uncond.DEFAULT_CLIP_SCALE,
+                                step=0.1,
+                                label="CLIP guidance strength (0 = off)",
+                            )
+                            cuts = Slider(1, uncond.MAX_CUTS, value=4, step=1, label="Cutouts per image")
+                        with gr.Row():
+                            color = gr.ColorPicker("#ff8800", label="Also pull toward a color")
+                            color_scale = Slider(
+                                0, uncond.MAX_COLOR_SCALE, value=0, step=0.05, label="Color strength (0 = no color)"
+                            )
+                        reference = _reference_controls("clip", uncond.DEFAULT_CLIP_SCALE, uncond.MAX_CLIP_SCALE)
+                        compare, method = _guidance_options("clip")
+                    with gr.Column():
+                        tab_outputs = _outputs("clip")
+                inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed")]
+                inputs += [prompt, clip_scale, cuts, color, color_scale, compare, controls["eta"], method, *reference]
+                wired.append(_wire(clip_guided, inputs, tab_outputs, "clip_guided"))
+                tab_inputs["clip_guided"] = inputs
 
-        with gr.Tab("CLIP-guided"):
-            with gr.Row():
-                with gr.Column():
-                    controls = _sampling_controls("clip")
-                    prompt = Textbox(label="Prompt", placeholder="a smiling face with red hair", elem_id="clip-prompt")
-                    with gr.Row():
-                        clip_scale = Slider(
-                            0,
-                            uncond.MAX_CLIP_SCALE,
-                            value=uncond.DEFAULT_CLIP_SCALE,
-                            step=0.1,
-                            label="CLIP guidance strength (0 = off)",
+            size = sd.default_size(sd.sd_models()[0])
+            with gr.Tab("txt2img", id="txt2img"):
+                with gr.Row():
+                    with gr.Column():
+                        sd_model = _sd_model_choice()
+                        prompt, negative = _prompts("txt2img")
+                        scheduler, steps, guidance = _sd_sampling_controls("txt2img")
+                        with gr.Row():
+                            width, height = (
+                                Slider(sd.MIN_SIZE, sd.MAX_SIZE, value=sd.slider_size(size), step=8, label=label)
+                                for label in (f"Width (native {size})", f"Height (native {size})")
+                            )
+                        batch_size, seed = _sd_batch_and_seed()
+                        color_controls = _sd_guidance_controls("txt2img")
+                    with gr.Column():
+                        tab_outputs = _outputs("txt2img")
+                inputs = [prompt, negative, scheduler, steps, guidance, width, height, batch_size, seed, sd_model]
+                inputs += color_controls
+                wired.append(_wire(txt2img, inputs, tab_outputs, "txt2img"))
+                tab_inputs["txt2img"] = inputs
+                sd_model.change(native_size_update, sd_model, [width, height], api_visibility="private")
+
+            with gr.Tab("img2img", id="img2img"):
+                with gr.Row():
+                    with gr.Column():
+                        sd_model = _sd_model_choice()
+                        image = Image(
+                            type="pil", image_mode=None, format="png", label="Input image", elem_id="img2img-image"
                         )
-                        cuts = Slider(1, uncond.MAX_CUTS, value=4, step=1, label="Cutouts per image")
-                    with gr.Row():
-                        color = gr.ColorPicker("#ff8800", label="Also pull toward a color")
-                        color_scale = Slider(
-                            0, uncond.MAX_COLOR_SCALE, value=0, step=0.05, label="Color strength (0 = no color)"
+                        prompt, negative = _prompts("img2img")
+                        strength = Slider(
+                            0, 1, value=0.75, step=0.01, label="Strength (0 keeps the input, 1 replaces it)"
                         )
-                    reference = _reference_controls("clip", uncond.DEFAULT_CLIP_SCALE, uncond.MAX_CLIP_SCALE)
-                    compare, method = _guidance_options("clip")
-                with gr.Column():
-                    tab_outputs = _outputs("clip")
-            inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed")]
-            inputs += [prompt, clip_scale, cuts, color, color_scale, compare, controls["eta"], method, *reference]
-            wired.append(_wire(clip_guided, inputs, tab_outputs, "clip_guided"))
+                        scheduler, steps, guidance = _sd_sampling_controls("img2img")
+                        batch_size, seed = _sd_batch_and_seed()
+                        color_controls = _sd_guidance_controls("img2img")
+                    with gr.Column():
+                        tab_outputs = _outputs("img2img")
+                inputs = [image, prompt, negative, scheduler, steps, guidance, strength, batch_size, seed, sd_model]
+                inputs += color_controls
+                wired.append(_wire(img2img, inputs, tab_outputs, "img2img"))
+                tab_inputs["img2img"] = inputs
 
-        size = sd.default_size(sd.sd_models()[0])
-        with gr.Tab("txt2img"):
-            with gr.Row():
-                with gr.Column():
-                    sd_model = _sd_model_choice()
-                    prompt, negative = _prompts("txt2img")
-                    scheduler, steps, guidance = _sd_sampling_controls("txt2img")
-                    with gr.Row():
-                        width, height = (
-                            Slider(sd.MIN_SIZE, sd.MAX_SIZE, value=sd.slider_size(size), step=8, label=label)
-                            for label in (f"Width (native {size})", f"Height (native {size})")
-                        )
-                    batch_size, seed = _sd_batch_and_seed()
-                    color_controls = _sd_guidance_controls("txt2img")
-                with gr.Column():
-                    tab_outputs = _outputs("txt2img")
-            inputs = [prompt, negative, scheduler, steps, guidance, width, height, batch_size, seed, sd_model]
-            inputs += color_controls
-            wired.append(_wire(txt2img, inputs, tab_outputs, "txt2img"))
-            sd_model.change(native_size_update, sd_model, [width, height], api_visibility="private")
-
-        with gr.Tab("img2img"):
-            with gr.Row():
-                with gr.Column():
-                    sd_model = _sd_model_choice()
-                    image = Image(
-                        type="pil", image_mode=None, format="png", label="Input image", elem_id="img2img-image"
-                    )
-                    prompt, negative = _prompts("img2img")
-                    strength = Slider(0, 1, value=0.75, step=0.01, label="Strength (0 keeps the input, 1 replaces it)")
-                    scheduler, steps, guidance = _sd_sampling_controls("img2img")
-                    batch_size, seed = _sd_batch_and_seed()
-                    color_controls = _sd_guidance_controls("img2img")
-                with gr.Column():
-                    tab_outputs = _outputs("img2img")
-            inputs = [image, prompt, negative, scheduler, steps, guidance, strength, batch_size, seed, sd_model]
-            inputs += color_controls
-            wired.append(_wire(img2img, inputs, tab_outputs, "img2img"))
-
-        with gr.Tab("Inpainting"):
-            with gr.Row():
-                with gr.Column():
-                    sd_model = _sd_model_choice()
-                    editor = gr.ImageMask(
-                        type="pil",
-                        format="png",
-                        label="Upload an image, then paint over what to repaint",
-                        elem_id="inpaint-editor",
-                        layers=False,
-                        height=420,
-                    )
-                    prompt, negative = _prompts("inpaint")
-                    with gr.Row():
-                        strength = Slider(0, 1, value=1.0, step=0.01, label="Strength")
-                        mask_blur = Slider(0, sd.MAX_MASK_BLUR, value=4, step=1, label="Mask blur (px, inward)")
-                    scheduler, steps, guidance = _sd_sampling_controls("inpaint")
-                    batch_size, seed = _sd_batch_and_seed()
-                    color_controls = _sd_guidance_controls("inpaint")
-                    with gr.Accordion("Image and mask sent to the model", open=False), gr.Row():
-                        plain_image = Image(type="pil", image_mode=None, format="png", label="Image", interactive=False)
-                        plain_mask = Image(
+            with gr.Tab("Inpainting", id="inpaint"):
+                with gr.Row():
+                    with gr.Column():
+                        sd_model = _sd_model_choice()
+                        editor = gr.ImageMask(
                             type="pil",
-                            image_mode=None,
                             format="png",
-                            label="Mask (white = repaint)",
-                            interactive=False,
+                            label="Upload an image, then paint over what to repaint",
+                            elem_id="inpaint-editor",
+                            layers=False,
+                            height=420,
                         )
-                with gr.Column():
-                    generate_button, stop_button, gallery, info, previews = _outputs("inpaint")
-            split = generate_button.click(
-                split_editor, editor, [plain_image, plain_mask], api_visibility="private", concurrency_limit=None
-            )
-            inpaint_inputs = [
-                plain_image,
-                plain_mask,
-                prompt,
-                negative,
-                scheduler,
-                steps,
-                guidance,
-                strength,
-                batch_size,
-                seed,
-                mask_blur,
-                sd_model,
-                *color_controls,
-                previews,
-            ]
-            name_inputs(inpaint, inpaint_inputs)
-            event = split.then(
-                inpaint,
-                inpaint_inputs,
-                [gallery, info],
-                api_name="inpaint",
-                concurrency_id=GPU_QUEUE,
-                concurrency_limit=1,
-            )
-            wired.append((split, stop_button))
-            wired.append((event, stop_button))
+                        prompt, negative = _prompts("inpaint")
+                        with gr.Row():
+                            strength = Slider(0, 1, value=1.0, step=0.01, label="Strength")
+                            mask_blur = Slider(0, sd.MAX_MASK_BLUR, value=4, step=1, label="Mask blur (px, inward)")
+                        scheduler, steps, guidance = _sd_sampling_controls("inpaint")
+                        batch_size, seed = _sd_batch_and_seed()
+                        color_controls = _sd_guidance_controls("inpaint")
+                        with gr.Accordion("Image and mask sent to the model", open=False), gr.Row():
+                            plain_image = Image(
+                                type="pil", image_mode=None, format="png", label="Image", interactive=False
+                            )
+                            plain_mask = Image(
+                                type="pil",
+                                image_mode=None,
+                                format="png",
+                                label="Mask (white = repaint)",
+                                interactive=False,
+                            )
+                    with gr.Column():
+                        generate_button, stop_button, gallery, info, previews = _outputs("inpaint")
+                split = generate_button.click(
+                    split_editor, editor, [plain_image, plain_mask], api_visibility="private", concurrency_limit=None
+                )
+                inpaint_inputs = [
+                    plain_image,
+                    plain_mask,
+                    prompt,
+                    negative,
+                    scheduler,
+                    steps,
+                    guidance,
+                    strength,
+                    batch_size,
+                    seed,
+                    mask_blur,
+                    sd_model,
+                    *color_controls,
+                    previews,
+                ]
+                name_inputs(inpaint, inpaint_inputs)
+                tab_inputs["inpaint"] = inpaint_inputs
+                event = split.then(
+                    inpaint,
+                    inpaint_inputs,
+                    [gallery, info],
+                    api_name="inpaint",
+                    concurrency_id=GPU_QUEUE,
+                    concurrency_limit=1,
+                )
+                wired.append((split, stop_button))
+                wired.append((event, stop_button))
 
-        # Stop sets the session's flag (the running job ends within one step and shows its current images) and
-        # marks its queued jobs; it is never queued behind a job. No `cancels=`: Gradio's cancel would throw the
-        # running job's images away and leave the previous run on the page.
-        gr.on(
-            list({id(button): button.click for _, button in wired}.values()),
-            stop,
-            None,
-            None,
-            api_name="stop",
-            concurrency_limit=None,
-        )
+            # Stop sets the session's flag (the running job ends within one step and shows its current images) and
+            # marks its queued jobs; it is never queued behind a job. No `cancels=`: Gradio's cancel would throw the
+            # running job's images away and leave the previous run on the page.
+            gr.on(
+                list({id(button): button.click for _, button in wired}.values()),
+                stop,
+                None,
+                None,
+                api_name="stop",
+                concurrency_limit=None,
+            )
+            with gr.Tab("PNG info", id="png_info"):
+                _png_info_tab(tabs, tab_inputs)
         demo.load(device_note, None, note, api_visibility="private")
     return demo
 

@@ -21,7 +21,8 @@ from PIL.PngImagePlugin import PngInfo
 from pipelines.config import setting
 
 DISPLAY_MIN_SIDE = 64  # images from smaller models (the 32x32 bundled emoji DDPM) are upscaled to this
-METADATA_KEY = "parameters"  # PNG tEXt key holding the JSON parameters (the key A1111-style tools read)
+METADATA_KEY = "studio-parameters"  # PNG text chunk holding the studio's full JSON parameters
+INFOTEXT_KEY = "parameters"  # the chunk stable-diffusion-webui writes and its PNG Info, Forge, Civitai... read
 
 
 @dataclass
@@ -117,10 +118,13 @@ def sweep_outputs(folder: str, max_age: float, now: float | None = None, max_fil
 
 
 def save_png(image: Image.Image, parameters: dict[str, Any], folder: str | None = None) -> str:
-    """Write `image` as PNG with `parameters` as JSON in a text chunk; return the path. PNGs older than
-    `output_max_age()`, and the oldest beyond `output_max_files()` less one, are deleted first: the folder stays
-    bounded."""
+    """Write `image` as PNG with `parameters` in two text chunks, stable-diffusion-webui's `parameters` text and the
+    studio's full JSON; return the path. PNGs older than `output_max_age()`, and the oldest beyond
+    `output_max_files()` less one, are deleted first: the folder stays bounded."""
+    from pipelines.infotext import infotext
+
     info = PngInfo()
+    info.add_itxt(INFOTEXT_KEY, infotext(parameters, image.size))  # iTXt: UTF-8, as prompts need
     info.add_text(METADATA_KEY, json.dumps(parameters, sort_keys=True))
     folder = folder or output_dir()
     sweep_outputs(folder, output_max_age(), max_files=output_max_files() - 1)
@@ -133,3 +137,21 @@ def read_parameters(path: str) -> dict[str, Any]:
     """The parameters stored by `save_png` in a PNG file."""
     with Image.open(path) as image:
         return json.loads(image.text[METADATA_KEY])
+
+
+def image_parameters(image: Image.Image) -> dict[str, Any]:
+    """What an image says about how it was made: {"source": "studio", "parameters": the studio's JSON}, or
+    {"source": "stable-diffusion-webui", "parameters": the fields of its `parameters` text, "text": the text}, or
+    {"source": "none"} when it carries neither."""
+    from pipelines.infotext import parse_infotext
+
+    chunks = getattr(image, "text", None) or image.info or {}
+    if isinstance(chunks.get(METADATA_KEY), str):
+        try:
+            return {"source": "studio", "parameters": json.loads(chunks[METADATA_KEY])}
+        except ValueError:
+            pass  # damaged: fall back to the parameters text
+    text = chunks.get(INFOTEXT_KEY)
+    if isinstance(text, str) and text.strip():
+        return {"source": "stable-diffusion-webui", "parameters": parse_infotext(text), "text": text}
+    return {"source": "none"}

@@ -202,3 +202,37 @@ def test_submit_streams_previews_before_the_final_images_and_predict_returns_onl
     quiet = client.submit(**kwargs | {"previews": False})
     quiet.result()
     assert len(quiet.outputs()) == 1
+
+
+def _keywords(handler_name: str) -> set[str]:
+    import inspect
+
+    import app
+
+    return set(inspect.signature(getattr(app, handler_name)).parameters) - {"request", "progress"}
+
+
+@pytest.mark.parametrize(
+    "endpoint, request_fields",
+    [
+        ("txt2img", dict(prompt="a red heart", negative_prompt="blurry", scheduler="Euler a", steps=4, seed=51)),
+        ("color_guided", dict(steps=4, seed=61, color="#00ff00", color_scale=0.5, scheduler="DDPM")),
+    ],
+)
+def test_read_parameters_gives_values_that_reproduce_an_image_bit_for_bit(
+    client, tiny_models, endpoint, request_fields
+):
+    """Generate two images, read the second one's parameters back, send them to the tab's endpoint: the same
+    pixels (the second image's own seed, as a batch of one)."""
+    from gradio_client import handle_file
+
+    if endpoint == "color_guided":
+        request_fields |= {"model": tiny_models["unet"]}
+    gallery, _ = client.predict(**request_fields, batch_size=2, api_name=f"/{endpoint}")
+    read = client.predict(image=handle_file(gallery[1]["image"]), api_name="/read_parameters")
+    assert read["source"] == "studio" and read["tab"] == endpoint
+    assert read["values"]["seed"] == request_fields["seed"] and read["values"]["batch_size"] == 2
+    assert read["image_index"] == 1 and read["parameters"]["seed"] == request_fields["seed"] + 1
+    values = {key: value for key, value in read["values"].items() if key in _keywords(endpoint)}
+    again, _ = client.predict(**values, api_name=f"/{endpoint}")
+    np.testing.assert_array_equal(pixels(again[1]), pixels(gallery[1]))

@@ -1,0 +1,210 @@
+"""Generation parameters as stable-diffusion-webui writes them in a PNG's `parameters` text chunk, which its PNG
+Info tab, Forge, Civitai and many other readers parse:
+
+    a red heart
+    Negative prompt: blurry
+    Steps: 25, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.5, Seed: 42, Size: 512x512, Model: ...
+
+The prompt comes first (any number of lines), then the negative prompt (only when there is one), then one line of
+`Key: value` pairs separated by ", "; a value holding a comma, colon or newline is written as a JSON string
+(stable-diffusion-webui `modules/processing.py` `create_infotext` and `modules/infotext_utils.py` `quote`,
+`parse_generation_parameters`, read for this module). The studio writes its own keys beside the standard ones and
+reads back every key it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+# One "Key: value" pair of the last line: a key of words, spaces, hyphens and slashes; a value that is a JSON string
+# (escapes allowed) or runs to the next comma.
+PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+SIZE = re.compile(r"^(\d+)x(\d+)$")
+NEGATIVE = "Negative prompt:"
+
+
+def quote(value) -> str:
+    """A value as the parameters line holds it: plain, or a JSON string when it has a comma, colon or newline."""
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if any(mark in text for mark in ",:\n") else text
+
+
+def unquote(text: str) -> str:
+    """The value a quoted (JSON string) or plain parameters value stands for."""
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+def format_infotext(prompt: str, negative_prompt: str, pairs: dict) -> str:
+    """The `parameters` text: prompt, optional negative prompt line, then the pairs whose value is not None."""
+    line = ", ".join(f"{key}: {quote(value)}" for key, value in pairs.items() if value is not None)
+    negative = f"\n{NEGATIVE} {negative_prompt}" if negative_prompt else ""
+    return f"{prompt}{negative}\n{line}".strip()
+
+
+def parse_infotext(text: str) -> dict[str, str]:
+    """The fields of a `parameters` text: "Prompt", "Negative prompt" and every pair of its last line, values as
+    text (a `Size: WxH` value also as "Size-1" and "Size-2"). A last line with fewer than three pairs is taken as
+    part of the prompt, as stable-diffusion-webui does."""
+    *lines, last = text.strip().split("\n")
+    if len(PAIR.findall(last)) < 3:
+        lines, last = [*lines, last], ""
+    prompt, negative, in_negative = [], [], False
+    for line in lines:
+        line = line.strip()
+        if line.startswith(NEGATIVE):
+            in_negative, line = True, line[len(NEGATIVE) :].strip()
+        (negative if in_negative else prompt).append(line)
+    fields = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
+    for key, value in PAIR.findall(last):
+        value = unquote(value.strip())
+        fields[key] = value
+        if size := SIZE.match(value):
+            fields[f"{key}-1"], fields[f"{key}-2"] = size.groups()
+    return fields
+
+
+# Stable Diffusion scheduler choices <-> stable-diffusion-webui's "Sampler" and "Schedule type" (since its 1.9; older
+# files name the schedule in the sampler: "DPM++ 2M Karras", read as well).
+SD_SAMPLERS = {
+    "DPM++ 2M Karras": ("DPM++ 2M", "Karras"),
+    "DPM++ 2M": ("DPM++ 2M", None),
+    "Euler a": ("Euler a", None),
+    "Euler": ("Euler", None),
+    "DDIM": ("DDIM", None),
+    "UniPC": ("UniPC", None),
+}
+TASK_KEY = "Studio task"  # which tab made the image: txt2img, img2img, inpaint, unconditional, color_guided, ...
+# The studio's own keys, after the standard ones: parameter name in the JSON -> key in the parameters line.
+STUDIO_KEYS = {
+    "color": "Color",
+    "color_scale": "Color strength",
+    "color_decoder": "Color decoder",
+    "clip_prompt": "CLIP prompt",
+    "clip_scale": "CLIP strength",
+    "clip_image": "Reference image",
+    "clip_image_scale": "Reference strength",
+    "cuts": "Cutouts",
+    "clip_model": "CLIP model",
+    "eta": "Eta",
+    "gradient_method": "Guidance gradient",
+    "kind": "Studio image",
+}
+
+
+def sd_infotext(parameters: dict) -> str:
+    """The `parameters` text of one Stable Diffusion image from its studio parameters."""
+    sampler, schedule = SD_SAMPLERS.get(parameters["scheduler"], (parameters["scheduler"], None))
+    size = parameters.get("working_size") or [parameters.get("width"), parameters.get("height")]
+    pairs = {
+        "Steps": parameters["steps"],
+        "Sampler": sampler,
+        "Schedule type": schedule,
+        "CFG scale": parameters["guidance_scale"],
+        "Seed": parameters["seed"],
+        "Size": f"{size[0]}x{size[1]}",
+        "Model": parameters.get("model"),
+        "Denoising strength": parameters.get("strength"),
+        "Mask blur": parameters.get("mask_blur"),
+        TASK_KEY: parameters["task"],
+    }
+    pairs.update({label: parameters.get(key) for key, label in STUDIO_KEYS.items() if key != "kind"})
+    if parameters.get("color_decoder"):  # "vae: the VAE decoder" -> "vae", the control's value
+        pairs["Color decoder"] = parameters["color_decoder"].split(":")[0]
+    return format_infotext(parameters.get("prompt", ""), parameters.get("negative_prompt", ""), pairs)
+
+
+def pixel_task(parameters: dict) -> str:
+    """The pixel-model tab whose controls reproduce an image: CLIP-guided, color-guided or unconditional."""
+    if parameters.get("clip_scale", 0) > 0 or parameters.get("clip_image_scale", 0) > 0:
+        return "clip_guided"
+    return "color_guided" if parameters.get("color_scale", 0) > 0 else "unconditional"
+
+
+def pixel_infotext(parameters: dict, size: tuple[int, int]) -> str:
+    """The `parameters` text of one image of a pixel-model tab (its CLIP prompt, if any, stands as the prompt)."""
+    pairs = {
+        "Steps": parameters["steps"],
+        "Sampler": parameters["scheduler"],
+        "Seed": parameters["seed"],
+        "Size": f"{size[0]}x{size[1]}",
+        "Model": parameters["model"],
+        TASK_KEY: pixel_task(parameters),
+    }
+    pairs.update({label: parameters.get(key) for key, label in STUDIO_KEYS.items()})
+    return format_infotext(parameters.get("prompt", ""), "", pairs)
+
+
+def infotext(parameters: dict, size: tuple[int, int]) -> str:
+    """The `parameters` text of an image of `size` (width, height) from the studio parameters stored with it."""
+    return (
+        sd_infotext(parameters)
+        if parameters.get("task") in ("txt2img", "img2img", "inpaint")
+        else (pixel_infotext(parameters, size))
+    )
+
+
+# Keys of the parameters line -> (API keyword, type) of the value read back.
+READ_NUMBERS = {
+    "Steps": ("steps", int),
+    "CFG scale": ("guidance_scale", float),
+    "Seed": ("seed", int),
+    "Denoising strength": ("strength", float),
+    "Mask blur": ("mask_blur", int),
+    "Color strength": ("color_scale", float),
+    "CLIP strength": ("clip_scale", float),
+    "Reference strength": ("clip_image_scale", float),
+    "Cutouts": ("cuts", int),
+    "Eta": ("eta", float),
+}
+READ_TEXTS = {
+    "Color": "color",
+    "Color decoder": "color_decoder",
+    "CLIP prompt": "clip_prompt",
+    "Guidance gradient": "gradient_method",
+    "Model": "model",
+}
+SD_TASKS = ("txt2img", "img2img", "inpaint")
+
+
+def sd_scheduler(sampler: str | None, schedule: str | None) -> str | None:
+    """The studio's SD scheduler for a stable-diffusion-webui Sampler (and Schedule type), None if it has none."""
+    for choice, (name, kind) in SD_SAMPLERS.items():
+        if sampler == name and (kind or "Automatic") == (schedule or "Automatic"):
+            return choice
+    return sampler if sampler in SD_SAMPLERS else None  # older files: "DPM++ 2M Karras" in the sampler
+
+
+def request_values(fields: dict[str, str]) -> tuple[str, dict, list[str]]:
+    """(tab, {API keyword: value}, what could not be used) from the fields of a `parameters` text: the studio's own
+    keys and stable-diffusion-webui's; a file without a "Studio task" is a txt2img image."""
+    task = fields.get(TASK_KEY) or "txt2img"
+    values: dict = {}
+    skipped: list[str] = []
+    for key, (name, kind) in READ_NUMBERS.items():
+        if key in fields:
+            try:
+                values[name] = kind(float(fields[key])) if kind is int else kind(fields[key])
+            except ValueError:
+                skipped.append(f"{key}: {fields[key]!r} is not a number")
+    values.update({name: fields[key] for key, name in READ_TEXTS.items() if key in fields})
+    sampler = fields.get("Sampler")
+    if task in SD_TASKS:
+        values["prompt"], values["negative_prompt"] = fields.get("Prompt", ""), fields.get("Negative prompt", "")
+        scheduler = sd_scheduler(sampler, fields.get("Schedule type"))
+        if scheduler:
+            values["scheduler"] = scheduler
+        elif sampler:
+            skipped.append(f"Sampler: {sampler} (schedule {fields.get('Schedule type', 'Automatic')}) is not offered")
+        if task == "txt2img" and "Size-1" in fields:
+            values["width"], values["height"] = int(fields["Size-1"]), int(fields["Size-2"])
+    else:
+        values["prompt"] = fields.get("Prompt", "")
+        if sampler:
+            values["scheduler"] = sampler
+    return task, values, skipped
