@@ -302,7 +302,9 @@ def studio_values(parameters: dict) -> tuple[str, dict]:
     (first seed, batch size: a batch of one at the image's own seed can differ in the last bit, since convolutions
     take other code paths at another batch size), the model choice its checkpoint belongs to, the color decoder it
     resolved to."""
+    # Lists, dicts and the reference picture's fingerprint are records, not controls (upload the picture again).
     values = {key: value for key, value in parameters.items() if not isinstance(value, (list, dict))}
+    values.pop("clip_image", None)
     seeds = parameters.get("seeds") or [parameters.get("seed")]
     values["seed"], values["batch_size"] = seeds[0], len(seeds)
     task = parameters.get("task")

@@ -99,19 +99,20 @@ STUDIO_KEYS = {
 
 def sd_infotext(parameters: dict) -> str:
     """The `parameters` text of one Stable Diffusion image from its studio parameters."""
-    sampler, schedule = SD_SAMPLERS.get(parameters["scheduler"], (parameters["scheduler"], None))
+    scheduler = parameters.get("scheduler")
+    sampler, schedule = SD_SAMPLERS.get(scheduler, (scheduler, None))
     size = parameters.get("working_size") or [parameters.get("width"), parameters.get("height")]
     pairs = {
-        "Steps": parameters["steps"],
+        "Steps": parameters.get("steps"),
         "Sampler": sampler,
         "Schedule type": schedule,
-        "CFG scale": parameters["guidance_scale"],
-        "Seed": parameters["seed"],
+        "CFG scale": parameters.get("guidance_scale"),
+        "Seed": parameters.get("seed"),
         "Size": f"{size[0]}x{size[1]}",
         "Model": parameters.get("model"),
         "Denoising strength": parameters.get("strength"),
         "Mask blur": parameters.get("mask_blur"),
-        TASK_KEY: parameters["task"],
+        TASK_KEY: parameters.get("task"),
     }
     pairs.update({label: parameters.get(key) for key, label in STUDIO_KEYS.items() if key != "kind"})
     if parameters.get("color_decoder"):  # "vae: the VAE decoder" -> "vae", the control's value
@@ -129,11 +130,11 @@ def pixel_task(parameters: dict) -> str:
 def pixel_infotext(parameters: dict, size: tuple[int, int]) -> str:
     """The `parameters` text of one image of a pixel-model tab (its CLIP prompt, if any, stands as the prompt)."""
     pairs = {
-        "Steps": parameters["steps"],
-        "Sampler": parameters["scheduler"],
-        "Seed": parameters["seed"],
+        "Steps": parameters.get("steps"),
+        "Sampler": parameters.get("scheduler"),
+        "Seed": parameters.get("seed"),
         "Size": f"{size[0]}x{size[1]}",
-        "Model": parameters["model"],
+        "Model": parameters.get("model"),
         TASK_KEY: pixel_task(parameters),
     }
     pairs.update({label: parameters.get(key) for key, label in STUDIO_KEYS.items()})
@@ -141,7 +142,8 @@ def pixel_infotext(parameters: dict, size: tuple[int, int]) -> str:
 
 
 def infotext(parameters: dict, size: tuple[int, int]) -> str:
-    """The `parameters` text of an image of `size` (width, height) from the studio parameters stored with it."""
+    """The `parameters` text of an image of `size` (width, height) from the studio parameters stored with it (a
+    missing parameter is left out, never an error: a PNG is always written)."""
     return (
         sd_infotext(parameters)
         if parameters.get("task") in ("txt2img", "img2img", "inpaint")
