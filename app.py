@@ -18,7 +18,7 @@ from pipelines.config import setting, uncond_models
 from pipelines.device import default_device
 from pipelines.gpu import on_zero_gpu, simulating
 from pipelines.images import mask_from_editor
-from pipelines.infotext import pixel_task, request_values
+from pipelines.infotext import decoder_choice, pixel_task, request_values
 from pipelines.jobs import STOP_FLAGS, JobFailed, Preview, StepDone
 from pipelines.outputs import image_parameters, save_png
 from ui_components import Dropdown, Image, Number, Radio, Slider, Textbox, name_inputs
@@ -289,16 +289,15 @@ def read_parameters(image) -> dict:
         raise gr.Error("image is empty: upload a PNG", print_exception=False)
     read = image_parameters(image)
     if read["source"] == "studio":
-        read["tab"], read["values"] = studio_values(read["parameters"])
-        seeds = read["parameters"].get("seeds") or []
-        read["image_index"] = seeds.index(read["parameters"]["seed"]) if read["parameters"].get("seed") in seeds else 0
+        read["tab"], read["values"], read["image_index"] = studio_values(read["parameters"])
     elif read["source"] == "stable-diffusion-webui":
         read["tab"], read["values"], read["not_used"] = request_values(read["parameters"])
     return read
 
 
-def studio_values(parameters: dict) -> tuple[str, dict]:
-    """(tab, API keyword values) that reproduce one image of the studio from its stored parameters: its whole batch
+def studio_values(parameters: dict) -> tuple[str, dict, int]:
+    """(tab, API keyword values, the image's index in its batch) that reproduce one image of the studio from its
+    stored parameters: its whole batch
     (first seed, batch size: a batch of one at the image's own seed can differ in the last bit, since convolutions
     take other code paths at another batch size), the model choice its checkpoint belongs to, the color decoder it
     resolved to."""
@@ -307,14 +306,15 @@ def studio_values(parameters: dict) -> tuple[str, dict]:
     values.pop("clip_image", None)
     seeds = parameters.get("seeds") or [parameters.get("seed")]
     values["seed"], values["batch_size"] = seeds[0], len(seeds)
+    index = seeds.index(parameters["seed"]) if parameters.get("seed") in seeds else 0
     task = parameters.get("task")
     if task in sd.TASKS:
         choices = {sd.model_locations(choice)[0]: choice for choice in sd.sd_models()}
         values["model"] = choices.get(parameters.get("model"), parameters.get("model"))
         if parameters.get("color_decoder"):
-            values["color_decoder"] = parameters["color_decoder"].split(":")[0]
-        return task, values
-    return pixel_task(parameters), values
+            values["color_decoder"] = decoder_choice(parameters["color_decoder"])
+        return task, values, index
+    return pixel_task(parameters), values, index
 
 
 def _send_to(tab: str, components: list):
@@ -591,7 +591,7 @@ def build_demo() -> gr.Blocks:
         wired = []
         tab_inputs: dict[str, list] = {}  # tab id -> its inputs, each with its API keyword (for "Send to")
         with gr.Tabs() as tabs:
-            with gr.Tab("Unconditional", id="unconditional"):
+            with gr.Tab(TAB_LABELS["unconditional"], id="unconditional"):
                 with gr.Row():
                     with gr.Column():
                         controls = _sampling_controls("uncond")
@@ -601,7 +601,7 @@ def build_demo() -> gr.Blocks:
                 wired.append(_wire(unconditional, inputs, tab_outputs, "unconditional"))
                 tab_inputs["unconditional"] = inputs
 
-            with gr.Tab("Color-guided", id="color_guided"):
+            with gr.Tab(TAB_LABELS["color_guided"], id="color_guided"):
                 with gr.Row():
                     with gr.Column():
                         controls = _sampling_controls("color")
@@ -622,7 +622,7 @@ def build_demo() -> gr.Blocks:
                 wired.append(_wire(color_guided, inputs, tab_outputs, "color_guided"))
                 tab_inputs["color_guided"] = inputs
 
-            with gr.Tab("CLIP-guided", id="clip_guided"):
+            with gr.Tab(TAB_LABELS["clip_guided"], id="clip_guided"):
                 with gr.Row():
                     with gr.Column():
                         controls = _sampling_controls("clip")
@@ -653,7 +653,7 @@ def build_demo() -> gr.Blocks:
                 tab_inputs["clip_guided"] = inputs
 
             size = sd.default_size(sd.sd_models()[0])
-            with gr.Tab("txt2img", id="txt2img"):
+            with gr.Tab(TAB_LABELS["txt2img"], id="txt2img"):
                 with gr.Row():
                     with gr.Column():
                         sd_model = _sd_model_choice()
@@ -674,7 +674,7 @@ def build_demo() -> gr.Blocks:
                 tab_inputs["txt2img"] = inputs
                 sd_model.change(native_size_update, sd_model, [width, height], api_visibility="private")
 
-            with gr.Tab("img2img", id="img2img"):
+            with gr.Tab(TAB_LABELS["img2img"], id="img2img"):
                 with gr.Row():
                     with gr.Column():
                         sd_model = _sd_model_choice()
@@ -695,7 +695,7 @@ def build_demo() -> gr.Blocks:
                 wired.append(_wire(img2img, inputs, tab_outputs, "img2img"))
                 tab_inputs["img2img"] = inputs
 
-            with gr.Tab("Inpainting", id="inpaint"):
+            with gr.Tab(TAB_LABELS["inpaint"], id="inpaint"):
                 with gr.Row():
                     with gr.Column():
                         sd_model = _sd_model_choice()

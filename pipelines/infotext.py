@@ -97,6 +97,11 @@ STUDIO_KEYS = {
 }
 
 
+def decoder_choice(description: str) -> str:
+    """The color decoder control's value ("cheap", "vae") of the description the parameters record."""
+    return description.split(":")[0]  # "vae: the VAE decoder" -> "vae"
+
+
 def sd_infotext(parameters: dict) -> str:
     """The `parameters` text of one Stable Diffusion image from its studio parameters."""
     scheduler = parameters.get("scheduler")
@@ -115,8 +120,8 @@ def sd_infotext(parameters: dict) -> str:
         TASK_KEY: parameters.get("task"),
     }
     pairs.update({label: parameters.get(key) for key, label in STUDIO_KEYS.items() if key != "kind"})
-    if parameters.get("color_decoder"):  # "vae: the VAE decoder" -> "vae", the control's value
-        pairs["Color decoder"] = parameters["color_decoder"].split(":")[0]
+    if parameters.get("color_decoder"):
+        pairs["Color decoder"] = decoder_choice(parameters["color_decoder"])
     return format_infotext(parameters.get("prompt", ""), parameters.get("negative_prompt", ""), pairs)
 
 

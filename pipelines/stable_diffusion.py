@@ -24,7 +24,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from guidance import ColorLoss, GuidanceTerm, SamplingInterrupted, StopRequested, guided_sample, stop_checks
-from guidance.latent_rgb import latent_rgb_for
+from guidance.latent_rgb import LatentRGB, latent_rgb_for
 from guidance.models import ClassifierFreeGuidance
 from guidance.sampler import schedule
 from pipelines.budget import sd_seconds
@@ -41,6 +41,7 @@ from pipelines.previews import PreviewCallback, latent_previews, previewing
 from pipelines.unconditional import MAX_CUTS, clip_loss, clip_targets
 from pipelines.validation import (
     choice,
+    clip_text_scale,
     color_target,
     image_fingerprint,
     in_page,
@@ -195,13 +196,7 @@ def validate_sd(request: SDRequest) -> SDRequest:
         clip_image_scale=number("clip_image_scale", request.clip_image_scale, float, 0.0, MAX_SD_CLIP_SCALE),
     )
     checked.clip_image = reference_image(request.clip_image, checked.clip_image_scale)
-    if checked.clip_image is not None and not checked.clip_prompt:
-        checked.clip_scale = 0.0  # a reference picture alone: the text's strength has nothing to pull toward
-    if checked.clip_scale > 0 and not checked.clip_prompt:
-        raise ValueError(
-            'clip_prompt is empty but clip_scale is above 0; write a CLIP prompt or set clip_scale to 0 ("CLIP '
-            'prompt" and "CLIP guidance strength" in the page)'
-        )
+    checked.clip_scale = clip_text_scale("clip_prompt", checked.clip_prompt, checked.clip_scale, checked.clip_image)
     checked.color_rgb = color_target(checked.color, checked.color_scale)
     if request.task == "txt2img":
         native = native_size(model) if not (request.width and request.height) else None  # 0/None = native
@@ -452,12 +447,15 @@ def _prepare(pipeline, request: SDRequest, generators: list[torch.Generator]) ->
     return LatentRun(model, noise, begin_index, clean, put_back_known_region, repainted)
 
 
-def guidance_terms(pipeline, ref: str, request: SDRequest, region: torch.Tensor | None, info: dict) -> list:
+def guidance_terms(
+    pipeline, latent_rgb: LatentRGB | None, request: SDRequest, region: torch.Tensor | None, info: dict
+) -> list:
     """The color and CLIP loss terms a checked request asks for, each with what it sees of the latents (recorded in
-    `info`): color through `color_decoder`, CLIP always through the VAE decoder (cutouts need real detail)."""
+    `info`): color through `color_decoder`, CLIP always through the VAE decoder (cutouts need real detail);
+    `latent_rgb` is the model's cheap map (`model_latent_rgb`)."""
     terms = []
     if request.color_rgb is not None:
-        decode, info["color_decoder"] = guidance_decoder(pipeline, ref, request.color_decoder)
+        decode, info["color_decoder"] = guidance_decoder(pipeline, latent_rgb, request.color_decoder)
         fraction = SD_COLOR_VAE_FRACTION if info["color_decoder"].startswith("vae") else 1.0
         loss = ColorLoss(request.color_rgb, region)
         terms.append(GuidanceTerm("color", loss, request.color_scale, decode, fraction=fraction))
@@ -467,7 +465,7 @@ def guidance_terms(pipeline, ref: str, request: SDRequest, region: torch.Tensor 
             clip, request.clip_prompt, request.clip_scale, request.clip_image, request.clip_image_scale
         )
         loss = clip_loss(clip, embeds, weights, request.cuts, request.seed, request.batch_size)
-        decode = guidance_decoder(pipeline, ref, "vae")[0]
+        decode = guidance_decoder(pipeline, latent_rgb, "vae")[0]
         if region is not None:  # inpainting: CLIP judges the repainted area over the input's own pixels elsewhere
             decode = _repainted_only(decode, region)
         terms.append(GuidanceTerm("clip", loss, scale, decode, fraction=SD_CLIP_GUIDED_FRACTION))
@@ -490,12 +488,18 @@ def _repainted_only(decode: Callable, region: torch.Tensor) -> Callable:
     return decode_region
 
 
-def guidance_decoder(pipeline, ref: str, kind: str = "auto") -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+def model_latent_rgb(pipeline, ref: str) -> LatentRGB | None:
+    """The cheap linear latent-to-RGB map of a checkpoint (its latent_rgb.json, or SD 1.x's), None without one."""
+    return latent_rgb_for(ref if os.path.isdir(ref) else None, pipeline.vae.config)
+
+
+def guidance_decoder(
+    pipeline, latent_rgb: LatentRGB | None, kind: str = "auto"
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
     """What a loss sees of the predicted latents, and its name for the parameters: the cheap linear latent-to-RGB
-    map (shipped beside the model, or SD 1.x's) or the VAE decoder (exact; backpropagating through it costs about
-    one more decode per step). "auto" takes the model's recommendation (`color_decoder` in its latent_rgb.json),
-    else the cheap map where there is one."""
-    latent_rgb = latent_rgb_for(ref if os.path.isdir(ref) else None, pipeline.vae.config)
+    map `latent_rgb` (shipped beside the model, or SD 1.x's) or the VAE decoder (exact; backpropagating through it
+    costs about one more decode per step). "auto" takes the model's recommendation (`color_decoder` in its
+    latent_rgb.json), else the cheap map where there is one."""
     if kind == "auto":
         kind = "vae" if latent_rgb is None else latent_rgb.recommended or "cheap"
     if kind == "cheap":
@@ -509,9 +513,8 @@ def guidance_decoder(pipeline, ref: str, kind: str = "auto") -> tuple[Callable[[
     return lambda x0: vae.decode(x0.to(vae.dtype) / vae.config.scaling_factor).sample.float(), "vae: the VAE decoder"
 
 
-def preview_renderer(pipeline, ref: str, size: tuple[int, int]) -> Callable[[torch.Tensor], list] | None:
+def preview_renderer(latent_rgb: LatentRGB | None, size: tuple[int, int]) -> Callable[[torch.Tensor], list] | None:
     """Predicted latents -> preview images of `size` through the cheap latent-to-RGB map; None without a map."""
-    latent_rgb = latent_rgb_for(ref if os.path.isdir(ref) else None, pipeline.vae.config)
     return None if latent_rgb is None else lambda latents: latent_previews(latents, latent_rgb, size)
 
 
@@ -552,7 +555,8 @@ def generate_sd(
     info = _info(request, ref, warnings)
     total = denoising_steps(request)
     nsfw = None
-    preview = previewing(on_preview, preview_renderer(pipeline, ref, (request.width, request.height)))
+    latent_rgb = model_latent_rgb(pipeline, ref)  # read once: previews and color guidance share it
+    preview = previewing(on_preview, preview_renderer(latent_rgb, (request.width, request.height)))
 
     def callback(step: int, steps: int, predicted_x0: torch.Tensor) -> None:
         if on_step is not None:
@@ -574,7 +578,7 @@ def generate_sd(
             checked += [pipeline.vae.decoder, *([get_clip(request.model).model] if clip_guided else [])]
             with stop_checks(checked, should_stop):
                 run = _prepare(pipeline, request, generators)
-                terms = guidance_terms(pipeline, ref, request, run.region, info)
+                terms = guidance_terms(pipeline, latent_rgb, request, run.region, info)
                 latents = guided_sample(
                     run.model,
                     pipeline.scheduler,

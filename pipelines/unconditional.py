@@ -23,7 +23,16 @@ from pipelines.jobs import JobFailed, Preview, StepDone, StopToken, stream_job
 from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package, tensor_to_pil, upscale_for_display
 from pipelines.previews import PreviewCallback, pixel_previews, previewing
-from pipelines.validation import choice, color_target, image_fingerprint, number, reference_image, resolve_seed, text
+from pipelines.validation import (
+    choice,
+    clip_text_scale,
+    color_target,
+    image_fingerprint,
+    number,
+    reference_image,
+    resolve_seed,
+    text,
+)
 
 # Schedulers that work in the alphas_cumprod parameterisation the guidance math assumes.
 SCHEDULERS: dict[str, Callable] = {
@@ -100,13 +109,7 @@ def validate(request: SamplingRequest) -> SamplingRequest:
     )
     checked.clip_image = reference_image(request.clip_image, checked.clip_image_scale)
     checked.color_rgb = color_target(checked.color, checked.color_scale)
-    if checked.clip_image is not None and not checked.prompt:
-        checked.clip_scale = 0.0  # a reference picture alone: the text's strength has nothing to pull toward
-    if checked.clip_scale > 0 and not checked.prompt:
-        raise ValueError(
-            'prompt is empty but clip_scale is above 0; write a prompt or set clip_scale to 0 ("Prompt" and '
-            '"CLIP guidance strength" in the page)'
-        )
+    checked.clip_scale = clip_text_scale("prompt", checked.prompt, checked.clip_scale, checked.clip_image)
     check_work(request_work(checked, native_side(checked.model)), server_limits())
     return checked
 

@@ -123,6 +123,20 @@ def reference_image(image, clip_image_scale: float):
     return prepare_image(image, "clip_image")
 
 
+def clip_text_scale(name: str, prompt: str, clip_scale: float, reference) -> float:
+    """The checked strength of CLIP guidance toward the text in `name` (`prompt` or `clip_prompt`): 0 when the text
+    is empty and a reference picture guides alone; ValueError when it is empty and nothing else guides."""
+    if reference is not None and not prompt:
+        return 0.0  # a reference picture alone: the text's strength has nothing to pull toward
+    if clip_scale > 0 and not prompt:
+        wanted = "a prompt" if name == "prompt" else "a CLIP prompt"
+        raise ValueError(
+            f"{name} is empty but clip_scale is above 0; write {wanted} or set clip_scale to 0 "
+            f'("{LABELS[name]}" and "CLIP guidance strength" in the page)'
+        )
+    return clip_scale
+
+
 def image_fingerprint(image) -> str:
     """'WxH sha256:<16 hex>' of an RGB picture's pixels: what the parameters record of a reference image."""
     import hashlib
