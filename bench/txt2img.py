@@ -3,18 +3,24 @@
     python bench/txt2img.py                  # tiny random SD components (CPU-friendly)
     python bench/txt2img.py --real-size      # SD 1.5-size components from the published configs, random weights
                                              # (512x512, 25 steps: for timing on a GPU)
+    python bench/txt2img.py --real-size --speed-options   # then each CUDA speed option off, and torch.compile
 
-Same components, seed, scheduler and steps on both rows; runs alternate (bare, wrapper, bare, ...) so drifts in
-machine load hit both alike, and the median of each is reported.
+Same components, seed, scheduler and steps on every row; runs alternate (bare, wrapper, color-guided, ...) so
+drifts in machine load hit all alike, and the median of each is reported. Besides the bare pipeline and the
+wrapper: color guidance at the default strength (cheap latent-to-RGB map), CLIP guidance at the default strength
+with 4 cutouts (ViT-B-32 with random weights at real size, a tiny CLIP otherwise, through the VAE decoder), and
+the job streamed as the app streams it with live previews on and off (each preview PNG-encoded, as Gradio does).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,8 +31,11 @@ from diffusers import StableDiffusionPipeline  # noqa: E402
 
 from pipelines import stable_diffusion as sd  # noqa: E402
 from pipelines.cache import MODELS  # noqa: E402
+from pipelines.clip import load_clip  # noqa: E402
+from pipelines.config import clip_model  # noqa: E402
 from pipelines.device import default_device, model_dtype  # noqa: E402
-from tests.tiny_models import save_clip_tokenizer, tiny_sd_components  # noqa: E402
+from pipelines.jobs import Preview, job_threads, stream_job  # noqa: E402
+from tests.tiny_models import save_clip_tokenizer, save_tiny_clip, tiny_sd_components  # noqa: E402
 
 
 def sd15_components() -> dict:
@@ -77,6 +86,82 @@ def sd15_components() -> dict:
     )
 
 
+def install_guiding_clip(real_size: bool, device: torch.device) -> None:
+    """Make the CLIP that guides the bench model a random ViT-B-32 (real size) or a tiny CLIP, as the wrapper
+    would load it."""
+    if real_size:
+        name, pretrained = clip_model("bench-components")
+        bundle = load_clip("ViT-B-32", None, device)  # the default CLIP_MODEL's architecture, random weights
+        MODELS.get(("clip", name, pretrained, str(device)), lambda: bundle)
+    else:
+        os.environ["CLIP_MODEL"] = save_tiny_clip(tempfile.mkdtemp())
+
+
+def streamed(request: sd.SDRequest, previews: bool) -> None:
+    """One job as the app streams it, each preview encoded to PNG as Gradio does."""
+    for event in stream_job(sd.generate_sd, request, previews=previews):
+        if isinstance(event, Preview):
+            for image in event.images:
+                image.save(io.BytesIO(), format="png")
+
+
+def on_job_thread(fn) -> None:
+    """Run `fn` on one of the app's reused job threads (`pipelines.jobs.JobThreads`), where the app runs every job.
+    Timing rows on the caller's thread against streamed rows on a job thread was unfair both ways: PyTorch keeps
+    cuDNN's plans per thread (a fresh thread rebuilds them), and on a CPU a thread whose OpenMP team still spins
+    from the last row slows the next one down up to 2x."""
+    done, failures = threading.Event(), []
+
+    def task() -> None:
+        try:
+            fn()
+        except BaseException as error:
+            failures.append(error)
+        finally:
+            done.set()
+
+    job_threads().submit(task)
+    done.wait()
+    if failures:
+        raise failures[0]
+
+
+def timed(fn, device: torch.device) -> float:
+    """Wall seconds of `fn()` on a job thread, synchronising the device."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    on_job_thread(fn)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def alternating(rows: dict, repeats: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds of each row's runs, the rows run in turn `repeats` times after one warm-up each."""
+    for fn in rows.values():
+        on_job_thread(fn)
+    times = {name: [] for name in rows}
+    for _ in range(repeats):
+        for name, fn in rows.items():
+            times[name].append(timed(fn, device))
+    return times
+
+
+def print_table(times: dict[str, list[float]], reference: str) -> None:
+    """A markdown table of medians, with each row's ratio to the `reference` row."""
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    width = max(map(len, times)) + 2
+    print(f"| {'row':<{width}} | {'s / image':>10} | {'min':>8} | {'max':>8} | {'vs ' + reference:>24} |")
+    print(f"|{'-' * (width + 2)}|{'-' * 12}|{'-' * 10}|{'-' * 10}|{'-' * 26}|")
+    for row, values in times.items():
+        ratio = medians[row] / medians[reference]
+        print(
+            f"| {row:<{width}} | {medians[row]:>10.4f} | {min(values):>8.4f} | {max(values):>8.4f} | x{ratio:>23.3f} |"
+        )
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real-size", action="store_true", help="SD 1.5-size components (random weights)")
@@ -84,6 +169,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None, help="image side (default: native, 64 tiny / 512 real)")
     parser.add_argument("--scheduler", default="DPM++ 2M Karras", choices=list(sd.SD_SCHEDULERS))
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per row, alternating")
+    parser.add_argument(
+        "--speed-options", action="store_true", help="CUDA: the wrapper with channels-last off, SDPA off, compiled"
+    )
     args = parser.parse_args()
 
     device = default_device()
@@ -96,6 +184,7 @@ def main() -> None:
     # The wrapper finds these components in its cache, exactly where it would keep the ones it loads.
     os.environ["SD_MODEL"] = "bench-components"
     MODELS.get(("sd", "bench-components", str(device)), lambda: base)
+    install_guiding_clip(args.real_size, device)
     size = args.size or base.unet.config.sample_size * base.vae_scale_factor
     prompt = "a watercolor painting of a fox in the snow"
 
@@ -114,44 +203,78 @@ def main() -> None:
             generator=[torch.Generator().manual_seed(0)],
         )
 
-    def wrapper() -> None:
-        sd.generate_sd(
-            sd.SDRequest(
-                task="txt2img",
-                prompt=prompt,
-                scheduler=args.scheduler,
-                steps=args.steps,
-                width=size,
-                height=size,
-                seed=0,
-            )
+    def request(**guidance) -> sd.SDRequest:
+        return sd.SDRequest(
+            task="txt2img",
+            prompt=prompt,
+            scheduler=args.scheduler,
+            steps=args.steps,
+            width=size,
+            height=size,
+            seed=0,
+            **guidance,
         )
 
-    def timed(fn) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    bare(), wrapper()  # warm-up
-    times = {"bare diffusers": [], "our wrapper": []}
-    for _ in range(args.repeats):
-        times["bare diffusers"].append(timed(bare))
-        times["our wrapper"].append(timed(wrapper))
-    medians = {name: statistics.median(values) for name, values in times.items()}
+    color = dict(color="#ff8800", color_scale=sd.DEFAULT_SD_COLOR_SCALE)
+    clip = dict(clip_prompt="a red fox", clip_scale=sd.DEFAULT_SD_CLIP_SCALE, cuts=4)
+    rows = {
+        "bare diffusers": bare,
+        "our wrapper": lambda: sd.generate_sd(request()),
+        f"color-guided ({sd.DEFAULT_SD_COLOR_SCALE:g})": lambda: sd.generate_sd(request(**color)),
+        f"CLIP-guided ({sd.DEFAULT_SD_CLIP_SCALE:g}, 4 cuts)": lambda: sd.generate_sd(request(**clip)),
+        "streamed, previews off": lambda: streamed(request(), False),
+        "streamed, previews on": lambda: streamed(request(), True),
+    }
+    times = alternating(rows, args.repeats, device)
     name = "SD 1.5-size" if args.real_size else "tiny SD"
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"models: {name} (random weights), {str(dtype).removeprefix('torch.')}, device: {gpu}")
-    print(f"{size}x{size}, {args.steps} steps, {args.scheduler}, seed 0, median of {args.repeats} alternating runs\n")
-    print(f"| {'row':<16} | {'s / image':>10} | {'min':>8} | {'max':>8} |")
-    print(f"|{'-' * 18}|{'-' * 12}|{'-' * 10}|{'-' * 10}|")
-    for row, values in times.items():
-        print(f"| {row:<16} | {medians[row]:>10.4f} | {min(values):>8.4f} | {max(values):>8.4f} |")
-    overhead = medians["our wrapper"] / medians["bare diffusers"] - 1
-    print(f"\nwrapper overhead: {overhead * 100:+.1f}% (target: at most +2%)")
+    print(f"torch {torch.__version__}, {size}x{size}, {args.steps} steps, {args.scheduler}, seed 0")
+    print(f"median of {args.repeats} alternating runs\n")
+    print_table(times, "our wrapper")
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    color_row, clip_row = list(rows)[2:4]
+
+    def ratio(row: str, reference: str) -> float:
+        return medians[row] / medians[reference]
+
+    print(f"wrapper overhead: {(ratio('our wrapper', 'bare diffusers') - 1) * 100:+.1f}% (target: at most +2%)")
+    print(f"color-guided x{ratio(color_row, 'our wrapper'):.3f} (bar 1.1)")
+    print(f"CLIP-guided x{ratio(clip_row, 'our wrapper'):.3f} (bar 2)")
+    print(f"previews on vs off x{ratio('streamed, previews on', 'streamed, previews off'):.3f} (bar 1.03)\n")
+    if args.speed_options and device.type == "cuda":
+        speed_options(base, lambda: sd.generate_sd(request()), args.repeats, device)
+
+
+def speed_options(base: StableDiffusionPipeline, wrapper, repeats: int, device: torch.device) -> None:
+    """The wrapper with each CUDA speed option turned off in turn (alternating), then with the UNet compiled."""
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    unet = base.unet
+
+    def with_settings(channels_last: bool, sdpa: bool):
+        def run() -> None:
+            unet.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            unet.set_attn_processor(AttnProcessor2_0() if sdpa else AttnProcessor())
+            wrapper()
+
+        return run
+
+    rows = {
+        "fp16, SDPA, channels-last (default)": with_settings(True, True),
+        "channels-last off": with_settings(False, True),
+        "SDPA off (plain attention)": with_settings(True, False),
+    }
+    # Switching the settings costs a little inside each timed run: a fair upper bound for the option rows.
+    times = alternating(rows, repeats, device)
+    with_settings(True, True)()
+    started = time.perf_counter()
+    unet.compile()
+    wrapper()
+    torch.cuda.synchronize()
+    print(f"torch.compile of the UNet: first run {time.perf_counter() - started:.1f} s (compilation)")
+    times.update(alternating({"compiled UNet": wrapper}, repeats, device))
+    print_table(times, "fp16, SDPA, channels-last (default)")
 
 
 if __name__ == "__main__":

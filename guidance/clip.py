@@ -56,6 +56,17 @@ def spherical_distance(image_embeds: torch.Tensor, text_embeds: torch.Tensor) ->
     return half_chord.arcsin().pow(2).mul(2)
 
 
+def image_input_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype an open_clip model's image tower takes: that of its first convolution or linear layer. open_clip's
+    "fp16" precision keeps some parameters (class embedding, layer norms, logit scale) in float32, so the first
+    parameter's dtype is not the answer."""
+    tower = getattr(model, "visual", model)
+    for module in tower.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            return module.weight.dtype
+    return next(model.parameters()).dtype
+
+
 def weighted_target_distance(embeds: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Spherical distance of each embedding (N, D) to each target (K, D), averaged over the targets with `weights`
     (K,) that sum to 1: (N,)."""
@@ -100,7 +111,6 @@ class ClipLoss:
         cutouts = make_cutouts(images, self.image_size, self.cuts, self.generators)
         mean = cutouts.new_tensor(self.mean).view(1, -1, 1, 1)
         std = cutouts.new_tensor(self.std).view(1, -1, 1, 1)
-        dtype = next(self.model.parameters()).dtype
-        embeds = self.model.encode_image(((cutouts - mean) / std).to(dtype))
+        embeds = self.model.encode_image(((cutouts - mean) / std).to(image_input_dtype(self.model)))
         distances = weighted_target_distance(embeds, self.target_embeds, self.weights)
         return distances.view(images.shape[0], self.cuts).mean(dim=1)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from guidance.clip import image_input_dtype
 from pipelines.cache import MODELS
 from pipelines.config import clip_model
 from pipelines.device import default_device, model_dtype
@@ -38,8 +39,8 @@ class ClipBundle:
         square = ImageOps.fit(image, (self.image_size, self.image_size), Image.Resampling.BICUBIC)
         pixels = torch.from_numpy(np.asarray(square, dtype=np.float32) / 255).permute(2, 0, 1)[None]
         mean, std = torch.tensor(self.mean).view(1, 3, 1, 1), torch.tensor(self.std).view(1, 3, 1, 1)
-        parameter = next(self.model.parameters())
-        pixels = ((pixels - mean) / std).to(device=parameter.device, dtype=parameter.dtype)
+        device = next(self.model.parameters()).device
+        pixels = ((pixels - mean) / std).to(device=device, dtype=image_input_dtype(self.model))
         return self.model.encode_image(pixels).float()
 
 

@@ -114,3 +114,22 @@ def test_a_reference_picture_is_embedded_as_clip_sees_its_centred_square():
     expected = bundle.model.encode_image(normalised)
     torch.testing.assert_close(embedding, expected, atol=1e-5, rtol=0)
     assert not torch.allclose(embedding, bundle.encode_image(Image.fromarray(pixels[:, :64].copy())))
+
+
+def test_a_clip_in_open_clips_mixed_low_precision_takes_its_tower_dtype():
+    """open_clip's "fp16"/"bf16" precision leaves the class embedding and norms in float32: the loss and the
+    reference encoder must feed the image tower its convolution's dtype (on CUDA fp16 they once fed float32)."""
+    from open_clip.model import convert_weights_to_lp
+    from PIL import Image
+
+    from guidance.clip import image_input_dtype
+    from pipelines.clip import ClipBundle
+
+    model = tiny_clip()
+    convert_weights_to_lp(model, torch.bfloat16)  # what open_clip's precision="bf16" does; bf16 runs on any CPU
+    assert next(model.parameters()).dtype == torch.float32 and image_input_dtype(model) == torch.bfloat16
+    x0 = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    loss = ClipLoss(model, torch.randn(1, 32), 2, seeded_generators(5, 2), 64, (0.5,) * 3, (0.5,) * 3)(x0)
+    assert loss.dtype == torch.float32 and torch.isfinite(torch.autograd.grad(loss.sum(), x0)[0]).all()
+    bundle = ClipBundle(model, None, 64, (0.5,) * 3, (0.5,) * 3, "tiny")
+    assert torch.isfinite(bundle.encode_image(Image.new("RGB", (64, 64), (200, 30, 30)))).all()
