@@ -17,7 +17,7 @@ from pipelines.clip import get_clip
 from pipelines.config import setting, uncond_models
 from pipelines.device import default_device
 from pipelines.gpu import on_zero_gpu, simulating
-from pipelines.images import mask_from_editor
+from pipelines.images import MAX_OUTPAINT, mask_from_editor
 from pipelines.infotext import decoder_choice, pixel_task, request_values
 from pipelines.jobs import STOP_FLAGS, JobFailed, Preview, StepDone
 from pipelines.outputs import image_parameters, save_png
@@ -270,12 +270,19 @@ def inpaint(
     cuts: int = 4,
     clip_image=None,
     clip_image_scale: float = 0.0,
+    outpaint_left: int = 0,
+    outpaint_right: int = 0,
+    outpaint_top: int = 0,
+    outpaint_bottom: int = 0,
     previews: bool = True,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
     """Stable Diffusion inpainting: white mask pixels are repainted, every other pixel is kept exactly; optional
-    color and CLIP guidance (color_scale, clip_scale, clip_image_scale above 0) act on the repainted region only."""
+    color and CLIP guidance (color_scale, clip_scale, clip_image_scale above 0) act on the repainted region only.
+    Outpainting: outpaint_left/right/top/bottom (px, multiples of 8, up to 512) grow the canvas on that side; the new
+    area is pre-filled from the edge colors plus noise and repainted (the mask is then optional), and every pixel
+    of the original comes back unchanged."""
     job = _sd_request("inpaint", locals())
     yield from _run(sd.generate_sd_steps, sd.validate_sd, job, previews, request, progress)
 
@@ -574,6 +581,19 @@ def _reference_controls(prefix: str, default: float, maximum: float):
     return clip_image, clip_image_scale
 
 
+def _outpaint_controls():
+    """Outpainting: px to add on each side of the image (0 = none)."""
+    with gr.Accordion("Outpainting: extend the canvas (the new area is repainted, the image kept)", open=False):
+        with gr.Row():
+            sides = [
+                Slider(
+                    0, MAX_OUTPAINT, value=0, step=8, label=f"{side.title()} (px)", elem_id=f"inpaint-outpaint-{side}"
+                )
+                for side in ("left", "right", "top", "bottom")
+            ]
+    return sides
+
+
 def _guidance_options(prefix: str):
     """Compare toggle and gradient method, shared by the guided tabs."""
     with gr.Accordion("Options", open=False):
@@ -714,6 +734,7 @@ def build_demo() -> gr.Blocks:
                         scheduler, steps, guidance = _sd_sampling_controls("inpaint")
                         batch_size, seed = _sd_batch_and_seed()
                         color_controls = _sd_guidance_controls("inpaint")
+                        outpaint = _outpaint_controls()
                         with gr.Accordion("Image and mask sent to the model", open=False), gr.Row():
                             plain_image = Image(
                                 type="pil", image_mode=None, format="png", label="Image", interactive=False
@@ -744,6 +765,7 @@ def build_demo() -> gr.Blocks:
                     mask_blur,
                     sd_model,
                     *color_controls,
+                    *outpaint,
                     previews,
                 ]
                 name_inputs(inpaint, inpaint_inputs)

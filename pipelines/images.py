@@ -119,3 +119,31 @@ def mask_from_editor(editor_value: dict | None) -> tuple[Image.Image, Image.Imag
             alpha = alpha.resize(background.size, Image.Resampling.NEAREST)
         mask = np.maximum(mask, np.asarray(alpha))
     return background, Image.fromarray(mask)
+
+
+MAX_OUTPAINT = 512  # px added on one side at most
+OUTPAINT_NOISE = 0.1  # std of the noise on the pre-filled area, in [0, 1] pixel units
+
+
+def border_mask(size: tuple[int, int], margins: tuple[int, int, int, int]) -> Image.Image:
+    """An L mask of a canvas of `size`: 255 on the (left, right, top, bottom) margins added by outpainting, 0 on
+    the original picture inside them."""
+    left, right, top, bottom = margins
+    mask = np.full((size[1], size[0]), 255, dtype=np.uint8)
+    mask[top : size[1] - bottom, left : size[0] - right] = 0
+    return Image.fromarray(mask)
+
+
+def outpaint_canvas(image: Image.Image, margins: tuple[int, int, int, int], seed: int) -> Image.Image:
+    """`image` on a canvas grown by (left, right, top, bottom) px, the new area pre-filled with the nearest edge
+    pixel's color plus seeded Gaussian noise (a start the model can reshape: a flat fill reads as a flat wall)."""
+    import torch
+
+    left, right, top, bottom = margins
+    pixels = np.pad(np.asarray(image, dtype=np.float32) / 255, ((top, bottom), (left, right), (0, 0)), mode="edge")
+    noise = torch.randn(pixels.shape, generator=torch.Generator().manual_seed(seed)).numpy() * OUTPAINT_NOISE
+    border = np.asarray(border_mask((pixels.shape[1], pixels.shape[0]), margins))[..., None] == 255
+    filled = np.where(border, np.clip(pixels + noise, 0, 1), pixels)
+    canvas = Image.fromarray((filled * 255).round().astype(np.uint8))
+    canvas.paste(image, (left, top))  # the original's own bytes, not a float round trip
+    return canvas

@@ -93,6 +93,10 @@ STUDIO_KEYS = {
     "clip_model": "CLIP model",
     "eta": "Eta",
     "gradient_method": "Guidance gradient",
+    "outpaint_left": "Outpaint left",
+    "outpaint_right": "Outpaint right",
+    "outpaint_top": "Outpaint top",
+    "outpaint_bottom": "Outpaint bottom",
     "kind": "Studio image",
 }
 
@@ -168,6 +172,10 @@ READ_NUMBERS = {
     "Reference strength": ("clip_image_scale", float),
     "Cutouts": ("cuts", int),
     "Eta": ("eta", float),
+    "Outpaint left": ("outpaint_left", int),
+    "Outpaint right": ("outpaint_right", int),
+    "Outpaint top": ("outpaint_top", int),
+    "Outpaint bottom": ("outpaint_bottom", int),
 }
 READ_TEXTS = {
     "Color": "color",

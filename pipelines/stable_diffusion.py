@@ -21,7 +21,7 @@ from diffusers import (
 )
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
 from diffusers.utils.torch_utils import randn_tensor
-from PIL import Image
+from PIL import Image, ImageChops
 
 from guidance import ColorLoss, GuidanceTerm, SamplingInterrupted, StopRequested, guided_sample, stop_checks
 from guidance.latent_rgb import LatentRGB, latent_rgb_for
@@ -33,7 +33,17 @@ from pipelines.cache import MODELS, reporting_unreachable_hub
 from pipelines.clip import get_clip
 from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
-from pipelines.images import eroded_mask, feathered_mask, paste_outside_mask, prepare_image, prepare_mask, working_size
+from pipelines.images import (
+    MAX_OUTPAINT,
+    border_mask,
+    eroded_mask,
+    feathered_mask,
+    outpaint_canvas,
+    paste_outside_mask,
+    prepare_image,
+    prepare_mask,
+    working_size,
+)
 from pipelines.jobs import JobFailed, Preview, StepDone, StopToken, stream_job
 from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package
@@ -155,7 +165,16 @@ class SDRequest:
     cuts: int = 4
     clip_image: Image.Image | None = field(default=None, repr=False)  # CLIP guidance toward this picture too
     clip_image_scale: float = 0.0
+    outpaint_left: int = 0  # inpaint: px added on each side of the image (multiples of 8), repainted; the original's
+    outpaint_right: int = 0  # pixels come back unchanged (outpainting)
+    outpaint_top: int = 0
+    outpaint_bottom: int = 0
     color_rgb: tuple[float, float, float] | None = field(default=None, repr=False)
+
+    @property
+    def outpaint(self) -> tuple[int, int, int, int]:
+        """The (left, right, top, bottom) margins outpainting adds."""
+        return self.outpaint_left, self.outpaint_right, self.outpaint_top, self.outpaint_bottom
 
 
 def _size(name: str, value) -> int:
@@ -207,7 +226,7 @@ def validate_sd(request: SDRequest) -> SDRequest:
         checked.image = prepare_image(request.image)
         checked.width, checked.height = working_size(*checked.image.size)
     if request.task == "inpaint":
-        checked.mask = prepare_mask(request.mask, checked.image.size)
+        _outpaint_or_mask(request, checked)
         if checked.mask_blur and eroded_mask(checked.mask, checked.mask_blur).getbbox() is None:
             raise ValueError(
                 f"mask_blur {checked.mask_blur} erases this whole mask (it feathers inward by that many pixels): "
@@ -215,6 +234,38 @@ def validate_sd(request: SDRequest) -> SDRequest:
             )
     check_work(sd_work(checked), server_limits())
     return checked
+
+
+def _outpaint_margins(request: SDRequest) -> tuple[int, int, int, int]:
+    """The checked outpainting margins: multiples of 8 from 0 to MAX_OUTPAINT."""
+    margins = []
+    for side in ("left", "right", "top", "bottom"):
+        name = f"outpaint_{side}"
+        value = number(name, getattr(request, name), int, 0, MAX_OUTPAINT)
+        if value % 8:
+            raise ValueError(f"{name} must be a multiple of 8 from 0 to {MAX_OUTPAINT}, got {shown(value)}")
+        margins.append(value)
+    return tuple(margins)
+
+
+def _outpaint_or_mask(request: SDRequest, checked: SDRequest) -> None:
+    """Set the checked inpainting image and mask: with outpainting margins, the image grown onto a pre-filled canvas
+    and the mask covering the new margins (plus any painted part of the original, then optional)."""
+    margins = _outpaint_margins(request)
+    if not any(margins):
+        checked.mask = prepare_mask(request.mask, checked.image.size)
+        return
+    original = checked.image
+    checked.outpaint_left, checked.outpaint_right, checked.outpaint_top, checked.outpaint_bottom = margins
+    checked.image = outpaint_canvas(original, margins, checked.seed)
+    checked.width, checked.height = working_size(*checked.image.size)
+    checked.mask = border_mask(checked.image.size, margins)
+    try:
+        painted = prepare_mask(request.mask, original.size)
+    except ValueError:  # no mask or nothing painted: the margins alone are repainted
+        painted = None
+    if painted is not None:
+        checked.mask.paste(painted, (margins[0], margins[2]))
 
 
 def sd_work(request: SDRequest) -> Work:
@@ -343,6 +394,10 @@ def _info(request: SDRequest, ref: str, warnings: list[str]) -> dict:
         info.pop("width"), info.pop("height")
     if request.task == "inpaint":
         info["mask_blur"] = request.mask_blur
+        if any(request.outpaint):
+            left, right, top, bottom = request.outpaint
+            info.update(outpaint_left=left, outpaint_right=right, outpaint_top=top, outpaint_bottom=bottom)
+            info["input_size"] = [request.image.width - left - right, request.image.height - top - bottom]
     if request.color_scale > 0:
         info.update(color=request.color, color_scale=request.color_scale)
     info["warnings"] = warnings
@@ -368,6 +423,8 @@ def _finisher(request: SDRequest) -> Callable[[Image.Image], Image.Image]:
     if request.task == "img2img":
         return lambda image: image.resize(request.image.size, Image.Resampling.LANCZOS)
     alpha = feathered_mask(request.mask, request.mask_blur)
+    if any(request.outpaint):  # the new margins are wholly generated: no blend with their noisy pre-fill
+        alpha = ImageChops.lighter(alpha, border_mask(request.image.size, request.outpaint))
     return lambda image: paste_outside_mask(request.image, image, alpha)
 
 

@@ -170,6 +170,8 @@ def test_odd_sizes_and_modes_come_back_at_their_size(configured, size, mode):
         ("img2img", {"image": None}, "image is empty"),
         ("img2img", {"strength": 1.5}, "strength must be between 0 and 1, got 1.5"),
         ("inpaint", {"mask": None}, "mask is empty"),
+        ("inpaint", {"outpaint_left": 12}, "outpaint_left must be a multiple of 8 from 0 to 512, got 12"),
+        ("inpaint", {"outpaint_bottom": 520}, "outpaint_bottom must be between 0 and 512, got 520"),
     ],
 )
 def test_bad_input_is_a_named_error(configured, task, fields, message):
@@ -177,6 +179,34 @@ def test_bad_input_is_a_named_error(configured, task, fields, message):
         fields = {"image": noise_image((64, 64)), "mask": box_mask((64, 64), (0, 0, 8, 8)), **fields}
     with pytest.raises(ValueError, match=message):
         run(task, **fields)
+
+
+@pytest.mark.parametrize("base_model", [False, True])
+def test_outpainting_grows_the_canvas_and_keeps_every_original_pixel(configured, monkeypatch, base_model):
+    if base_model:
+        monkeypatch.setenv("SD_INPAINT_MODEL", configured["sd"])
+    image = noise_image((50, 40), seed=6)
+    margins = dict(outpaint_left=16, outpaint_right=0, outpaint_top=8, outpaint_bottom=24)
+    result = run("inpaint", image=image, mask=None, strength=1.0, steps=2, mask_blur=4, **margins)
+    output = np.asarray(result.images[0])
+    assert result.images[0].size == (66, 72)
+    np.testing.assert_array_equal(output[8:48, 16:66], np.asarray(image))
+    checked = sd.validate_sd(sd.SDRequest(task="inpaint", image=image, seed=1, **margins))
+    pre_filled = np.asarray(checked.image)
+    new_area = np.asarray(checked.mask) == 255
+    assert new_area.sum() == 66 * 72 - 50 * 40 and not np.array_equal(output[new_area], pre_filled[new_area])
+    assert result.info["input_size"] == [50, 40] and result.info["outpaint_bottom"] == 24
+
+
+def test_outpainting_also_repaints_what_is_painted_on_the_original(configured):
+    image = noise_image((48, 48), seed=7)
+    mask = box_mask((48, 48), (0, 0, 16, 16))
+    result = run("inpaint", image=image, mask=mask, steps=2, mask_blur=0, outpaint_right=16)
+    output = np.asarray(result.images[0])
+    assert result.images[0].size == (64, 48)
+    kept = np.asarray(mask) == 0
+    np.testing.assert_array_equal(output[:, :48][kept], np.asarray(image)[kept])
+    assert not np.array_equal(output[:16, :16], np.asarray(image)[:16, :16])
 
 
 def test_long_prompt_is_truncated_with_a_warning(configured):
