@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import os
 import time
@@ -21,6 +23,8 @@ from pipelines.images import MAX_OUTPAINT, mask_from_editor
 from pipelines.infotext import decoder_choice, pixel_task, request_values
 from pipelines.jobs import STOP_FLAGS, JobFailed, Preview, StepDone
 from pipelines.outputs import image_parameters, save_png
+from pipelines.sweep import MAX_CELLS, SWEEPABLE, plan_sweep, sweep_grid, value_label
+from pipelines.validation import resolve_seed
 from ui_components import Dropdown, Image, Number, Radio, Slider, Textbox, name_inputs
 
 logger = logging.getLogger("studio")
@@ -51,6 +55,71 @@ def _refused(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
+@contextlib.contextmanager
+def _job_token(request: gr.Request | None):
+    """The caller's stop token for the block, taken before validation (which may be slow: a Stop then still finds
+    the job); an unexpected error inside becomes a gr.Error, and the server keeps serving."""
+    session = _session(request)
+    token = STOP_FLAGS.start(session)
+    try:
+        yield token
+    except gr.Error:
+        raise
+    except Exception as error:  # a config that cannot be read, the worker died, a ZeroGPU quota...: keep serving
+        logger.exception("generation failed")
+        raise gr.Error(f"generation failed: {type(error).__name__}: {error}") from None
+    finally:
+        STOP_FLAGS.finish(session, token)
+
+
+def _validated(validate, job):
+    """`validate(job)`, a refusal naming the bad value (or the model that cannot load) as a gr.Error."""
+    try:
+        return validate(job)
+    except (ValueError, ModelUnavailableError) as error:  # unavailable: one sentence saying what to pick instead
+        raise _refused(str(error)) from None
+
+
+def _stream(generate_steps, job, token, previews: bool, progress: gr.Progress, desc: str = "Sampling"):
+    """Run one validated job: yield (gallery, info) previews while it samples, report its progress, and return its
+    result; a failure raises gr.Error."""
+    progress(0, desc="Loading models")
+    reported, result = 0.0, None
+    for event in generate_steps(job, token, bool(previews)):
+        if isinstance(event, Preview):
+            caption = f"preview · step {event.done} of {event.total}"
+            yield [(image, caption) for image in event.images], _preview_info(event)
+        elif isinstance(event, StepDone):
+            # At most PROGRESS_PER_SECOND updates: a small model's hundreds of steps a second would flood the page.
+            if time.monotonic() - reported >= 1 / PROGRESS_PER_SECOND or event.done == event.total:
+                progress((event.done, event.total), desc=desc, unit="steps")
+                reported = time.monotonic()
+        elif isinstance(event, JobFailed):
+            if event.kind == "failed":
+                raise gr.Error(event.message)  # a real failure: its traceback goes to the log
+            raise _refused(event.message)
+        else:
+            result = event
+    if result is None:
+        raise gr.Error("generation failed: the GPU worker ended without a result")
+    return result
+
+
+def _stopped_note(info: dict) -> str:
+    """ "stopped at step k of n" for an interrupted result (also shown as a notice), else ""."""
+    if not info.get("interrupted"):
+        return ""
+    stopped = f"stopped at step {info['stopped_after_step']} of {info['total_steps']}"
+    gr.Info(stopped[0].upper() + stopped[1:])
+    return stopped
+
+
+def _warn(warnings: list[str]) -> None:
+    """Show what changes what the user gets (a truncated or empty prompt...) as visible warnings, each once."""
+    for warning in dict.fromkeys(warnings):
+        gr.Warning(warning)
+
+
 def _run(generate_steps, validate, job, previews: bool, request: gr.Request | None, progress: gr.Progress):
     """Run one generation job and stream it to the gallery and the info panel: previews of the predicted images
     while it samples (with `previews`), then the final PNGs with their parameters.
@@ -62,46 +131,11 @@ def _run(generate_steps, validate, job, previews: bool, request: gr.Request | No
         gr.Info("Stopped before it started")
         yield [], {"interrupted": True, "stopped_after_step": 0, "stopped_while_queued": True}
         return
-    session = _session(request)
-    token = STOP_FLAGS.start(session)  # before validation, which may be slow: a Stop then still finds the job
-    result = None
-    try:
-        try:
-            job = validate(job)
-        except (ValueError, ModelUnavailableError) as error:  # unavailable: one sentence saying what to pick instead
-            raise _refused(str(error)) from None
-        progress(0, desc="Loading models")
-        reported = 0.0
-        for event in generate_steps(job, token, bool(previews)):
-            if isinstance(event, Preview):
-                caption = f"preview · step {event.done} of {event.total}"
-                yield [(image, caption) for image in event.images], _preview_info(event)
-            elif isinstance(event, StepDone):
-                # At most PROGRESS_PER_SECOND updates: a small model's hundreds of steps a second would flood the page.
-                if time.monotonic() - reported >= 1 / PROGRESS_PER_SECOND or event.done == event.total:
-                    progress((event.done, event.total), desc="Sampling", unit="steps")
-                    reported = time.monotonic()
-            elif isinstance(event, JobFailed):
-                if event.kind == "failed":
-                    raise gr.Error(event.message)  # a real failure: its traceback goes to the log
-                raise _refused(event.message)
-            else:
-                result = event
-    except gr.Error:
-        raise
-    except Exception as error:  # a config that cannot be read, the worker died, a ZeroGPU quota...: keep serving
-        logger.exception("generation failed")
-        raise gr.Error(f"generation failed: {type(error).__name__}: {error}") from None
-    finally:
-        STOP_FLAGS.finish(session, token)
-    if result is None:
-        raise gr.Error("generation failed: the GPU worker ended without a result")
-    for warning in result.info.get("warnings", []):  # a truncated or empty prompt changes what the user gets
-        gr.Warning(warning)
-    stopped = ""
-    if result.info.get("interrupted"):
-        stopped = f"stopped at step {result.info['stopped_after_step']} of {result.info['total_steps']}"
-        gr.Info(stopped[0].upper() + stopped[1:])
+    with _job_token(request) as token:
+        job = _validated(validate, job)
+        result = yield from _stream(generate_steps, job, token, previews, progress)
+    _warn(result.info.get("warnings", []))
+    stopped = _stopped_note(result.info)
     gallery = [
         (
             save_png(image, parameters),
@@ -287,6 +321,96 @@ def inpaint(
     yield from _run(sd.generate_sd_steps, sd.validate_sd, job, previews, request, progress)
 
 
+TAB_HANDLERS = {
+    "unconditional": unconditional,
+    "color_guided": color_guided,
+    "clip_guided": clip_guided,
+    "txt2img": txt2img,
+    "img2img": img2img,
+    "inpaint": inpaint,
+}
+
+
+def _tab_job(tab: str, fields: dict):
+    """(generate_steps, validate, job) of one request to `tab`'s endpoint with keyword `fields`."""
+    if tab in sd.TASKS:
+        return sd.generate_sd_steps, sd.validate_sd, sd.SDRequest(task=tab, **fields)
+    return uncond.generate_steps, uncond.validate, uncond.SamplingRequest(**fields)
+
+
+def _tab_settings(tab: str, settings: dict | None, pictures: dict) -> dict:
+    """A tab's keyword values for a sweep: the endpoint's defaults, then `settings`, then the pictures given; an
+    unknown keyword is refused by name."""
+    parameters = inspect.signature(TAB_HANDLERS[tab]).parameters
+    keywords = [name for name in parameters if name not in HANDLER_ONLY]
+    if settings is not None and not isinstance(settings, dict):
+        raise ValueError(f"settings must be a dict of {tab} keyword values, got {type(settings).__name__}")
+    unknown = sorted(set(settings or {}) - set(keywords) - set(HANDLER_ONLY))
+    if unknown:
+        raise ValueError(
+            f"settings: {', '.join(map(repr, unknown))} is not a keyword of /{tab} ({', '.join(keywords)})"
+        )
+    fields = {name: parameters[name].default for name in keywords if parameters[name].default is not inspect._empty}
+    fields.update({key: value for key, value in (settings or {}).items() if key in keywords})
+    fields.update({key: value for key, value in pictures.items() if key in keywords and value is not None})
+    fields["compare"] = False  # one image per cell
+    return {key: value for key, value in fields.items() if key in keywords}
+
+
+def sweep(
+    tab: str,
+    parameter: str,
+    values: str,
+    seeds: str = "",
+    settings: dict | None = None,
+    image=None,
+    mask=None,
+    clip_image=None,
+    request: gr.Request = None,
+    progress: gr.Progress = gr.Progress(),
+):
+    """Compare settings side by side: `parameter` of `tab` ("txt2img", "color_guided", ...) over `values` ("3, 7.5,
+    12"), optionally over `seeds` ("1, 2") as rows; `settings` holds the tab's other keyword values (the endpoint's
+    defaults otherwise), `image`, `mask`, `clip_image` its pictures. At most 16 cells, each one image made exactly
+    as a single request with its settings and seed would make it; returns the labelled grid, then the cells."""
+    if _stopped_while_queued():
+        gr.Info("Stopped before it started")
+        yield [], {"interrupted": True, "stopped_after_step": 0, "stopped_while_queued": True}
+        return
+    with _job_token(request) as token:
+        try:
+            if tab not in TAB_HANDLERS:
+                raise ValueError(f"tab {tab!r} is not one of {', '.join(TAB_HANDLERS)}")
+            fields = _tab_settings(tab, settings, {"image": image, "mask": mask, "clip_image": clip_image})
+            seed = resolve_seed(fields.get("seed", -1), 1)
+            plan = plan_sweep(tab, parameter, values, seeds, seed)
+        except ValueError as error:
+            raise _refused(str(error)) from None
+        jobs = []
+        for cell in plan.cells():
+            generate_steps, validate, job = _tab_job(tab, {**fields, **cell})
+            jobs.append(_validated(validate, job))  # every cell checked before any runs
+        results = []
+        for index, job in enumerate(jobs):
+            desc = f"Sweep cell {index + 1} of {len(jobs)}"
+            result = yield from _stream(generate_steps, job, token, False, progress, desc)
+            results.append(result)
+            if result.info.get("interrupted"):
+                break
+    _warn([warning for result in results for warning in result.info.get("warnings", [])])
+    stopped = _stopped_note(results[-1].info)
+    record = {"tab": tab, "parameter": parameter, "values": list(plan.values), "seeds": list(plan.seeds)}
+    cells = [(result.images[0], result.image_parameters[0]) for result in results]
+    title = f"{TAB_LABELS[tab]}: {parameter} sweep" + (f" · {fields['prompt']}" if fields.get("prompt") else "")
+    grid = sweep_grid([image for image, _ in cells], plan, title)
+    gallery = [(save_png(grid, {**cells[0][1], "kind": "sweep grid", "sweep": record}), "sweep grid")]
+    for (image, parameters), cell in zip(cells, plan.cells()):
+        caption = f"{parameter} {value_label(cell[parameter])} · seed {cell['seed']}"
+        gallery.append((save_png(image, parameters), caption + (f" · {stopped}" * bool(stopped))))
+    info = {"sweep": record, "interrupted": bool(stopped), "cells": [result.info for result in results]}
+    yield gallery, info
+
+
 def read_parameters(image) -> dict:
     """How a PNG was made: {"source": "studio", "parameters": the studio's JSON}, {"source":
     "stable-diffusion-webui", "parameters": the fields of its `parameters` text, "text": the text}, or {"source":
@@ -316,7 +440,9 @@ def studio_values(parameters: dict) -> tuple[str, dict, int]:
     index = seeds.index(parameters["seed"]) if parameters.get("seed") in seeds else 0
     task = parameters.get("task")
     if task in sd.TASKS:
-        choices = {sd.model_locations(choice)[0]: choice for choice in sd.sd_models()}
+        # A choice's checkpoints: the base model, and the inpainting model that the inpaint tab loads for it.
+        locations = {choice: sd.model_locations(choice) for choice in sd.sd_models()}
+        choices = {locations[choice][task == "inpaint"]: choice for choice in locations}
         values["model"] = choices.get(parameters.get("model"), parameters.get("model"))
         if parameters.get("color_decoder"):
             values["color_decoder"] = decoder_choice(parameters["color_decoder"])
@@ -581,6 +707,65 @@ def _reference_controls(prefix: str, default: float, maximum: float):
     return clip_image, clip_image_scale
 
 
+def _sweep_controls(tab: str):
+    """A tab's "Sweep" section: the parameter to vary, its values, optional seeds, and the button."""
+    with gr.Accordion("Sweep: compare values side by side", open=False):
+        parameter = Dropdown(
+            list(SWEEPABLE[tab]), value=SWEEPABLE[tab][0], label="Parameter", elem_id=f"{tab}-sweep-parameter"
+        )
+        with gr.Row():
+            values = Textbox("", label="Values (columns)", placeholder="0, 0.5, 1, 2", elem_id=f"{tab}-sweep-values")
+            seeds = Textbox("", label="Seeds (rows; empty: the seed above)", placeholder="1, 2, 3")
+        button = gr.Button(f"Run sweep (at most {MAX_CELLS} images)", elem_id=f"{tab}-sweep")
+    return parameter, values, seeds, button
+
+
+def _wire_sweep(tab: str, controls, inputs: list, gallery, info, first=None) -> None:
+    """Run a tab's sweep with its current controls: their values gathered by API keyword (`first`, if given, is
+    the event that must run before, as inpainting's editor split), then the same /sweep code as the API."""
+    parameter, values, seeds, button = controls
+    settings_inputs = [component for component in inputs if not isinstance(component, gr.Image)]
+    keywords = [component.api_keyword for component in settings_inputs]
+    pictures = {component.api_keyword: component for component in inputs if isinstance(component, gr.Image)}
+    settings, none = gr.State(), gr.State(None)
+    listen = first(button).then if first else button.click
+    gathered = listen(
+        lambda *values: dict(zip(keywords, values)),
+        settings_inputs,
+        settings,
+        api_visibility="private",
+        concurrency_limit=None,
+    )
+    sweep_inputs = [gr.State(tab), parameter, values, seeds, settings]
+    sweep_inputs += [pictures.get(name, none) for name in ("image", "mask", "clip_image")]
+    gathered.then(
+        sweep,
+        sweep_inputs,
+        [gallery, info],
+        api_name=f"{tab}_sweep",  # private; without a name of its own it would take "sweep" from the public one
+        api_visibility="private",
+        concurrency_id=GPU_QUEUE,
+        concurrency_limit=1,
+    )
+
+
+def _sweep_endpoint() -> gr.Button:
+    """The /sweep API endpoint, on hidden components (the tabs' own Sweep sections call the same function)."""
+    with gr.Column(visible=False):
+        inputs = [
+            Textbox("txt2img"),
+            Textbox(""),
+            Textbox(""),
+            Textbox(""),
+            gr.JSON(None),
+            *(Image(type="pil", image_mode=None, format="png") for _ in range(3)),
+        ]
+        gallery, info, button = gr.Gallery(format="png"), gr.JSON(), gr.Button()
+    name_inputs(sweep, inputs)
+    button.click(sweep, inputs, [gallery, info], api_name="sweep", concurrency_id=GPU_QUEUE, concurrency_limit=1)
+    return button
+
+
 def _outpaint_controls():
     """Outpainting: px to add on each side of the image (0 = none)."""
     with gr.Accordion("Outpainting: extend the canvas (the new area is repainted, the image kept)", open=False):
@@ -615,10 +800,12 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     with gr.Column():
                         controls = _sampling_controls("uncond")
+                        sweep_controls = _sweep_controls("unconditional")
                     with gr.Column():
                         tab_outputs = _outputs("uncond")
                 inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed", "eta")]
                 wired.append(_wire(unconditional, inputs, tab_outputs, "unconditional"))
+                _wire_sweep("unconditional", sweep_controls, inputs, *tab_outputs[2:4])
                 tab_inputs["unconditional"] = inputs
 
             with gr.Tab(TAB_LABELS["color_guided"], id="color_guided"):
@@ -635,11 +822,13 @@ def build_demo() -> gr.Blocks:
                                 label="Color guidance strength (0 = off)",
                             )
                         compare, method = _guidance_options("color")
+                        sweep_controls = _sweep_controls("color_guided")
                     with gr.Column():
                         tab_outputs = _outputs("color")
                 inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed")]
                 inputs += [color, color_scale, compare, controls["eta"], method]
                 wired.append(_wire(color_guided, inputs, tab_outputs, "color_guided"))
+                _wire_sweep("color_guided", sweep_controls, inputs, *tab_outputs[2:4])
                 tab_inputs["color_guided"] = inputs
 
             with gr.Tab(TAB_LABELS["clip_guided"], id="clip_guided"):
@@ -665,11 +854,13 @@ def build_demo() -> gr.Blocks:
                             )
                         reference = _reference_controls("clip", uncond.DEFAULT_CLIP_SCALE, uncond.MAX_CLIP_SCALE)
                         compare, method = _guidance_options("clip")
+                        sweep_controls = _sweep_controls("clip_guided")
                     with gr.Column():
                         tab_outputs = _outputs("clip")
                 inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed")]
                 inputs += [prompt, clip_scale, cuts, color, color_scale, compare, controls["eta"], method, *reference]
                 wired.append(_wire(clip_guided, inputs, tab_outputs, "clip_guided"))
+                _wire_sweep("clip_guided", sweep_controls, inputs, *tab_outputs[2:4])
                 tab_inputs["clip_guided"] = inputs
 
             size = sd.default_size(sd.sd_models()[0])
@@ -686,11 +877,13 @@ def build_demo() -> gr.Blocks:
                             )
                         batch_size, seed = _sd_batch_and_seed()
                         color_controls = _sd_guidance_controls("txt2img")
+                        sweep_controls = _sweep_controls("txt2img")
                     with gr.Column():
                         tab_outputs = _outputs("txt2img")
                 inputs = [prompt, negative, scheduler, steps, guidance, width, height, batch_size, seed, sd_model]
                 inputs += color_controls
                 wired.append(_wire(txt2img, inputs, tab_outputs, "txt2img"))
+                _wire_sweep("txt2img", sweep_controls, inputs, *tab_outputs[2:4])
                 tab_inputs["txt2img"] = inputs
                 sd_model.change(native_size_update, sd_model, [width, height], api_visibility="private")
 
@@ -708,11 +901,13 @@ def build_demo() -> gr.Blocks:
                         scheduler, steps, guidance = _sd_sampling_controls("img2img")
                         batch_size, seed = _sd_batch_and_seed()
                         color_controls = _sd_guidance_controls("img2img")
+                        sweep_controls = _sweep_controls("img2img")
                     with gr.Column():
                         tab_outputs = _outputs("img2img")
                 inputs = [image, prompt, negative, scheduler, steps, guidance, strength, batch_size, seed, sd_model]
                 inputs += color_controls
                 wired.append(_wire(img2img, inputs, tab_outputs, "img2img"))
+                _wire_sweep("img2img", sweep_controls, inputs, *tab_outputs[2:4])
                 tab_inputs["img2img"] = inputs
 
             with gr.Tab(TAB_LABELS["inpaint"], id="inpaint"):
@@ -735,6 +930,7 @@ def build_demo() -> gr.Blocks:
                         batch_size, seed = _sd_batch_and_seed()
                         color_controls = _sd_guidance_controls("inpaint")
                         outpaint = _outpaint_controls()
+                        sweep_controls = _sweep_controls("inpaint")
                         with gr.Accordion("Image and mask sent to the model", open=False), gr.Row():
                             plain_image = Image(
                                 type="pil", image_mode=None, format="png", label="Image", interactive=False
@@ -780,6 +976,20 @@ def build_demo() -> gr.Blocks:
                 )
                 wired.append((split, stop_button))
                 wired.append((event, stop_button))
+                _wire_sweep(
+                    "inpaint",
+                    sweep_controls,
+                    inpaint_inputs,
+                    gallery,
+                    info,
+                    first=lambda button: button.click(
+                        split_editor,
+                        editor,
+                        [plain_image, plain_mask],
+                        api_visibility="private",
+                        concurrency_limit=None,
+                    ),
+                )
 
             # Stop sets the session's flag (the running job ends within one step and shows its current images) and
             # marks its queued jobs; it is never queued behind a job. No `cancels=`: Gradio's cancel would throw the
@@ -794,6 +1004,7 @@ def build_demo() -> gr.Blocks:
             )
             with gr.Tab("PNG info", id="png_info"):
                 _png_info_tab(tabs, tab_inputs)
+        _sweep_endpoint()
         demo.load(device_note, None, note, api_visibility="private")
     return demo
 

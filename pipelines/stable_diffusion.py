@@ -170,6 +170,7 @@ class SDRequest:
     outpaint_top: int = 0
     outpaint_bottom: int = 0
     color_rgb: tuple[float, float, float] | None = field(default=None, repr=False)
+    outpainted: bool = field(default=False, repr=False)  # set by validation: image and mask are already the canvas
 
     @property
     def outpaint(self) -> tuple[int, int, int, int]:
@@ -252,14 +253,17 @@ def _outpaint_or_mask(request: SDRequest, checked: SDRequest) -> None:
     """Set the checked inpainting image and mask: with outpainting margins, the image grown onto a pre-filled canvas
     and the mask covering the new margins (plus any painted part of the original, then optional)."""
     margins = _outpaint_margins(request)
-    if not any(margins):
+    if not any(margins) or request.outpainted:  # a checked request validated again: its canvas is ready
         checked.mask = prepare_mask(request.mask, checked.image.size)
+        checked.outpaint_left, checked.outpaint_right, checked.outpaint_top, checked.outpaint_bottom = margins
+        checked.outpainted = request.outpainted
         return
     original = checked.image
     checked.outpaint_left, checked.outpaint_right, checked.outpaint_top, checked.outpaint_bottom = margins
     checked.image = outpaint_canvas(original, margins, checked.seed)
     checked.width, checked.height = working_size(*checked.image.size)
     checked.mask = border_mask(checked.image.size, margins)
+    checked.outpainted = True
     try:
         painted = prepare_mask(request.mask, original.size)
     except ValueError:  # no mask or nothing painted: the margins alone are repainted

@@ -236,3 +236,61 @@ def test_read_parameters_gives_values_that_reproduce_an_image_bit_for_bit(
     values = {key: value for key, value in read["values"].items() if key in _keywords(endpoint)}
     again, _ = client.predict(**values, api_name=f"/{endpoint}")
     np.testing.assert_array_equal(pixels(again[1]), pixels(gallery[1]))
+
+
+@pytest.mark.parametrize(
+    "tab, parameter, values, seeds, settings",
+    [
+        ("txt2img", "guidance_scale", "1, 9", "71, 72", dict(prompt="a red heart", steps=3, scheduler="Euler a")),
+        ("color_guided", "color_scale", "0, 2", "", dict(steps=3, seed=81, color="#00ff00", scheduler="DDPM")),
+    ],
+)
+def test_sweep_cells_equal_the_single_requests_and_follow_a_labelled_grid(
+    client, tiny_models, tab, parameter, values, seeds, settings
+):
+    if tab == "color_guided":
+        settings |= {"model": tiny_models["unet"]}
+    gallery, info = client.predict(
+        tab=tab, parameter=parameter, values=values, seeds=seeds, settings=settings, api_name="/sweep"
+    )
+    plan = [(value, seed) for seed in info["sweep"]["seeds"] for value in info["sweep"]["values"]]
+    assert len(gallery) == 1 + len(plan) and info["sweep"]["parameter"] == parameter
+    grid = read_parameters(gallery[0]["image"])
+    assert grid["kind"] == "sweep grid" and grid["sweep"]["values"] == info["sweep"]["values"]
+    assert Image.open(gallery[0]["image"]).width > len(info["sweep"]["values"]) * 64
+    for (value, seed), cell in zip(plan, gallery[1:]):
+        single_settings = settings | {parameter: value, "seed": seed, "batch_size": 1}
+        single, _ = client.predict(**single_settings, api_name=f"/{tab}")
+        np.testing.assert_array_equal(pixels(cell), pixels(single[0]))
+        assert f"seed {seed}" in cell["caption"]
+
+
+def test_a_bad_sweep_names_what_is_wrong(client):
+    with pytest.raises(AppError, match="parameter 'strength' cannot be swept in txt2img"):
+        client.predict(tab="txt2img", parameter="strength", values="0.5", api_name="/sweep")
+    with pytest.raises(AppError, match="steps must be between 1 and 150, got 0"):
+        client.predict(tab="txt2img", parameter="steps", values="2, 0", api_name="/sweep")
+    with pytest.raises(AppError, match="'colour' is not a keyword of /txt2img"):
+        client.predict(tab="txt2img", parameter="steps", values="2", settings={"colour": "red"}, api_name="/sweep")
+
+
+def test_an_outpainted_inpainting_reproduces_from_its_parameters_and_the_same_pictures(client, tmp_path):
+    """Round trip for inpainting: generate, read the PNG back, send its values with the same image and mask."""
+    from gradio_client import handle_file
+
+    image_path = _noise_png(tmp_path / "image.png", (64, 48), seed=3)
+    mask = Image.new("L", (64, 48), 0)
+    mask.paste(255, (8, 8, 32, 32))
+    mask.save(tmp_path / "mask.png")
+    pictures = dict(image=handle_file(image_path), mask=handle_file(str(tmp_path / "mask.png")))
+    fields = dict(prompt="a cat", steps=4, strength=1.0, seed=91, mask_blur=2, outpaint_right=16, outpaint_top=8)
+    gallery, info = client.predict(**pictures, **fields, api_name="/inpaint")
+    output = pixels(gallery[0])
+    assert output.shape == (56, 80, 3) and info["input_size"] == [64, 48]
+    kept = np.asarray(mask) == 0
+    np.testing.assert_array_equal(output[8:, :64][kept], np.asarray(Image.open(image_path))[kept])
+    read = client.predict(image=handle_file(gallery[0]["image"]), api_name="/read_parameters")
+    assert read["tab"] == "inpaint" and read["values"]["outpaint_right"] == 16
+    values = {key: value for key, value in read["values"].items() if key in _keywords("inpaint")}
+    again, _ = client.predict(**values, **pictures, api_name="/inpaint")
+    np.testing.assert_array_equal(pixels(again[0]), output)

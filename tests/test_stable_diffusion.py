@@ -192,6 +192,8 @@ def test_outpainting_grows_the_canvas_and_keeps_every_original_pixel(configured,
     assert result.images[0].size == (66, 72)
     np.testing.assert_array_equal(output[8:48, 16:66], np.asarray(image))
     checked = sd.validate_sd(sd.SDRequest(task="inpaint", image=image, seed=1, **margins))
+    again = sd.validate_sd(checked)  # the app validates, then the pipeline does: the canvas must not grow twice
+    assert again.image.size == checked.image.size == (66, 72) and again.mask.tobytes() == checked.mask.tobytes()
     pre_filled = np.asarray(checked.image)
     new_area = np.asarray(checked.mask) == 255
     assert new_area.sum() == 66 * 72 - 50 * 40 and not np.array_equal(output[new_area], pre_filled[new_area])
