@@ -123,9 +123,8 @@ def sweep_grid(images: list[Image.Image], plan: SweepPlan, title: str) -> Image.
     _centered_text(draw, (0, 0, width, LABEL_HEIGHT), title, font)
     for column, value in enumerate(plan.values):
         left = margin + column * cell_width
-        _centered_text(
-            draw, (left, LABEL_HEIGHT, left + cell_width, 2 * LABEL_HEIGHT), f"{plan.parameter} {value_label(value)}", font
-        )
+        box = (left, LABEL_HEIGHT, left + cell_width, 2 * LABEL_HEIGHT)
+        _centered_text(draw, box, f"{plan.parameter} {value_label(value)}", font)
     for row, seed in enumerate(plan.seeds):
         top = 2 * LABEL_HEIGHT + row * cell_height
         _centered_text(draw, (0, top, margin, top + cell_height), f"seed {seed}", font)
