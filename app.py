@@ -7,8 +7,10 @@ import inspect
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 
 import gradio as gr
+import PIL.Image
 
 from guidance.sampler import GRADIENT_METHODS
 from pipelines import stable_diffusion as sd
@@ -514,6 +516,56 @@ def split_editor(editor_value):
         raise gr.Error(str(error)) from None
 
 
+def selected_index(event: gr.SelectData) -> int:
+    """The index of the gallery image the user clicked."""
+    return event.index
+
+
+def picked_image(gallery: list | None, index: int | None) -> str | None:
+    """The file of the selected gallery image, or of the last one when none is selected; None for an empty gallery."""
+    if not gallery:
+        return None
+    item = gallery[index] if index is not None and 0 <= index < len(gallery) else gallery[-1]
+    return item[0] if isinstance(item, (tuple, list)) else item
+
+
+def reuse_seed(gallery: list | None, index: int | None):
+    """The seed the selected (or last) image was made with, for the seed box; a notice where it has none."""
+    path = picked_image(gallery, index)
+    parameters = image_parameters(PIL.Image.open(path)) if path else {"source": "none"}
+    seed = parameters.get("parameters", {}).get("seed") if parameters["source"] == "studio" else None
+    if seed is None:
+        gr.Warning("No seed to reuse: generate an image first (a live preview has none)")
+        return gr.update()
+    return seed
+
+
+def send_to_img2img(gallery: list | None, index: int | None):
+    """The img2img tab selected, the selected (or last) image in its input."""
+    path = picked_image(gallery, index)
+    if path is None:
+        raise gr.Error("Nothing to send: generate an image first", print_exception=False)
+    return gr.Tabs(selected="img2img"), path
+
+
+def send_to_inpaint(gallery: list | None, index: int | None):
+    """The inpainting tab selected, the selected (or last) image in its editor, nothing painted yet."""
+    path = picked_image(gallery, index)
+    if path is None:
+        raise gr.Error("Nothing to send: generate an image first", print_exception=False)
+    return gr.Tabs(selected="inpaint"), {"background": path, "layers": [], "composite": path}
+
+
+def _wire_gallery_tools(page: PageParts, tabs: gr.Tabs, img2img_image, inpaint_editor) -> None:
+    """Reuse-seed buttons and Send-to buttons of every tab (UI only, not API endpoints)."""
+    private = dict(api_visibility="private", concurrency_limit=None)
+    for prefix, (gallery, selected, to_img2img, to_inpaint) in page.galleries.items():
+        seed, reuse = page.seeds[prefix]
+        reuse.click(reuse_seed, [gallery, selected], seed, **private)
+        to_img2img.click(send_to_img2img, [gallery, selected], [tabs, img2img_image], **private)
+        to_inpaint.click(send_to_inpaint, [gallery, selected], [tabs, inpaint_editor], **private)
+
+
 def native_size_update(model: str):
     """Width and height sliders set to a Stable Diffusion model's native size when the model changes."""
     try:  # with the Hub unreachable, only the local cache (no retries against a network that is not there)
@@ -569,12 +621,24 @@ def device_note() -> str:
     return status_text(default_device().type, bool(os.environ.get("SPACE_ID")), bundled, hub_unreachable())
 
 
-def _seed() -> Number:
-    """The seed box every tab shares."""
-    return Number(-1, precision=0, label="Seed (-1 = random; image i uses seed + i)")
+@dataclass
+class PageParts:
+    """Components that later wiring needs, by tab prefix: each tab's seed box with its reuse button, and its gallery
+    with the selected image's index and the Send-to buttons."""
+
+    seeds: dict = field(default_factory=dict)  # prefix -> (seed Number, reuse Button)
+    galleries: dict = field(default_factory=dict)  # prefix -> (Gallery, selected index State, to img2img, to inpaint)
 
 
-def _sampling_controls(prefix: str) -> dict[str, gr.components.Component]:
+def _seed(prefix: str, page: PageParts) -> Number:
+    """The seed box every tab shares, with a button that puts the selected (or last) image's seed back in it."""
+    seed = Number(-1, precision=0, label="Seed (-1 = random; image i uses seed + i)", elem_id=f"{prefix}-seed")
+    reuse = gr.Button("Reuse seed", size="sm", scale=0, min_width=90, elem_id=f"{prefix}-reuse-seed")
+    page.seeds[prefix] = (seed, reuse)
+    return seed
+
+
+def _sampling_controls(prefix: str, page: PageParts) -> dict[str, gr.components.Component]:
     """Model, scheduler, steps, eta, batch size and seed controls shared by the three tabs."""
     models = uncond_models()
     controls = {
@@ -588,18 +652,26 @@ def _sampling_controls(prefix: str) -> dict[str, gr.components.Component]:
         )
     with gr.Row():
         controls["batch_size"] = Slider(1, uncond.MAX_BATCH, value=1, step=1, label="Batch size")
-        controls["seed"] = _seed()
+        controls["seed"] = _seed(prefix, page)
     return controls
 
 
-def _outputs(prefix: str):
-    """Gallery, info panel, Generate and Stop buttons and the live-previews toggle of one tab."""
+def _outputs(prefix: str, page: PageParts):
+    """Gallery, info panel, Generate and Stop buttons and the live-previews toggle of one tab; Send-to buttons for
+    the selected (or last) image."""
     with gr.Row():
         generate_button = gr.Button("Generate", variant="primary", elem_id=f"{prefix}-generate")
         stop_button = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop")
     gallery = gr.Gallery(
         label="Images (PNG with parameters)", format="png", columns=4, height=520, elem_id=f"{prefix}-gallery"
     )
+    with gr.Row():
+        to_img2img = gr.Button("Send to img2img", size="sm", elem_id=f"{prefix}-send-img2img")
+        to_inpaint = gr.Button("Send to inpainting", size="sm", elem_id=f"{prefix}-send-inpaint")
+    selected = gr.State(None)
+    gallery.select(selected_index, None, selected, api_visibility="private", concurrency_limit=None)
+    generate_button.click(lambda: None, None, selected, api_visibility="private", concurrency_limit=None)
+    page.galleries[prefix] = (gallery, selected, to_img2img, to_inpaint)
     previews = gr.Checkbox(
         True,
         label="Live previews (the predicted image every few steps or about once a second, while it samples)",
@@ -642,11 +714,11 @@ def _sd_sampling_controls(prefix: str):
     return scheduler, steps, guidance
 
 
-def _sd_batch_and_seed():
+def _sd_batch_and_seed(prefix: str, page: PageParts):
     """Number of images and seed for the Stable Diffusion tabs."""
     with gr.Row():
         batch_size = Slider(1, sd.MAX_SD_BATCH, value=1, step=1, label="Number of images")
-        seed = _seed()
+        seed = _seed(prefix, page)
     return batch_size, seed
 
 
@@ -787,6 +859,21 @@ def _guidance_options(prefix: str):
     return compare, method
 
 
+# Ctrl+Enter (Cmd+Enter on a Mac), in a prompt or anywhere on the page, clicks the visible tab's Generate; a plain
+# Enter in a prompt stays a newline.
+SHORTCUTS_JS = """
+() => {
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey) || event.repeat) return;
+    const visible = [...document.querySelectorAll("button[id$='-generate']")].filter((b) => b.offsetParent !== null);
+    if (visible.length === 0) return;
+    event.preventDefault();
+    visible[0].click();
+  }, true);
+}
+"""
+
+
 def build_demo() -> gr.Blocks:
     """The whole UI: six tabs, one endpoint each; controls on the left, results on the right."""
     # Gradio's copies of outputs and uploads: swept every 10 minutes, deleted after an hour.
@@ -794,15 +881,16 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         note = gr.Markdown()
         wired = []
+        page = PageParts()
         tab_inputs: dict[str, list] = {}  # tab id -> its inputs, each with its API keyword (for "Send to")
         with gr.Tabs() as tabs:
             with gr.Tab(TAB_LABELS["unconditional"], id="unconditional"):
                 with gr.Row():
                     with gr.Column():
-                        controls = _sampling_controls("uncond")
+                        controls = _sampling_controls("uncond", page)
                         sweep_controls = _sweep_controls("unconditional")
                     with gr.Column():
-                        tab_outputs = _outputs("uncond")
+                        tab_outputs = _outputs("uncond", page)
                 inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed", "eta")]
                 wired.append(_wire(unconditional, inputs, tab_outputs, "unconditional"))
                 _wire_sweep("unconditional", sweep_controls, inputs, *tab_outputs[2:4])
@@ -811,7 +899,7 @@ def build_demo() -> gr.Blocks:
             with gr.Tab(TAB_LABELS["color_guided"], id="color_guided"):
                 with gr.Row():
                     with gr.Column():
-                        controls = _sampling_controls("color")
+                        controls = _sampling_controls("color", page)
                         with gr.Row():
                             color = gr.ColorPicker("#ff8800", label="Target color", elem_id="color-color")
                             color_scale = Slider(
@@ -824,7 +912,7 @@ def build_demo() -> gr.Blocks:
                         compare, method = _guidance_options("color")
                         sweep_controls = _sweep_controls("color_guided")
                     with gr.Column():
-                        tab_outputs = _outputs("color")
+                        tab_outputs = _outputs("color", page)
                 inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed")]
                 inputs += [color, color_scale, compare, controls["eta"], method]
                 wired.append(_wire(color_guided, inputs, tab_outputs, "color_guided"))
@@ -834,10 +922,10 @@ def build_demo() -> gr.Blocks:
             with gr.Tab(TAB_LABELS["clip_guided"], id="clip_guided"):
                 with gr.Row():
                     with gr.Column():
-                        controls = _sampling_controls("clip")
                         prompt = Textbox(
                             label="Prompt", placeholder="a smiling face with red hair", elem_id="clip-prompt"
                         )
+                        controls = _sampling_controls("clip", page)
                         with gr.Row():
                             clip_scale = Slider(
                                 0,
@@ -856,7 +944,7 @@ def build_demo() -> gr.Blocks:
                         compare, method = _guidance_options("clip")
                         sweep_controls = _sweep_controls("clip_guided")
                     with gr.Column():
-                        tab_outputs = _outputs("clip")
+                        tab_outputs = _outputs("clip", page)
                 inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed")]
                 inputs += [prompt, clip_scale, cuts, color, color_scale, compare, controls["eta"], method, *reference]
                 wired.append(_wire(clip_guided, inputs, tab_outputs, "clip_guided"))
@@ -875,11 +963,11 @@ def build_demo() -> gr.Blocks:
                                 Slider(sd.MIN_SIZE, sd.MAX_SIZE, value=sd.slider_size(size), step=8, label=label)
                                 for label in (f"Width (native {size})", f"Height (native {size})")
                             )
-                        batch_size, seed = _sd_batch_and_seed()
+                        batch_size, seed = _sd_batch_and_seed("txt2img", page)
                         color_controls = _sd_guidance_controls("txt2img")
                         sweep_controls = _sweep_controls("txt2img")
                     with gr.Column():
-                        tab_outputs = _outputs("txt2img")
+                        tab_outputs = _outputs("txt2img", page)
                 inputs = [prompt, negative, scheduler, steps, guidance, width, height, batch_size, seed, sd_model]
                 inputs += color_controls
                 wired.append(_wire(txt2img, inputs, tab_outputs, "txt2img"))
@@ -899,11 +987,11 @@ def build_demo() -> gr.Blocks:
                             0, 1, value=0.75, step=0.01, label="Strength (0 keeps the input, 1 replaces it)"
                         )
                         scheduler, steps, guidance = _sd_sampling_controls("img2img")
-                        batch_size, seed = _sd_batch_and_seed()
+                        batch_size, seed = _sd_batch_and_seed("img2img", page)
                         color_controls = _sd_guidance_controls("img2img")
                         sweep_controls = _sweep_controls("img2img")
                     with gr.Column():
-                        tab_outputs = _outputs("img2img")
+                        tab_outputs = _outputs("img2img", page)
                 inputs = [image, prompt, negative, scheduler, steps, guidance, strength, batch_size, seed, sd_model]
                 inputs += color_controls
                 wired.append(_wire(img2img, inputs, tab_outputs, "img2img"))
@@ -921,13 +1009,15 @@ def build_demo() -> gr.Blocks:
                             elem_id="inpaint-editor",
                             layers=False,
                             height=420,
+                            # Semi-transparent: the picture stays visible under the mask; the size follows the image.
+                            brush=gr.Brush(colors=[("#ff3b30", 0.55)], default_size="auto", color_mode="fixed"),
                         )
                         prompt, negative = _prompts("inpaint")
                         with gr.Row():
                             strength = Slider(0, 1, value=1.0, step=0.01, label="Strength")
                             mask_blur = Slider(0, sd.MAX_MASK_BLUR, value=4, step=1, label="Mask blur (px, inward)")
                         scheduler, steps, guidance = _sd_sampling_controls("inpaint")
-                        batch_size, seed = _sd_batch_and_seed()
+                        batch_size, seed = _sd_batch_and_seed("inpaint", page)
                         color_controls = _sd_guidance_controls("inpaint")
                         outpaint = _outpaint_controls()
                         sweep_controls = _sweep_controls("inpaint")
@@ -943,7 +1033,7 @@ def build_demo() -> gr.Blocks:
                                 interactive=False,
                             )
                     with gr.Column():
-                        generate_button, stop_button, gallery, info, previews = _outputs("inpaint")
+                        generate_button, stop_button, gallery, info, previews = _outputs("inpaint", page)
                 split = generate_button.click(
                     split_editor, editor, [plain_image, plain_mask], api_visibility="private", concurrency_limit=None
                 )
@@ -1005,7 +1095,9 @@ def build_demo() -> gr.Blocks:
             with gr.Tab("PNG info", id="png_info"):
                 _png_info_tab(tabs, tab_inputs)
         _sweep_endpoint()
+        _wire_gallery_tools(page, tabs, tab_inputs["img2img"][0], editor)
         demo.load(device_note, None, note, api_visibility="private")
+        demo.load(None, None, None, js=SHORTCUTS_JS)
     return demo
 
 

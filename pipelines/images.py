@@ -106,7 +106,8 @@ def paste_outside_mask(original: Image.Image, generated: Image.Image, alpha: Ima
 
 
 def mask_from_editor(editor_value: dict | None) -> tuple[Image.Image, Image.Image]:
-    """(image, mask) from a gr.ImageEditor/gr.ImageMask value: painted (non-transparent) layer pixels are the mask."""
+    """(image, mask) from a gr.ImageEditor/gr.ImageMask value: painted layer pixels (alpha above 0, however
+    transparent the brush) are the mask, 255; the rest 0."""
     if not editor_value or editor_value.get("background") is None:
         raise ValueError("image is empty: upload an image, then paint the part to repaint")
     background = editor_value["background"]
@@ -118,7 +119,8 @@ def mask_from_editor(editor_value: dict | None) -> tuple[Image.Image, Image.Imag
         if alpha.size != background.size:
             alpha = alpha.resize(background.size, Image.Resampling.NEAREST)
         mask = np.maximum(mask, np.asarray(alpha))
-    return background, Image.fromarray(mask)
+    # Any paint counts: the page's brush is semi-transparent (the picture stays visible under the mask).
+    return background, Image.fromarray(np.where(mask > 0, 255, 0).astype(np.uint8))
 
 
 MAX_OUTPAINT = 512  # px added on one side at most

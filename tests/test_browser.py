@@ -172,3 +172,37 @@ def test_stop_shows_the_current_images_and_the_step_it_stopped_at(page, tmp_path
     page.get_by_text('"interrupted": true').first.wait_for(timeout=10_000)
     step = int(re.search(r"stopped at step (\d+) of 1000", page.locator("#uncond-gallery").inner_text()).group(1))
     assert 0 < step < 1000
+
+
+def test_ctrl_enter_generates_reuse_seed_fills_the_box_and_png_info_sends_it_all_back(page, tmp_path):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="txt2img").click()
+    set_steps(page, "txt2img", STEPS)
+    prompt, seed = page.locator("#txt2img-prompt textarea"), page.locator("#txt2img-seed input")
+    prompt.fill("a red")
+    prompt.press("Enter")  # a newline in the prompt, not a run
+    prompt.press_sequentially("heart")
+    expect(prompt).to_have_value("a red\nheart")
+    prompt.press("Control+Enter")
+    image = wait_for_result(page, "txt2img")
+    _, parameters = download(image)
+    assert parameters["prompt"] == "a red\nheart" and parameters["steps"] == STEPS
+    expect(seed).to_have_value("-1")
+    page.locator("#txt2img-reuse-seed").click()
+    expect(seed).to_have_value(str(parameters["seed"]), timeout=10_000)
+
+    with urllib.request.urlopen(image.get_attribute("src")) as response:
+        (tmp_path / "made.png").write_bytes(response.read())
+    prompt.fill("something else")
+    seed.fill("-1")
+    set_steps(page, "txt2img", 20)
+    page.get_by_role("tab", name="PNG info").click()
+    page.locator("#png-image input[type=file]").first.set_input_files(str(tmp_path / "made.png"))
+    page.locator("#png-parameters").get_by_text('"studio"').first.wait_for(timeout=30_000)
+    page.locator("#send-txt2img").click()
+    expect(prompt).to_be_visible(timeout=10_000)  # the txt2img tab is selected again
+    expect(prompt).to_have_value("a red\nheart", timeout=10_000)
+    expect(seed).to_have_value(str(parameters["seed"]))
+    expect(page.locator("#txt2img-steps input[type=range]")).to_have_value(str(STEPS))
+    page.screenshot(path=str(tmp_path / "sent.png"), full_page=True)

@@ -120,6 +120,14 @@ def test_mask_from_editor_takes_painted_layer_pixels():
     assert np.asarray(mask)[2:6, 2:6].min() == 255 and np.asarray(mask).sum() == 255 * 16
 
 
+def test_a_semi_transparent_brush_stroke_is_a_full_mask():
+    background = Image.new("RGB", (20, 10), (10, 20, 30))
+    layer = Image.new("RGBA", (20, 10), (0, 0, 0, 0))
+    layer.paste((255, 59, 48, 90), (4, 1, 9, 8))  # the page's brush is 55% opaque, less at a stroke's edge
+    _, mask = mask_from_editor({"background": background, "layers": [layer], "composite": background})
+    assert np.asarray(mask)[1:8, 4:9].min() == 255 and np.asarray(mask).sum() == 255 * 35
+
+
 def test_editor_without_image_is_a_named_error():
     with pytest.raises(ValueError, match="image is empty"):
         mask_from_editor({"background": None, "layers": [], "composite": None})
