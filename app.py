@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -15,7 +16,7 @@ import PIL.Image
 from guidance.sampler import GRADIENT_METHODS
 from pipelines import stable_diffusion as sd
 from pipelines import unconditional as uncond
-from pipelines.bundled import bundled_path, hub_unreachable, status_text
+from pipelines.bundled import BUNDLED_LABEL, bundled_path, hub_unreachable, status_text
 from pipelines.cache import ModelUnavailableError
 from pipelines.clip import get_clip
 from pipelines.config import setting, uncond_models
@@ -566,15 +567,28 @@ def _wire_gallery_tools(page: PageParts, tabs: gr.Tabs, img2img_image, inpaint_e
         to_inpaint.click(send_to_inpaint, [gallery, selected], [tabs, inpaint_editor], **private)
 
 
+def _native_size_or_none(model: str) -> int | None:
+    """A Stable Diffusion model's native size, None where its config cannot be read."""
+    try:  # with the Hub unreachable, only the local cache (no retries against a network that is not there)
+        return sd.native_size(model, local_files_only=hub_unreachable())
+    except Exception:
+        return None
+
+
 def native_size_update(model: str):
     """Width and height sliders set to a Stable Diffusion model's native size when the model changes."""
-    try:  # with the Hub unreachable, only the local cache (no retries against a network that is not there)
-        size = sd.native_size(model, local_files_only=hub_unreachable())
-    except Exception:  # config not reachable: leave the sliders as they are
+    size = _native_size_or_none(model)
+    if size is None:  # config not reachable: leave the sliders as they are
         return gr.update(), gr.update()
     value = sd.slider_size(size)
     width = gr.update(value=value, label=f"Width (native {size})")
     return width, gr.update(value=value, label=f"Height (native {size})")
+
+
+def size_preset_update(model: str, preset: str):
+    """Width and height of a size preset (square, portrait 2:3, landscape 3:2) at the model's native size."""
+    width, height = sd.preset_size(_native_size_or_none(model) or 512, preset)
+    return width, height
 
 
 # Stop must also reach the caller's jobs still waiting in the queue. Gradio's `cancels=` would do that only for the
@@ -779,6 +793,40 @@ def _reference_controls(prefix: str, default: float, maximum: float):
     return clip_image, clip_image_scale
 
 
+EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
+APPLE = os.path.join(EXAMPLES_DIR, "apple.png")
+APPLE_MASK = {"background": APPLE, "layers": [os.path.join(EXAMPLES_DIR, "apple-mask-layer.png")], "composite": APPLE}
+# Rows of each tab's examples, for the bundled emoji models (names they know) and for Hub checkpoints.
+EXAMPLES = {
+    "unconditional": {"bundled": [[25, 1], [25, 7], [50, 12]], "hub": [[50, 1], [50, 7]]},
+    "color_guided": {
+        "bundled": [["#e02020", uncond.DEFAULT_COLOR_SCALE, 3], ["#2060ff", uncond.DEFAULT_COLOR_SCALE, 5]],
+        "hub": [["#e02020", uncond.DEFAULT_COLOR_SCALE, 3], ["#2060ff", uncond.DEFAULT_COLOR_SCALE, 5]],
+    },
+    "clip_guided": {
+        "bundled": [["red heart", uncond.DEFAULT_CLIP_SCALE, 1], ["grinning face", uncond.DEFAULT_CLIP_SCALE, 2]],
+        "hub": [["a smiling face with red hair", uncond.DEFAULT_CLIP_SCALE, 1]],
+    },
+    "txt2img": {
+        "bundled": [["red heart", 25, 1], ["grinning face", 25, 2], ["red apple", 25, 3]],
+        "hub": [["a watercolor painting of a fox in the snow", 25, 1], ["a lighthouse at dusk, oil painting", 25, 2]],
+    },
+    "img2img": {
+        "bundled": [[APPLE, "green apple", 0.6, 1]],
+        "hub": [[APPLE, "a glossy red apple, studio photograph", 0.75, 1]],
+    },
+    "inpaint": {"bundled": [[APPLE_MASK, "red apple", 1]], "hub": [[APPLE_MASK, "a green leaf", 1]]},
+}
+
+
+def _examples(tab: str, inputs: list) -> None:
+    """Clickable examples that fill a tab's controls, for the models the page runs with (the bundled emoji models'
+    names when they are the default). Not cached: caching would run every example at start-up."""
+    default = sd.sd_models()[0] if tab in sd.TASKS else uncond_models()[0]
+    rows = EXAMPLES[tab]["bundled" if default == BUNDLED_LABEL else "hub"]
+    gr.Examples(rows, inputs, label="Examples (click to fill the controls)", cache_examples=False)
+
+
 def _sweep_controls(tab: str):
     """A tab's "Sweep" section: the parameter to vary, its values, optional seeds, and the button."""
     with gr.Accordion("Sweep: compare values side by side", open=False):
@@ -889,6 +937,7 @@ def build_demo() -> gr.Blocks:
                     with gr.Column():
                         controls = _sampling_controls("uncond", page)
                         sweep_controls = _sweep_controls("unconditional")
+                        _examples("unconditional", [controls["steps"], controls["seed"]])
                     with gr.Column():
                         tab_outputs = _outputs("uncond", page)
                 inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed", "eta")]
@@ -911,6 +960,7 @@ def build_demo() -> gr.Blocks:
                             )
                         compare, method = _guidance_options("color")
                         sweep_controls = _sweep_controls("color_guided")
+                        _examples("color_guided", [color, color_scale, controls["seed"]])
                     with gr.Column():
                         tab_outputs = _outputs("color", page)
                 inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed")]
@@ -943,6 +993,7 @@ def build_demo() -> gr.Blocks:
                         reference = _reference_controls("clip", uncond.DEFAULT_CLIP_SCALE, uncond.MAX_CLIP_SCALE)
                         compare, method = _guidance_options("clip")
                         sweep_controls = _sweep_controls("clip_guided")
+                        _examples("clip_guided", [prompt, clip_scale, controls["seed"]])
                     with gr.Column():
                         tab_outputs = _outputs("clip", page)
                 inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed")]
@@ -963,9 +1014,19 @@ def build_demo() -> gr.Blocks:
                                 Slider(sd.MIN_SIZE, sd.MAX_SIZE, value=sd.slider_size(size), step=8, label=label)
                                 for label in (f"Width (native {size})", f"Height (native {size})")
                             )
+                        with gr.Row():
+                            presets = {
+                                preset: gr.Button(
+                                    f"{preset.title()} ({across}:{down})",
+                                    size="sm",
+                                    elem_id=f"txt2img-size-{preset}",
+                                )
+                                for preset, (across, down) in sd.SIZE_PRESETS.items()
+                            }
                         batch_size, seed = _sd_batch_and_seed("txt2img", page)
                         color_controls = _sd_guidance_controls("txt2img")
                         sweep_controls = _sweep_controls("txt2img")
+                        _examples("txt2img", [prompt, steps, seed])
                     with gr.Column():
                         tab_outputs = _outputs("txt2img", page)
                 inputs = [prompt, negative, scheduler, steps, guidance, width, height, batch_size, seed, sd_model]
@@ -974,6 +1035,14 @@ def build_demo() -> gr.Blocks:
                 _wire_sweep("txt2img", sweep_controls, inputs, *tab_outputs[2:4])
                 tab_inputs["txt2img"] = inputs
                 sd_model.change(native_size_update, sd_model, [width, height], api_visibility="private")
+                for preset, button in presets.items():
+                    button.click(
+                        functools.partial(size_preset_update, preset=preset),
+                        sd_model,
+                        [width, height],
+                        api_visibility="private",
+                        concurrency_limit=None,
+                    )
 
             with gr.Tab(TAB_LABELS["img2img"], id="img2img"):
                 with gr.Row():
@@ -990,6 +1059,7 @@ def build_demo() -> gr.Blocks:
                         batch_size, seed = _sd_batch_and_seed("img2img", page)
                         color_controls = _sd_guidance_controls("img2img")
                         sweep_controls = _sweep_controls("img2img")
+                        _examples("img2img", [image, prompt, strength, seed])
                     with gr.Column():
                         tab_outputs = _outputs("img2img", page)
                 inputs = [image, prompt, negative, scheduler, steps, guidance, strength, batch_size, seed, sd_model]
@@ -1021,6 +1091,7 @@ def build_demo() -> gr.Blocks:
                         color_controls = _sd_guidance_controls("inpaint")
                         outpaint = _outpaint_controls()
                         sweep_controls = _sweep_controls("inpaint")
+                        _examples("inpaint", [editor, prompt, seed])
                         with gr.Accordion("Image and mask sent to the model", open=False), gr.Row():
                             plain_image = Image(
                                 type="pil", image_mode=None, format="png", label="Image", interactive=False

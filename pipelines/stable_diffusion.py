@@ -353,6 +353,17 @@ def default_size(model: str | None = None) -> int:
         return 512
 
 
+SIZE_PRESETS = {"square": (1, 1), "portrait": (2, 3), "landscape": (3, 2)}
+
+
+def preset_size(native: int, preset: str) -> tuple[int, int]:
+    """(width, height) of a size preset at a model's native size: the short side native, the long side 1.5x for
+    portrait and landscape (2:3, 3:2), each a multiple of 8 within the sliders' range."""
+    across, down = SIZE_PRESETS[choice("preset", preset, SIZE_PRESETS)]
+    short = slider_size(native)
+    return slider_size(short * across // min(across, down)), slider_size(short * down // min(across, down))
+
+
 def prompt_warnings(tokenizer, prompt: str, name: str) -> list[str]:
     """A warning when `prompt` has more tokens than the text encoder takes (it is then truncated)."""
     if not prompt:

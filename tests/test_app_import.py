@@ -3,7 +3,17 @@
 import subprocess
 import sys
 
-ENDPOINTS = ["clip_guided", "color_guided", "img2img", "inpaint", "read_parameters", "stop", "txt2img", "unconditional"]
+ENDPOINTS = [
+    "clip_guided",
+    "color_guided",
+    "img2img",
+    "inpaint",
+    "read_parameters",
+    "stop",
+    "sweep",
+    "txt2img",
+    "unconditional",
+]
 SCRIPT = """
 import torch
 def forbidden(*args, **kwargs):

@@ -324,3 +324,18 @@ def test_inpainting_reference_guidance_keeps_every_pixel_outside_the_mask(config
     guided = run("inpaint", image=image, mask=mask, mask_blur=0, clip_image=reference, clip_image_scale=4.0, cuts=2)
     outside = np.asarray(mask) == 0
     np.testing.assert_array_equal(np.asarray(guided.images[0])[outside], np.asarray(image)[outside])
+
+
+@pytest.mark.parametrize(
+    "native, preset, size",
+    [
+        (512, "square", (512, 512)),
+        (512, "portrait", (512, 768)),
+        (512, "landscape", (768, 512)),
+        (64, "portrait", (64, 96)),
+        (32, "landscape", (96, 64)),
+        (768, "portrait", (768, 1024)),
+    ],
+)
+def test_size_presets_keep_the_native_short_side_at_two_to_three(native, preset, size):
+    assert sd.preset_size(native, preset) == size
