@@ -8,7 +8,7 @@ import inspect
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import gradio as gr
 import PIL.Image
@@ -25,9 +25,9 @@ from pipelines.gpu import on_zero_gpu, simulating
 from pipelines.images import MAX_OUTPAINT, mask_from_editor
 from pipelines.infotext import decoder_choice, pixel_task, request_values
 from pipelines.jobs import STOP_FLAGS, JobFailed, Preview, StepDone
-from pipelines.outputs import image_parameters, save_png
+from pipelines.outputs import image_parameters, save_png, zip_outputs
 from pipelines.sweep import MAX_CELLS, SWEEPABLE, plan_sweep, sweep_grid, value_label
-from pipelines.validation import resolve_seed
+from pipelines.validation import number, resolve_seed
 from ui_components import Dropdown, Image, Number, Radio, Slider, Textbox, name_inputs
 
 logger = logging.getLogger("studio")
@@ -123,11 +123,40 @@ def _warn(warnings: list[str]) -> None:
         gr.Warning(warning)
 
 
-def _run(generate_steps, validate, job, previews: bool, request: gr.Request | None, progress: gr.Progress):
-    """Run one generation job and stream it to the gallery and the info panel: previews of the predicted images
-    while it samples (with `previews`), then the final PNGs with their parameters.
+def _batches(validate, job, batch_count) -> list:
+    """The checked jobs of `batch_count` batches in a row, seeds continuing (batch k starts at seed + k x batch
+    size), all validated before the first runs."""
+    count = number("batch_count", batch_count, int, 1, MAX_BATCH_COUNT, label="Batch count")
+    first = validate(job)
+    return [first] + [validate(replace(first, seed=first.seed + index * first.batch_size)) for index in range(1, count)]
 
-    The job is validated here, before any GPU is asked for; `generate_steps` (a `@gpu` generator: on ZeroGPU it runs
+
+def _gallery(result) -> list:
+    """A result's final gallery items: each PNG (with its parameters) and its caption."""
+    stopped = _stopped_note(result.info)
+    return [
+        (
+            save_png(image, parameters),
+            f"{parameters['kind']} · seed {parameters['seed']}" + (f" · {stopped}" * bool(stopped)),
+        )
+        for image, parameters in zip(result.images, result.image_parameters)
+    ]
+
+
+def _run(
+    generate_steps,
+    validate,
+    job,
+    previews: bool,
+    request: gr.Request | None,
+    progress: gr.Progress,
+    batch_count: int = 1,
+):
+    """Run a generation job (`batch_count` batches of it, seeds continuing) and stream it to the gallery and the info
+    panel: previews of the predicted images while it samples (with `previews`), then the final PNGs with their
+    parameters, the finished batches' images staying in view as the next one samples.
+
+    Jobs are validated here, before any GPU is asked for; `generate_steps` (a `@gpu` generator: on ZeroGPU it runs
     in a forked worker) gets only picklable arguments and yields progress and previews, then the result or a
     failure."""
     if _stopped_while_queued():
@@ -135,18 +164,49 @@ def _run(generate_steps, validate, job, previews: bool, request: gr.Request | No
         yield [], {"interrupted": True, "stopped_after_step": 0, "stopped_while_queued": True}
         return
     with _job_token(request) as token:
-        job = _validated(validate, job)
-        result = yield from _stream(generate_steps, job, token, previews, progress)
-    _warn(result.info.get("warnings", []))
-    stopped = _stopped_note(result.info)
-    gallery = [
-        (
-            save_png(image, parameters),
-            f"{parameters['kind']} · seed {parameters['seed']}" + (f" · {stopped}" * bool(stopped)),
-        )
-        for image, parameters in zip(result.images, result.image_parameters)
-    ]
-    yield gallery, result.info
+        jobs = _validated(lambda first: _batches(validate, first, batch_count), job)
+        gallery, infos = [], []
+        for index, job in enumerate(jobs):
+            desc = "Sampling" if len(jobs) == 1 else f"Batch {index + 1} of {len(jobs)}"
+            stream = _stream(generate_steps, job, token, previews, progress, desc)
+            result = yield from _shown_after(gallery, stream)
+            _warn(result.info.get("warnings", []))
+            gallery += _gallery(result)
+            infos.append(result.info)
+            if len(jobs) > 1 and index + 1 < len(jobs) and not result.info.get("interrupted"):
+                yield gallery, result.info
+            if result.info.get("interrupted"):
+                break
+    yield gallery, _batches_info(infos)
+
+
+def _shown_after(gallery: list, stream):
+    """`stream`'s (gallery, info) previews, shown after the images of the batches already finished; returns what
+    `stream` returns (closing this generator closes `stream`, which stops its job)."""
+    try:
+        while True:
+            try:
+                items, info = next(stream)
+            except StopIteration as stop:
+                return stop.value
+            yield gallery + items, info
+    finally:
+        stream.close()
+
+
+def _batches_info(infos: list[dict]) -> dict:
+    """The info panel of a run: its one batch's info, or for several batches the first's with every seed, the
+    batch count and the summed time."""
+    if len(infos) == 1:
+        return infos[0]
+    merged = dict(infos[0])
+    merged.update(
+        seeds=[seed for info in infos for seed in info["seeds"]],
+        batch_count=len(infos),
+        interrupted=any(info.get("interrupted") for info in infos),
+        elapsed_seconds=round(sum(info.get("elapsed_seconds", 0) for info in infos), 3),
+    )
+    return merged
 
 
 def _preview_info(event: Preview) -> dict:
@@ -154,7 +214,9 @@ def _preview_info(event: Preview) -> dict:
     return {"preview": True, "step": event.done, "total_steps": event.total}
 
 
-HANDLER_ONLY = ("previews", "request", "progress")  # handler arguments that are not generation parameters
+# Handler arguments that are not one generation's parameters.
+HANDLER_ONLY = ("batch_count", "previews", "request", "progress")
+MAX_BATCH_COUNT = 8
 
 
 def _sampling_request(arguments: dict) -> uncond.SamplingRequest:
@@ -170,12 +232,14 @@ def unconditional(
     batch_size: int,
     seed: int,
     eta: float = uncond.DEFAULT_ETA,
+    batch_count: int = 1,
     previews: bool = True,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
     """Sample images from an unconditional diffusion model."""
-    yield from _run(uncond.generate_steps, uncond.validate, _sampling_request(locals()), previews, request, progress)
+    job = _sampling_request(locals())
+    yield from _run(uncond.generate_steps, uncond.validate, job, previews, request, progress, batch_count)
 
 
 def color_guided(
@@ -189,12 +253,14 @@ def color_guided(
     compare: bool = False,
     eta: float = uncond.DEFAULT_ETA,
     gradient_method: str = "x0",
+    batch_count: int = 1,
     previews: bool = True,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
     """Sample images pulled toward a color by a loss on the predicted clean image."""
-    yield from _run(uncond.generate_steps, uncond.validate, _sampling_request(locals()), previews, request, progress)
+    job = _sampling_request(locals())
+    yield from _run(uncond.generate_steps, uncond.validate, job, previews, request, progress, batch_count)
 
 
 def clip_guided(
@@ -213,13 +279,15 @@ def clip_guided(
     gradient_method: str = "x0",
     clip_image=None,
     clip_image_scale: float = 0.0,
+    batch_count: int = 1,
     previews: bool = True,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
     """Sample images pulled by CLIP toward a text prompt and/or a reference picture (clip_image, clip_image_scale),
     optionally toward a color at the same time."""
-    yield from _run(uncond.generate_steps, uncond.validate, _sampling_request(locals()), previews, request, progress)
+    job = _sampling_request(locals())
+    yield from _run(uncond.generate_steps, uncond.validate, job, previews, request, progress, batch_count)
 
 
 def _sd_request(task: str, arguments: dict) -> sd.SDRequest:
@@ -247,6 +315,7 @@ def txt2img(
     cuts: int = 4,
     clip_image=None,
     clip_image_scale: float = 0.0,
+    batch_count: int = 1,
     previews: bool = True,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
@@ -254,7 +323,7 @@ def txt2img(
     """Stable Diffusion text to image; optional color and CLIP guidance toward a text and/or a reference picture
     (color_scale, clip_scale, clip_image_scale above 0)."""
     job = _sd_request("txt2img", locals())
-    yield from _run(sd.generate_sd_steps, sd.validate_sd, job, previews, request, progress)
+    yield from _run(sd.generate_sd_steps, sd.validate_sd, job, previews, request, progress, batch_count)
 
 
 def img2img(
@@ -276,6 +345,7 @@ def img2img(
     cuts: int = 4,
     clip_image=None,
     clip_image_scale: float = 0.0,
+    batch_count: int = 1,
     previews: bool = True,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
@@ -283,7 +353,7 @@ def img2img(
     """Stable Diffusion image to image; optional color and CLIP guidance toward a text and/or a reference picture
     (color_scale, clip_scale, clip_image_scale above 0)."""
     job = _sd_request("img2img", locals())
-    yield from _run(sd.generate_sd_steps, sd.validate_sd, job, previews, request, progress)
+    yield from _run(sd.generate_sd_steps, sd.validate_sd, job, previews, request, progress, batch_count)
 
 
 def inpaint(
@@ -311,6 +381,7 @@ def inpaint(
     outpaint_right: int = 0,
     outpaint_top: int = 0,
     outpaint_bottom: int = 0,
+    batch_count: int = 1,
     previews: bool = True,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
@@ -321,7 +392,7 @@ def inpaint(
     area is pre-filled from the edge colors plus noise and repainted (the mask is then optional), and every pixel
     of the original comes back unchanged."""
     job = _sd_request("inpaint", locals())
-    yield from _run(sd.generate_sd_steps, sd.validate_sd, job, previews, request, progress)
+    yield from _run(sd.generate_sd_steps, sd.validate_sd, job, previews, request, progress, batch_count)
 
 
 TAB_HANDLERS = {
@@ -541,6 +612,15 @@ def reuse_seed(gallery: list | None, index: int | None):
     return seed
 
 
+def zip_gallery(gallery: list | None):
+    """Every image of a gallery in one zip, named after the first (`<tab>-<seed>-<words>-<n>-images.zip`)."""
+    paths = [picked_image(gallery, index) for index in range(len(gallery or []))]
+    if not paths:
+        raise gr.Error("Nothing to download: generate an image first", print_exception=False)
+    name = os.path.splitext(os.path.basename(paths[0]))[0] + f"-{len(paths)}-images.zip"
+    return gr.File(value=zip_outputs(paths, name), visible=True)
+
+
 def send_to_img2img(gallery: list | None, index: int | None):
     """The img2img tab selected, the selected (or last) image in its input."""
     path = picked_image(gallery, index)
@@ -666,6 +746,7 @@ def _sampling_controls(prefix: str, page: PageParts) -> dict[str, gr.components.
         )
     with gr.Row():
         controls["batch_size"] = Slider(1, uncond.MAX_BATCH, value=1, step=1, label="Batch size")
+        controls["batch_count"] = _batch_count(prefix)
         controls["seed"] = _seed(prefix, page)
     return controls
 
@@ -682,6 +763,9 @@ def _outputs(prefix: str, page: PageParts):
     with gr.Row():
         to_img2img = gr.Button("Send to img2img", size="sm", elem_id=f"{prefix}-send-img2img")
         to_inpaint = gr.Button("Send to inpainting", size="sm", elem_id=f"{prefix}-send-inpaint")
+        zip_button = gr.Button("Download all (zip)", size="sm", elem_id=f"{prefix}-zip")
+    zip_file = gr.File(label="All images of the gallery", visible=False, elem_id=f"{prefix}-zip-file")
+    zip_button.click(zip_gallery, gallery, zip_file, api_visibility="private", concurrency_limit=None)
     selected = gr.State(None)
     gallery.select(selected_index, None, selected, api_visibility="private", concurrency_limit=None)
     generate_button.click(lambda: None, None, selected, api_visibility="private", concurrency_limit=None)
@@ -728,12 +812,20 @@ def _sd_sampling_controls(prefix: str):
     return scheduler, steps, guidance
 
 
+def _batch_count(prefix: str) -> Slider:
+    """Batches run one after another in one click, seeds continuing."""
+    return Slider(
+        1, MAX_BATCH_COUNT, value=1, step=1, label="Batch count (seeds continue)", elem_id=f"{prefix}-batch-count"
+    )
+
+
 def _sd_batch_and_seed(prefix: str, page: PageParts):
-    """Number of images and seed for the Stable Diffusion tabs."""
+    """Number of images, batch count and seed for the Stable Diffusion tabs."""
     with gr.Row():
         batch_size = Slider(1, sd.MAX_SD_BATCH, value=1, step=1, label="Number of images")
+        batch_count = _batch_count(prefix)
         seed = _seed(prefix, page)
-    return batch_size, seed
+    return batch_size, batch_count, seed
 
 
 def _sd_guidance_controls(prefix: str):
@@ -940,7 +1032,8 @@ def build_demo() -> gr.Blocks:
                         _examples("unconditional", [controls["steps"], controls["seed"]])
                     with gr.Column():
                         tab_outputs = _outputs("uncond", page)
-                inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed", "eta")]
+                keys = ("model", "scheduler", "steps", "batch_size", "seed", "eta", "batch_count")
+                inputs = [controls[key] for key in keys]
                 wired.append(_wire(unconditional, inputs, tab_outputs, "unconditional"))
                 _wire_sweep("unconditional", sweep_controls, inputs, *tab_outputs[2:4])
                 tab_inputs["unconditional"] = inputs
@@ -964,7 +1057,7 @@ def build_demo() -> gr.Blocks:
                     with gr.Column():
                         tab_outputs = _outputs("color", page)
                 inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed")]
-                inputs += [color, color_scale, compare, controls["eta"], method]
+                inputs += [color, color_scale, compare, controls["eta"], method, controls["batch_count"]]
                 wired.append(_wire(color_guided, inputs, tab_outputs, "color_guided"))
                 _wire_sweep("color_guided", sweep_controls, inputs, *tab_outputs[2:4])
                 tab_inputs["color_guided"] = inputs
@@ -998,6 +1091,7 @@ def build_demo() -> gr.Blocks:
                         tab_outputs = _outputs("clip", page)
                 inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed")]
                 inputs += [prompt, clip_scale, cuts, color, color_scale, compare, controls["eta"], method, *reference]
+                inputs.append(controls["batch_count"])
                 wired.append(_wire(clip_guided, inputs, tab_outputs, "clip_guided"))
                 _wire_sweep("clip_guided", sweep_controls, inputs, *tab_outputs[2:4])
                 tab_inputs["clip_guided"] = inputs
@@ -1023,14 +1117,14 @@ def build_demo() -> gr.Blocks:
                                 )
                                 for preset, (across, down) in sd.SIZE_PRESETS.items()
                             }
-                        batch_size, seed = _sd_batch_and_seed("txt2img", page)
+                        batch_size, batch_count, seed = _sd_batch_and_seed("txt2img", page)
                         color_controls = _sd_guidance_controls("txt2img")
                         sweep_controls = _sweep_controls("txt2img")
                         _examples("txt2img", [prompt, steps, seed])
                     with gr.Column():
                         tab_outputs = _outputs("txt2img", page)
                 inputs = [prompt, negative, scheduler, steps, guidance, width, height, batch_size, seed, sd_model]
-                inputs += color_controls
+                inputs += [*color_controls, batch_count]
                 wired.append(_wire(txt2img, inputs, tab_outputs, "txt2img"))
                 _wire_sweep("txt2img", sweep_controls, inputs, *tab_outputs[2:4])
                 tab_inputs["txt2img"] = inputs
@@ -1056,14 +1150,14 @@ def build_demo() -> gr.Blocks:
                             0, 1, value=0.75, step=0.01, label="Strength (0 keeps the input, 1 replaces it)"
                         )
                         scheduler, steps, guidance = _sd_sampling_controls("img2img")
-                        batch_size, seed = _sd_batch_and_seed("img2img", page)
+                        batch_size, batch_count, seed = _sd_batch_and_seed("img2img", page)
                         color_controls = _sd_guidance_controls("img2img")
                         sweep_controls = _sweep_controls("img2img")
                         _examples("img2img", [image, prompt, strength, seed])
                     with gr.Column():
                         tab_outputs = _outputs("img2img", page)
                 inputs = [image, prompt, negative, scheduler, steps, guidance, strength, batch_size, seed, sd_model]
-                inputs += color_controls
+                inputs += [*color_controls, batch_count]
                 wired.append(_wire(img2img, inputs, tab_outputs, "img2img"))
                 _wire_sweep("img2img", sweep_controls, inputs, *tab_outputs[2:4])
                 tab_inputs["img2img"] = inputs
@@ -1087,7 +1181,7 @@ def build_demo() -> gr.Blocks:
                             strength = Slider(0, 1, value=1.0, step=0.01, label="Strength")
                             mask_blur = Slider(0, sd.MAX_MASK_BLUR, value=4, step=1, label="Mask blur (px, inward)")
                         scheduler, steps, guidance = _sd_sampling_controls("inpaint")
-                        batch_size, seed = _sd_batch_and_seed("inpaint", page)
+                        batch_size, batch_count, seed = _sd_batch_and_seed("inpaint", page)
                         color_controls = _sd_guidance_controls("inpaint")
                         outpaint = _outpaint_controls()
                         sweep_controls = _sweep_controls("inpaint")
@@ -1123,6 +1217,7 @@ def build_demo() -> gr.Blocks:
                     sd_model,
                     *color_controls,
                     *outpaint,
+                    batch_count,
                     previews,
                 ]
                 name_inputs(inpaint, inpaint_inputs)

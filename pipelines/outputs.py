@@ -60,7 +60,10 @@ def upscale_for_display(image: Image.Image, min_side: int = DISPLAY_MIN_SIDE) ->
 
 
 _private_output_dir: str | None = None
-OUTPUT_NAME = re.compile(r"[0-9a-f]{32}\.png")  # what save_png writes; nothing else is ever swept
+# What save_png writes: a folder of 32 hex digits holding the PNG under its download name (older versions wrote
+# the PNG itself under such a name); nothing else in the output folder is ever swept.
+OUTPUT_NAME = re.compile(r"[0-9a-f]{32}(\.png)?")
+DOWNLOAD_WORDS = 6  # prompt words in a download's name
 logger = logging.getLogger("studio")
 
 
@@ -89,47 +92,103 @@ def output_max_files() -> int:
     return setting("STUDIO_OUTPUT_MAX_FILES", 500, minimum=16)
 
 
+def _output_entry(entry: os.DirEntry) -> tuple[float, list[str]] | None:
+    """(modified time, files) of one of save_png's outputs in the folder, None for anything else."""
+    if not OUTPUT_NAME.fullmatch(entry.name):
+        return None
+    if entry.name.endswith(".png"):
+        return (
+            (entry.stat(follow_symlinks=False).st_mtime, [entry.path]) if entry.is_file(follow_symlinks=False) else None
+        )
+    if not entry.is_dir(follow_symlinks=False):
+        return None
+    with os.scandir(entry.path) as inside:
+        files = [
+            item for item in inside if item.is_file(follow_symlinks=False) and item.name.endswith((".png", ".zip"))
+        ]
+    if not files:
+        return (entry.stat(follow_symlinks=False).st_mtime, [])
+    return max(item.stat(follow_symlinks=False).st_mtime for item in files), [item.path for item in files]
+
+
 def sweep_outputs(folder: str, max_age: float, now: float | None = None, max_files: int | None = None) -> int:
-    """Delete this app's PNGs (32 hex digits + .png) in `folder` older than `max_age` seconds, then the oldest
-    beyond `max_files` (None: no count limit); return how many were deleted."""
+    """Delete this app's outputs in `folder` (OUTPUT_NAME) older than `max_age` seconds, then the oldest beyond
+    `max_files` (None: no count limit); return how many were deleted."""
     now = time.time() if now is None else now
-    kept: list[tuple[float, str]] = []
+    kept: list[tuple[float, str, list[str]]] = []
     removed = 0
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
-                if not (OUTPUT_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)):
-                    continue
                 try:
-                    modified = entry.stat(follow_symlinks=False).st_mtime
+                    found = _output_entry(entry)
                 except FileNotFoundError:  # another request swept it first
                     continue
-                kept.append((modified, entry.path))
+                if found is not None:
+                    kept.append((found[0], entry.path, found[1]))
         kept.sort()
         excess = max(0, len(kept) - max_files) if max_files is not None else 0
-        for index, (modified, path) in enumerate(kept):
+        for index, (modified, path, files) in enumerate(kept):
             if index < excess or now - modified > max_age:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)
-                    removed += 1
+                for file in files:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(file)
+                if path not in files:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(path)
+                removed += 1
     except OSError as error:  # a sweep that fails must never lose a finished generation
         logger.warning("could not sweep %s: %s", folder, error)
     return removed
 
 
+def download_name(parameters: dict[str, Any]) -> str:
+    """What a PNG is called when downloaded: `<tab>-<seed>-<prompt words>.png` (a sweep's grid starts `sweep-`)."""
+    from pipelines.infotext import pixel_task
+
+    tab = parameters.get("task") or pixel_task(parameters)
+    words = re.findall(r"[a-z0-9]+", str(parameters.get("prompt") or parameters.get("clip_prompt") or "").lower())
+    parts = ["sweep" if parameters.get("kind") == "sweep grid" else "", tab, str(parameters.get("seed", ""))]
+    parts.append("-".join(words[:DOWNLOAD_WORDS])[:60].strip("-"))
+    return "-".join(part for part in parts if part) + ".png"
+
+
+def _new_output(name: str, folder: str | None) -> str:
+    """A fresh path for a file called `name` in its own folder of the output folder, after a sweep of old ones."""
+    folder = folder or output_dir()
+    sweep_outputs(folder, output_max_age(), max_files=output_max_files() - 1)
+    own = os.path.join(folder, uuid.uuid4().hex)
+    os.mkdir(own, 0o700)
+    return os.path.join(own, name)
+
+
 def save_png(image: Image.Image, parameters: dict[str, Any], folder: str | None = None) -> str:
     """Write `image` as PNG with `parameters` in two text chunks, stable-diffusion-webui's `parameters` text and the
-    studio's full JSON; return the path. PNGs older than `output_max_age()`, and the oldest beyond
-    `output_max_files()` less one, are deleted first: the folder stays bounded."""
+    studio's full JSON, named for what it is (`download_name`) in a folder of its own; return the path. Outputs
+    older than `output_max_age()`, and the oldest beyond `output_max_files()` less one, are deleted first: the
+    folder stays bounded."""
     from pipelines.infotext import infotext
 
     info = PngInfo()
     info.add_itxt(INFOTEXT_KEY, infotext(parameters, image.size))  # iTXt: UTF-8, as prompts need
     info.add_text(METADATA_KEY, json.dumps(parameters, sort_keys=True))
-    folder = folder or output_dir()
-    sweep_outputs(folder, output_max_age(), max_files=output_max_files() - 1)
-    path = os.path.join(folder, f"{uuid.uuid4().hex}.png")
+    path = _new_output(download_name(parameters), folder)
     image.save(path, format="PNG", pnginfo=info)
+    return path
+
+
+def zip_outputs(paths: list[str], name: str, folder: str | None = None) -> str:
+    """The files at `paths` in one zip archive called `name` (stored, not compressed: PNGs are); its path. Two
+    files of the same name get a counter."""
+    import zipfile
+
+    path = _new_output(name, folder)
+    seen: dict[str, int] = {}
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for file in paths:
+            base, extension = os.path.splitext(os.path.basename(file))
+            seen[base] = seen.get(base, 0) + 1
+            archive.write(file, base + (f"-{seen[base]}" if seen[base] > 1 else "") + extension)
     return path
 
 

@@ -294,3 +294,15 @@ def test_an_outpainted_inpainting_reproduces_from_its_parameters_and_the_same_pi
     values = {key: value for key, value in read["values"].items() if key in _keywords("inpaint")}
     again, _ = client.predict(**values, **pictures, api_name="/inpaint")
     np.testing.assert_array_equal(pixels(again[0]), output)
+
+
+def test_a_batch_count_runs_batches_in_a_row_with_seeds_continuing(client):
+    fields = dict(prompt="a red heart", steps=3, scheduler="Euler a", batch_size=1)
+    gallery, info = client.predict(**fields, seed=101, batch_count=2, api_name="/txt2img")
+    assert info["batch_count"] == 2 and info["seeds"] == [101, 102]
+    check_pngs(gallery, [101, 102])
+    second, _ = client.predict(**fields, seed=102, api_name="/txt2img")
+    np.testing.assert_array_equal(pixels(gallery[1]), pixels(second[0]))
+    assert gallery[1]["image"].endswith("txt2img-102-a-red-heart.png")
+    with pytest.raises(AppError, match="batch_count must be between 1 and 8, got 9"):
+        client.predict(**fields, seed=1, batch_count=9, api_name="/txt2img")

@@ -1,5 +1,6 @@
 """Several clients at once, and many requests in a row, against `python app.py` on tiny models."""
 
+import glob
 import os
 import threading
 import time
@@ -85,6 +86,6 @@ def test_a_hundred_requests_leave_memory_descriptors_and_the_output_folder_bound
     print(f"100 requests: {elapsed:.1f} s, RSS {rss / 1024:.0f} MB +{grown_kb / 1024:.1f} MB, fds {fds} {fd_change:+d}")
     assert grown_kb < 25 * 1024, grown_kb  # a per-request leak of the smallest image (~250 KB) would show as 25 MB
     assert fd_change <= 4, fd_change
-    pngs = [name for name in os.listdir(outputs) if name.endswith(".png")]
+    pngs = glob.glob(os.path.join(outputs, "*", "*.png"))  # one folder per PNG, named for its download
     assert 0 < len(pngs) <= OUTPUT_MAX_FILES
     assert threading.active_count() < 50

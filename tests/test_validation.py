@@ -155,3 +155,26 @@ def test_erosion_equals_pils_min_filter_and_is_fast():
     started = time.perf_counter()
     eroded_mask(Image.new("L", (1024, 1024), 255), 64)
     assert time.perf_counter() - started < 10  # PIL's MinFilter(129) takes about a minute here
+
+
+def test_downloads_are_named_for_what_they_are_and_zip_together(tmp_path):
+    import zipfile
+
+    from PIL import Image
+
+    from pipelines.outputs import read_parameters, save_png, zip_outputs
+
+    prompt = "A red Heart, glossy! 3D render of love"
+    made = save_png(Image.new("RGB", (8, 8)), {"task": "txt2img", "seed": 42, "prompt": prompt}, folder=str(tmp_path))
+    assert os.path.basename(made) == "txt2img-42-a-red-heart-glossy-3d-render.png"
+    assert read_parameters(made)["prompt"] == prompt
+    guided = save_png(Image.new("RGB", (8, 8)), {"seed": 7, "color_scale": 0.5}, folder=str(tmp_path))
+    twin = save_png(Image.new("RGB", (8, 8)), {"seed": 7, "color_scale": 0.5}, folder=str(tmp_path))
+    assert os.path.basename(guided) == os.path.basename(twin) == "color_guided-7.png" and guided != twin
+    archive = zip_outputs([made, guided, twin], "all.zip", folder=str(tmp_path))
+    with zipfile.ZipFile(archive) as opened:
+        assert opened.namelist() == [
+            "txt2img-42-a-red-heart-glossy-3d-render.png",
+            "color_guided-7.png",
+            "color_guided-7-2.png",
+        ]
