@@ -1,0 +1,176 @@
+"""Sweeps: the /sweep endpoint (one parameter over values and seeds, each cell a single request) and each tab's
+Sweep section."""
+
+from __future__ import annotations
+
+import inspect
+
+import gradio as gr
+
+from pipelines import stable_diffusion as sd
+from pipelines import unconditional as uncond
+from pipelines.outputs import save_png
+from pipelines.sweep import MAX_CELLS, SWEEPABLE, plan_sweep, sweep_grid, value_label
+from pipelines.validation import resolve_seed
+from ui.controls import TAB_LABELS
+from ui.handlers import clip_guided, color_guided, img2img, inpaint, txt2img, unconditional
+from ui.jobs import (
+    GPU_QUEUE,
+    HANDLER_ONLY,
+    job_token,
+    refused,
+    stopped_note,
+    stopped_while_queued,
+    stream_events,
+    validated,
+    warn,
+)
+from ui_components import Dropdown, Image, Textbox, name_inputs
+
+TAB_HANDLERS = {
+    "unconditional": unconditional,
+    "color_guided": color_guided,
+    "clip_guided": clip_guided,
+    "txt2img": txt2img,
+    "img2img": img2img,
+    "inpaint": inpaint,
+}
+
+
+def tab_job(tab: str, fields: dict):
+    """(generate_steps, validate, job) of one request to `tab`'s endpoint with keyword `fields`."""
+    if tab in sd.TASKS:
+        return sd.generate_sd_steps, sd.validate_sd, sd.SDRequest(task=tab, **fields)
+    return uncond.generate_steps, uncond.validate, uncond.SamplingRequest(**fields)
+
+
+def tab_settings(tab: str, settings: dict | None, pictures: dict) -> dict:
+    """A tab's keyword values for a sweep: the endpoint's defaults, then `settings`, then the pictures given; an
+    unknown keyword is refused by name."""
+    parameters = inspect.signature(TAB_HANDLERS[tab]).parameters
+    keywords = [name for name in parameters if name not in HANDLER_ONLY]
+    if settings is not None and not isinstance(settings, dict):
+        raise ValueError(f"settings must be a dict of {tab} keyword values, got {type(settings).__name__}")
+    unknown = sorted(set(settings or {}) - set(keywords) - set(HANDLER_ONLY))
+    if unknown:
+        raise ValueError(
+            f"settings: {', '.join(map(repr, unknown))} is not a keyword of /{tab} ({', '.join(keywords)})"
+        )
+    fields = {name: parameters[name].default for name in keywords if parameters[name].default is not inspect._empty}
+    fields.update({key: value for key, value in (settings or {}).items() if key in keywords})
+    fields.update({key: value for key, value in pictures.items() if key in keywords and value is not None})
+    fields["compare"] = False  # one image per cell
+    return {key: value for key, value in fields.items() if key in keywords}
+
+
+def sweep(
+    tab: str,
+    parameter: str,
+    values: str,
+    seeds: str = "",
+    settings: dict | None = None,
+    image=None,
+    mask=None,
+    clip_image=None,
+    request: gr.Request = None,
+    progress: gr.Progress = gr.Progress(),
+):
+    """Compare settings side by side: `parameter` of `tab` ("txt2img", "color_guided", ...) over `values` ("3, 7.5,
+    12"), optionally over `seeds` ("1, 2") as rows; `settings` holds the tab's other keyword values (the endpoint's
+    defaults otherwise), `image`, `mask`, `clip_image` its pictures. At most 16 cells, each one image made exactly
+    as a single request with its settings and seed would make it; returns the labelled grid, then the cells."""
+    if stopped_while_queued():
+        gr.Info("Stopped before it started")
+        yield [], {"interrupted": True, "stopped_after_step": 0, "stopped_while_queued": True}
+        return
+    with job_token(request) as token:
+        try:
+            if tab not in TAB_HANDLERS:
+                raise ValueError(f"tab {tab!r} is not one of {', '.join(TAB_HANDLERS)}")
+            fields = tab_settings(tab, settings, {"image": image, "mask": mask, "clip_image": clip_image})
+            seed = resolve_seed(fields.get("seed", -1), 1)
+            plan = plan_sweep(tab, parameter, values, seeds, seed)
+        except ValueError as error:
+            raise refused(str(error)) from None
+        jobs = []
+        for cell in plan.cells():
+            generate_steps, validate, job = tab_job(tab, {**fields, **cell})
+            jobs.append(validated(validate, job))  # every cell checked before any runs
+        results = []
+        for index, job in enumerate(jobs):
+            desc = f"Sweep cell {index + 1} of {len(jobs)}"
+            result = yield from stream_events(generate_steps, job, token, False, progress, desc)
+            results.append(result)
+            if result.info.get("interrupted"):
+                break
+    warn([warning for result in results for warning in result.info.get("warnings", [])])
+    stopped = stopped_note(results[-1].info)
+    record = {"tab": tab, "parameter": parameter, "values": list(plan.values), "seeds": list(plan.seeds)}
+    cells = [(result.images[0], result.image_parameters[0]) for result in results]
+    title = f"{TAB_LABELS[tab]}: {parameter} sweep" + (f" · {fields['prompt']}" if fields.get("prompt") else "")
+    grid = sweep_grid([image for image, _ in cells], plan, title)
+    gallery = [(save_png(grid, {**cells[0][1], "kind": "sweep grid", "sweep": record}), "sweep grid")]
+    for (image, parameters), cell in zip(cells, plan.cells()):
+        caption = f"{parameter} {value_label(cell[parameter])} · seed {cell['seed']}"
+        gallery.append((save_png(image, parameters), caption + (f" · {stopped}" * bool(stopped))))
+    info = {"sweep": record, "interrupted": bool(stopped), "cells": [result.info for result in results]}
+    yield gallery, info
+
+
+def sweep_controls(tab: str):
+    """A tab's "Sweep" section: the parameter to vary, its values, optional seeds, and the button."""
+    with gr.Accordion("Sweep: compare values side by side", open=False):
+        parameter = Dropdown(
+            list(SWEEPABLE[tab]), value=SWEEPABLE[tab][0], label="Parameter", elem_id=f"{tab}-sweep-parameter"
+        )
+        with gr.Row():
+            values = Textbox("", label="Values (columns)", placeholder="0, 0.5, 1, 2", elem_id=f"{tab}-sweep-values")
+            seeds = Textbox("", label="Seeds (rows; empty: the seed above)", placeholder="1, 2, 3")
+        button = gr.Button(f"Run sweep (at most {MAX_CELLS} images)", elem_id=f"{tab}-sweep")
+    return parameter, values, seeds, button
+
+
+def wire_sweep(tab: str, controls, inputs: list, gallery, info, first=None) -> None:
+    """Run a tab's sweep with its current controls: their values gathered by API keyword (`first`, if given, is
+    the event that must run before, as inpainting's editor split), then the same /sweep code as the API."""
+    parameter, values, seeds, button = controls
+    settings_inputs = [component for component in inputs if not isinstance(component, gr.Image)]
+    keywords = [component.api_keyword for component in settings_inputs]
+    pictures = {component.api_keyword: component for component in inputs if isinstance(component, gr.Image)}
+    settings, none = gr.State(), gr.State(None)
+    listen = first(button).then if first else button.click
+    gathered = listen(
+        lambda *values: dict(zip(keywords, values)),
+        settings_inputs,
+        settings,
+        api_visibility="private",
+        concurrency_limit=None,
+    )
+    sweep_inputs = [gr.State(tab), parameter, values, seeds, settings]
+    sweep_inputs += [pictures.get(name, none) for name in ("image", "mask", "clip_image")]
+    gathered.then(
+        sweep,
+        sweep_inputs,
+        [gallery, info],
+        api_name=f"{tab}_sweep",  # private; without a name of its own it would take "sweep" from the public one
+        api_visibility="private",
+        concurrency_id=GPU_QUEUE,
+        concurrency_limit=1,
+    )
+
+
+def sweep_endpoint() -> gr.Button:
+    """The /sweep API endpoint, on hidden components (the tabs' own Sweep sections call the same function)."""
+    with gr.Column(visible=False):
+        inputs = [
+            Textbox("txt2img"),
+            Textbox(""),
+            Textbox(""),
+            Textbox(""),
+            gr.JSON(None),
+            *(Image(type="pil", image_mode=None, format="png") for _ in range(3)),
+        ]
+        gallery, info, button = gr.Gallery(format="png"), gr.JSON(), gr.Button()
+    name_inputs(sweep, inputs)
+    button.click(sweep, inputs, [gallery, info], api_name="sweep", concurrency_id=GPU_QUEUE, concurrency_limit=1)
+    return button
