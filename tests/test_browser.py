@@ -179,7 +179,7 @@ def test_stop_shows_the_current_images_and_the_step_it_stopped_at(page, tmp_path
     previews.check()
 
 
-def test_ctrl_enter_generates_reuse_seed_fills_the_box_and_png_info_sends_it_all_back(page, tmp_path):
+def test_ctrl_enter_generates_reuse_seed_zip_send_to_and_png_info_sends_it_all_back(page, tmp_path):
     from playwright.sync_api import expect
 
     page.get_by_role("tab", name="txt2img").click()
@@ -196,6 +196,12 @@ def test_ctrl_enter_generates_reuse_seed_fills_the_box_and_png_info_sends_it_all
     expect(seed).to_have_value("-1")
     page.locator("#txt2img-reuse-seed").click()
     expect(seed).to_have_value(str(parameters["seed"]), timeout=10_000)
+    page.locator("#txt2img-zip").click()
+    zip_name = f"txt2img-{parameters['seed']}-a-red-heart-1-images"  # the page shows ".zip" apart
+    expect(page.locator("#txt2img-zip-file")).to_contain_text(zip_name, timeout=10_000)
+    page.locator("#txt2img-send-img2img").click()
+    expect(page.locator("#img2img-image img").first).to_be_visible(timeout=10_000)  # the img2img tab, with the image
+    page.get_by_role("tab", name="txt2img").click()
 
     with urllib.request.urlopen(image.get_attribute("src")) as response:
         (tmp_path / "made.png").write_bytes(response.read())

@@ -73,6 +73,10 @@ def test_every_key_the_studio_writes_it_reads_back():
         2.0,
         6,
     )
+    inpainting = {"task": "inpaint", "prompt": "a hat", "steps": 20, "seed": 3, "strength": 0.8, "mask_blur": 6}
+    inpainting |= {"outpaint_left": 16, "outpaint_right": 0, "outpaint_top": 8, "outpaint_bottom": 24}
+    tab, values, _ = request_values(parse_infotext(infotext(inpainting, (96, 96))))
+    assert tab == "inpaint" and all(values[key] == value for key, value in inpainting.items() if key != "task")
     pixel = {"model": "emoji", "scheduler": "DDIM", "steps": 9, "eta": 0.5, "seed": 2, "prompt": "frog"}
     pixel |= {"clip_scale": 3.0, "cuts": 4, "gradient_method": "unet", "color": "#ff8800", "color_scale": 0.5}
     tab, values, _ = request_values(parse_infotext(infotext(pixel, (32, 32))))

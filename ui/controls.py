@@ -92,7 +92,13 @@ def outputs(prefix: str, page: PageParts):
         generate_button = gr.Button("Generate", variant="primary", elem_id=f"{prefix}-generate")
         stop_button = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop")
     gallery = gr.Gallery(
-        label="Images (PNG with parameters)", format="png", columns=4, height=520, elem_id=f"{prefix}-gallery"
+        label="Images (PNG with parameters)",
+        format="png",
+        columns=4,
+        height=520,
+        object_fit="contain",  # a sweep's grid is wide: shown whole
+        interactive=False,  # an output: the Send-to and zip buttons read it, which would make it an upload box
+        elem_id=f"{prefix}-gallery",
     )
     with gr.Row():
         to_img2img = gr.Button("Send to img2img", size="sm", elem_id=f"{prefix}-send-img2img")

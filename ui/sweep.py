@@ -56,7 +56,9 @@ def tab_settings(tab: str, settings: dict | None, pictures: dict) -> dict:
         raise ValueError(
             f"settings: {', '.join(map(repr, unknown))} is not a keyword of /{tab} ({', '.join(keywords)})"
         )
-    fields = {name: parameters[name].default for name in keywords if parameters[name].default is not inspect._empty}
+    fields = {
+        name: parameters[name].default for name in keywords if parameters[name].default is not inspect.Parameter.empty
+    }
     fields.update({key: value for key, value in (settings or {}).items() if key in keywords})
     fields.update({key: value for key, value in pictures.items() if key in keywords and value is not None})
     fields["compare"] = False  # one image per cell
