@@ -167,14 +167,20 @@ def save_png(image: Image.Image, parameters: dict[str, Any], folder: str | None 
     studio's full JSON, named for what it is (`download_name`) in a folder of its own; return the path. Outputs
     older than `output_max_age()`, and the oldest beyond `output_max_files()` less one, are deleted first: the
     folder stays bounded."""
+    path = _new_output(download_name(parameters), folder)
+    write_png(image, parameters, path)
+    return path
+
+
+def write_png(image: Image.Image, parameters: dict[str, Any], path: str) -> None:
+    """Write `image` at `path` as PNG with `parameters` in stable-diffusion-webui's `parameters` text (iTXt: UTF-8,
+    as prompts need) and in the studio's JSON."""
     from pipelines.infotext import infotext
 
     info = PngInfo()
-    info.add_itxt(INFOTEXT_KEY, infotext(parameters, image.size))  # iTXt: UTF-8, as prompts need
+    info.add_itxt(INFOTEXT_KEY, infotext(parameters, image.size))
     info.add_text(METADATA_KEY, json.dumps(parameters, sort_keys=True))
-    path = _new_output(download_name(parameters), folder)
     image.save(path, format="PNG", pnginfo=info)
-    return path
 
 
 def zip_outputs(paths: list[str], name: str, folder: str | None = None) -> str:

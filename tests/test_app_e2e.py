@@ -1,6 +1,7 @@
 """End to end: `python app.py` with tiny models, called through gradio_client like a user's script."""
 
 import time
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -306,3 +307,51 @@ def test_a_batch_count_runs_batches_in_a_row_with_seeds_continuing(client):
     assert gallery[1]["image"].endswith("txt2img-102-a-red-heart.png")
     with pytest.raises(AppError, match="batch_count must be between 1 and 8, got 9"):
         client.predict(**fields, seed=1, batch_count=9, api_name="/txt2img")
+
+
+def test_the_batch_command_makes_what_the_api_makes_reports_a_bad_line_and_resumes(
+    client, configured, tmp_path, capsys
+):
+    import batch
+
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text(
+        '--prompt a red heart --negative_prompt blurry --steps 3 --cfg_scale 7 --seed 5 --sampler_name "Euler a"'
+        " --restore_faces true\n"
+        "# a comment, then a blank line\n\n"
+        f"--tab color_guided --model {configured['unet']} --steps 3 --seed 6 --color #00ff00 --scheduler DDPM\n"
+        "--prompt a cat --steps lots\n"
+    )
+    out = tmp_path / "out"
+    assert batch.main(["--file", str(jobs), "--out", str(out)]) == 1
+    report = capsys.readouterr()
+    assert "line 5: --steps must be a number, got 'lots'" in report.err
+    assert "line 1: ignored (not offered here): --restore_faces" in report.err
+    assert "3 jobs: 2 made (2 images" in report.out and "1 bad or failed" in report.out
+    made = out / "txt2img-5-a-red-heart.png"
+    same, _ = client.predict(
+        prompt="a red heart",
+        negative_prompt="blurry",
+        steps=3,
+        guidance_scale=7,
+        seed=5,
+        scheduler="Euler a",
+        api_name="/txt2img",
+    )
+    np.testing.assert_array_equal(np.asarray(Image.open(made)), pixels(same[0]))
+    assert read_parameters(str(made)) == read_parameters(same[0]["image"]) | {"elapsed_seconds": ANY}
+    guided = out / "color_guided-6.png"
+    same, _ = client.predict(
+        model=configured["unet"],
+        steps=3,
+        seed=6,
+        color="#00ff00",
+        color_scale=0.75,
+        scheduler="DDPM",
+        api_name="/color_guided",
+    )
+    np.testing.assert_array_equal(np.asarray(Image.open(guided)), pixels(same[0]))
+    modified = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    assert batch.main(["--file", str(jobs), "--out", str(out)]) == 1  # the bad line is still bad
+    assert "2 skipped" in capsys.readouterr().out
+    assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == modified  # no work done

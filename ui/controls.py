@@ -10,10 +10,11 @@ import PIL.Image
 
 from pipelines import stable_diffusion as sd
 from pipelines import unconditional as uncond
+from pipelines.batches import MAX_BATCH_COUNT
 from pipelines.bundled import BUNDLED_LABEL
 from pipelines.config import uncond_models
 from pipelines.outputs import image_parameters, zip_outputs
-from ui.jobs import GPU_QUEUE, MAX_BATCH_COUNT
+from ui.jobs import GPU_QUEUE
 from ui_components import Dropdown, Image, Number, Radio, Slider, Textbox, name_inputs
 
 GRADIENT_LABELS = [

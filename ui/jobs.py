@@ -6,14 +6,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import replace
 
 import gradio as gr
 
+from pipelines.batches import batch_requests
 from pipelines.cache import ModelUnavailableError
 from pipelines.jobs import STOP_FLAGS, JobFailed, Preview, StepDone
 from pipelines.outputs import save_png
-from pipelines.validation import number
 
 logger = logging.getLogger("studio")
 
@@ -26,9 +25,6 @@ GPU_QUEUE = "gpu"  # every generating event shares one queue slot: one job on th
 
 # Handler arguments that are not one generation's parameters.
 HANDLER_ONLY = ("batch_count", "previews", "request", "progress")
-
-
-MAX_BATCH_COUNT = 8
 
 
 def session_of(request: gr.Request | None) -> str:
@@ -108,14 +104,6 @@ def warn(warnings: list[str]) -> None:
         gr.Warning(warning)
 
 
-def batch_jobs(validate, job, batch_count) -> list:
-    """The checked jobs of `batch_count` batches in a row, seeds continuing (batch k starts at seed + k x batch
-    size), all validated before the first runs."""
-    count = number("batch_count", batch_count, int, 1, MAX_BATCH_COUNT, label="Batch count")
-    first = validate(job)
-    return [first] + [validate(replace(first, seed=first.seed + index * first.batch_size)) for index in range(1, count)]
-
-
 def final_gallery(result) -> list:
     """A result's final gallery items: each PNG (with its parameters) and its caption."""
     stopped = stopped_note(result.info)
@@ -149,7 +137,7 @@ def run_job(
         yield [], {"interrupted": True, "stopped_after_step": 0, "stopped_while_queued": True}
         return
     with job_token(request) as token:
-        jobs = validated(lambda first: batch_jobs(validate, first, batch_count), job)
+        jobs = validated(lambda first: batch_requests(validate, first, batch_count), job)
         gallery, infos = [], []
         for index, job in enumerate(jobs):
             desc = "Sampling" if len(jobs) == 1 else f"Batch {index + 1} of {len(jobs)}"

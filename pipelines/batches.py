@@ -1,0 +1,18 @@
+"""Batch count: several batches of one request in a row, seeds continuing (the app's and the batch command's)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from pipelines.validation import number
+
+MAX_BATCH_COUNT = 8
+
+
+def batch_requests(validate: Callable, request, batch_count) -> list:
+    """The checked requests of `batch_count` batches in a row, seeds continuing (batch k starts at seed + k x batch
+    size), all validated before the first runs."""
+    count = number("batch_count", batch_count, int, 1, MAX_BATCH_COUNT, label="Batch count")
+    first = validate(request)
+    return [first] + [validate(replace(first, seed=first.seed + index * first.batch_size)) for index in range(1, count)]
