@@ -35,3 +35,19 @@ def test_import_is_side_effect_free(configured, monkeypatch):
     assert MODELS.load_count == loads
     names = sorted(d.api_name for d in app.demo.fns.values() if d.api_name and d.api_visibility == "public")
     assert names == ENDPOINTS
+
+
+def test_every_argument_of_every_generation_endpoint_is_described():
+    """What view_api and an MCP client read of each endpoint: a summary, and one line per argument saying what it
+    does and its range or choices (Gradio's own docstring parser, the one its MCP server uses)."""
+    from gradio.utils import get_function_description
+
+    import app
+
+    for name in ("unconditional", "color_guided", "clip_guided", "txt2img", "img2img", "inpaint", "sweep"):
+        summary, arguments, _ = get_function_description(getattr(app, name))
+        arguments = {key: text for key, text in arguments.items() if key not in ("request", "progress")}
+        assert summary and all(len(text) > 20 for text in arguments.values()), (name, arguments)
+    _, arguments, _ = get_function_description(app.txt2img)
+    assert "DPM++ 2M Karras" in arguments["scheduler"] and "1 to 150" in arguments["steps"]
+    assert "(default 'auto')" in arguments["color_decoder"]

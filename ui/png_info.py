@@ -15,7 +15,11 @@ def read_parameters(image) -> dict:
     """How a PNG was made: {"source": "studio", "parameters": the studio's JSON}, {"source":
     "stable-diffusion-webui", "parameters": the fields of its `parameters` text, "text": the text}, or {"source":
     "none"}; with "tab" and "values", the tab and API keyword values that reproduce it, where it has parameters
-    (for a studio image, its batch, in which it is image "image_index")."""
+    (for a studio image, its batch, in which it is image "image_index").
+
+    Args:
+        image: a PNG made by this studio or by stable-diffusion-webui (or any image: then "source" is "none")
+    """
     if image is None:
         raise gr.Error("image is empty: upload a PNG", print_exception=False)
     read = image_parameters(image)

@@ -77,10 +77,20 @@ def sweep(
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
 ):
-    """Compare settings side by side: `parameter` of `tab` ("txt2img", "color_guided", ...) over `values` ("3, 7.5,
-    12"), optionally over `seeds` ("1, 2") as rows; `settings` holds the tab's other keyword values (the endpoint's
-    defaults otherwise), `image`, `mask`, `clip_image` its pictures. At most 16 cells, each one image made exactly
-    as a single request with its settings and seed would make it; returns the labelled grid, then the cells."""
+    """Compare settings side by side: one parameter of a tab over a list of values (columns), optionally over seeds
+    (rows); each cell is one image made exactly as a single request with those settings makes it. Returns a
+    labelled grid PNG, then each cell's PNG, and an info dict (the sweep, each cell's parameters).
+
+    Args:
+        tab: the endpoint whose settings are swept: unconditional, color_guided, clip_guided, txt2img, img2img, inpaint
+        parameter: the keyword to vary, one of the tab's strengths (color_scale, clip_scale, guidance_scale, ...)
+        values: the values to compare, comma- or space-separated, e.g. "1, 4, 8"; at most 16 cells in all
+        seeds: seeds as a second axis, e.g. "1, 2"; empty: the settings' seed (random for -1)
+        settings: the tab's other keyword values as a dict (the endpoint's defaults for those left out)
+        image: the input picture of img2img and inpaint
+        mask: the inpainting mask (white is repainted)
+        clip_image: a reference picture for CLIP guidance
+    """
     if stopped_while_queued():
         gr.Info("Stopped before it started")
         yield [], {"interrupted": True, "stopped_after_step": 0, "stopped_while_queued": True}
