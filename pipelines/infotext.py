@@ -79,6 +79,7 @@ SD_SAMPLERS = {
     "DDIM": ("DDIM", None),
     "UniPC": ("UniPC", None),
 }
+SD_TASKS = ("txt2img", "img2img", "inpaint")
 TASK_KEY = "Studio task"  # which tab made the image: txt2img, img2img, inpaint, unconditional, color_guided, ...
 # The studio's own keys, after the standard ones: parameter name in the JSON -> key in the parameters line.
 STUDIO_KEYS = {
@@ -153,11 +154,7 @@ def pixel_infotext(parameters: dict, size: tuple[int, int]) -> str:
 def infotext(parameters: dict, size: tuple[int, int]) -> str:
     """The `parameters` text of an image of `size` (width, height) from the studio parameters stored with it (a
     missing parameter is left out, never an error: a PNG is always written)."""
-    return (
-        sd_infotext(parameters)
-        if parameters.get("task") in ("txt2img", "img2img", "inpaint")
-        else (pixel_infotext(parameters, size))
-    )
+    return sd_infotext(parameters) if parameters.get("task") in SD_TASKS else (pixel_infotext(parameters, size))
 
 
 # Keys of the parameters line -> (API keyword, type) of the value read back.
@@ -184,7 +181,6 @@ READ_TEXTS = {
     "Guidance gradient": "gradient_method",
     "Model": "model",
 }
-SD_TASKS = ("txt2img", "img2img", "inpaint")
 
 
 def sd_scheduler(sampler: str | None, schedule: str | None) -> str | None:

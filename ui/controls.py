@@ -239,10 +239,10 @@ APPLE_MASK = {"background": APPLE, "layers": [os.path.join(EXAMPLES_DIR, "apple-
 # Rows of each tab's examples, for the bundled emoji models (names they know) and for Hub checkpoints.
 EXAMPLES = {
     "unconditional": {"bundled": [[25, 1], [25, 7], [50, 12]], "hub": [[50, 1], [50, 7]]},
-    "color_guided": {
-        "bundled": [["#e02020", uncond.DEFAULT_COLOR_SCALE, 3], ["#2060ff", uncond.DEFAULT_COLOR_SCALE, 5]],
-        "hub": [["#e02020", uncond.DEFAULT_COLOR_SCALE, 3], ["#2060ff", uncond.DEFAULT_COLOR_SCALE, 5]],
-    },
+    # colors suit any model
+    "color_guided": dict.fromkeys(
+        ("bundled", "hub"), [["#e02020", uncond.DEFAULT_COLOR_SCALE, 3], ["#2060ff", uncond.DEFAULT_COLOR_SCALE, 5]]
+    ),
     "clip_guided": {
         "bundled": [["red heart", uncond.DEFAULT_CLIP_SCALE, 1], ["grinning face", uncond.DEFAULT_CLIP_SCALE, 2]],
         "hub": [["a smiling face with red hair", uncond.DEFAULT_CLIP_SCALE, 1]],

@@ -132,9 +132,8 @@ def run_job(
     Jobs are validated here, before any GPU is asked for; `generate_steps` (a `@gpu` generator: on ZeroGPU it runs
     in a forked worker) gets only picklable arguments and yields progress and previews, then the result or a
     failure."""
-    if stopped_while_queued():
-        gr.Info("Stopped before it started")
-        yield [], {"interrupted": True, "stopped_after_step": 0, "stopped_while_queued": True}
+    if (answer := stopped_before_starting()) is not None:
+        yield answer
         return
     with job_token(request) as token:
         jobs = validated(lambda first: batch_requests(validate, first, batch_count), job)
@@ -212,6 +211,14 @@ def stopped_while_queued() -> bool:
 
     event_id = LocalContext.event_id.get(None)
     return event_id is not None and _STOPPED_WHILE_QUEUED.pop(event_id, None) is not None
+
+
+def stopped_before_starting() -> tuple[list, dict] | None:
+    """The (gallery, info) answer of a job stopped while it waited in the queue (with a notice), else None."""
+    if not stopped_while_queued():
+        return None
+    gr.Info("Stopped before it started")
+    return [], {"interrupted": True, "stopped_after_step": 0, "stopped_while_queued": True}
 
 
 def stop(request: gr.Request = None) -> None:

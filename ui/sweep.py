@@ -19,8 +19,8 @@ from ui.jobs import (
     HANDLER_ONLY,
     job_token,
     refused,
+    stopped_before_starting,
     stopped_note,
-    stopped_while_queued,
     stream_events,
     validated,
     warn,
@@ -91,9 +91,8 @@ def sweep(
         mask: the inpainting mask (white is repainted)
         clip_image: a reference picture for CLIP guidance
     """
-    if stopped_while_queued():
-        gr.Info("Stopped before it started")
-        yield [], {"interrupted": True, "stopped_after_step": 0, "stopped_while_queued": True}
+    if (answer := stopped_before_starting()) is not None:
+        yield answer
         return
     with job_token(request) as token:
         try:
