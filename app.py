@@ -94,6 +94,9 @@ def build_demo() -> gr.Blocks:
                 None,
                 None,
                 api_name="stop",
+                # Callable by gradio_client (a script stops its own session's job), but not an MCP tool: an agent's
+                # tool calls share no session with the job it would stop.
+                api_visibility="undocumented",
                 concurrency_limit=None,
             )
             with gr.Tab("PNG info", id="png_info"):
@@ -114,6 +117,12 @@ def queue_size() -> int:
 def max_upload_megabytes() -> int:
     """Largest upload accepted (`STUDIO_MAX_UPLOAD_MB`, default 20): Gradio refuses bigger files before storing them."""
     return setting("STUDIO_MAX_UPLOAD_MB", 20, minimum=1)
+
+
+def mcp_server_on() -> bool:
+    """Whether to serve the MCP server (every documented endpoint as a tool, at /gradio_api/mcp/): on unless
+    Gradio's own `GRADIO_MCP_SERVER` variable is `false`."""
+    return os.environ.get("GRADIO_MCP_SERVER", "true").strip().lower() not in ("false", "0", "no", "off")
 
 
 def preload_for_zero_gpu() -> None:
@@ -153,4 +162,6 @@ demo = build_demo()
 if __name__ == "__main__":
     log_to_console()
     preload_for_zero_gpu()
-    demo.queue(max_size=queue_size(), default_concurrency_limit=1).launch(max_file_size=f"{max_upload_megabytes()}mb")
+    demo.queue(max_size=queue_size(), default_concurrency_limit=1).launch(
+        max_file_size=f"{max_upload_megabytes()}mb", mcp_server=mcp_server_on()
+    )

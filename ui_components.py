@@ -111,6 +111,14 @@ class Image(_GradioFrontend, gr.Image):
             raise _refuse(f"{keyword} could not be decoded: {str(error)[:80] or type(error).__name__}{where}") from None
 
 
+class KeywordValues(_GradioFrontend, gr.JSON):
+    """A JSON input holding a dict of keyword values, described as a JSON Schema object: gr.JSON's own `"type": {}`
+    is not valid JSON Schema, and MCP clients that check tool schemas refuse a server with one."""
+
+    def api_info(self) -> dict:
+        return {"type": "object", "additionalProperties": True, "description": "keyword values"}
+
+
 class Slider(_GradioFrontend, _Bounded, gr.Slider):
     pass
 

@@ -6,7 +6,6 @@ ENDPOINTS = [
     "img2img",
     "inpaint",
     "read_parameters",
-    "stop",
     "sweep",
     "txt2img",
     "unconditional",
@@ -34,7 +33,21 @@ def test_import_is_side_effect_free(configured, monkeypatch):
     app = importlib.reload(app)
     assert MODELS.load_count == loads
     names = sorted(d.api_name for d in app.demo.fns.values() if d.api_name and d.api_visibility == "public")
-    assert names == ENDPOINTS
+    assert names == ENDPOINTS  # the documented endpoints, each one an MCP tool
+    hidden = sorted(d.api_name for d in app.demo.fns.values() if d.api_visibility == "undocumented")
+    # /stop is callable by gradio_client (a script stops its own job) but no use to an agent; so are Gradio's own
+    # example loaders
+    assert [name for name in hidden if not name.startswith("load_example")] == ["stop"]
+
+
+def test_the_mcp_server_is_on_unless_gradios_variable_turns_it_off(monkeypatch):
+    import app
+
+    monkeypatch.delenv("GRADIO_MCP_SERVER", raising=False)
+    assert app.mcp_server_on()
+    for value, on in (("false", False), ("False", False), ("0", False), ("true", True), ("True", True)):
+        monkeypatch.setenv("GRADIO_MCP_SERVER", value)
+        assert app.mcp_server_on() is on, value
 
 
 def test_every_argument_of_every_generation_endpoint_is_described():

@@ -25,7 +25,7 @@ from ui.jobs import (
     validated,
     warn,
 )
-from ui_components import Dropdown, Image, Textbox, name_inputs
+from ui_components import Dropdown, Image, KeywordValues, Textbox, name_inputs
 
 TAB_HANDLERS = {
     "unconditional": unconditional,
@@ -178,7 +178,7 @@ def sweep_endpoint() -> gr.Button:
             Textbox(""),
             Textbox(""),
             Textbox(""),
-            gr.JSON(None),
+            KeywordValues(None),
             *(Image(type="pil", image_mode=None, format="png") for _ in range(3)),
         ]
         gallery, info, button = gr.Gallery(format="png"), gr.JSON(), gr.Button()

@@ -1,0 +1,112 @@
+"""The MCP server (on by default in `python app.py`) through the `mcp` package's streamable-HTTP client, as an AI
+agent reaches it: the tools, their schemas and descriptions, calls, errors and progress."""
+
+import ast
+import asyncio
+import io
+import urllib.request
+
+import jsonschema
+import numpy as np
+import pytest
+from gradio_client import Client
+from mcp import ClientSession
+from mcp.client.streamable_http import streamablehttp_client
+from PIL import Image
+
+GENERATION_TOOLS = ["clip_guided", "color_guided", "img2img", "inpaint", "txt2img", "unconditional"]
+
+
+def _mcp(server: str, work):
+    """Run `work(session)` in an MCP session with the app's MCP server; returns what it returns."""
+
+    async def main():
+        async with streamablehttp_client(server + "gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                return await work(session)
+
+    return asyncio.run(main())
+
+
+def _values(result) -> list:
+    """The Python values in a tool result's text blocks (Gradio writes each output as its repr)."""
+    values = []
+    for block in result.content:
+        value = ast.literal_eval(block.text)
+        values.extend(value if isinstance(value, list) and value and isinstance(value[0], list) else [value])
+    return values
+
+
+def _images_and_info(result) -> tuple[list[np.ndarray], dict]:
+    """A generation tool's images (fetched from the URLs it returns) and its info dict."""
+    gallery, info = _values(result)
+    images = []
+    for item in gallery:
+        with urllib.request.urlopen(item["image"]["url"], timeout=30) as response:
+            images.append(np.asarray(Image.open(io.BytesIO(response.read()))))
+    return images, info
+
+
+def _pixels(gallery) -> list[np.ndarray]:
+    return [np.asarray(Image.open(item["image"])) for item in gallery]
+
+
+@pytest.fixture(scope="module")
+def tools(server):
+    async def work(session):
+        return (await session.list_tools()).tools
+
+    return {tool.name: tool for tool in _mcp(server, work)}
+
+
+def test_each_endpoint_is_one_tool_and_every_argument_is_described(tools):
+    """An agent sees the six generation endpoints, /sweep and /read_parameters (not /stop, not UI events), each with
+    a summary and, for every argument, a description and a valid JSON Schema (a client that checks schemas would
+    otherwise refuse the whole server)."""
+    assert sorted(tools) == sorted([*GENERATION_TOOLS, "read_parameters", "sweep"])
+    for name, tool in tools.items():
+        jsonschema.Draft202012Validator.check_schema(tool.inputSchema)
+        assert len(tool.description) > 40, name
+        for argument, schema in tool.inputSchema["properties"].items():
+            assert len(schema.get("description", "")) > 15, (name, argument)
+    steps = tools["txt2img"].inputSchema["properties"]["steps"]
+    assert "1 to 150" in steps["description"] and steps["default"] == 25
+    assert "DPM++ 2M Karras" in tools["txt2img"].inputSchema["properties"]["scheduler"]["enum"]
+
+
+def test_tool_calls_make_what_gradio_client_makes_report_progress_and_name_a_bad_argument(server, tiny_models):
+    """txt2img and color_guided through MCP give the images and parameters that the same requests through
+    gradio_client give, pixel for pixel; progress reaches the client as notifications; a bad argument is a tool
+    error that names it."""
+    txt2img = {"prompt": "a red apple", "steps": 4, "seed": 11, "batch_size": 2}
+    color_guided = {"steps": 3, "seed": 5, "color": "#00ff00", "color_scale": 1.0}
+    progress_messages = []
+
+    async def on_progress(progress, total, message):
+        progress_messages.append(message or "")
+
+    async def work(session):
+        return (
+            await session.call_tool("txt2img", txt2img, progress_callback=on_progress),
+            await session.call_tool("color_guided", color_guided),  # no progress token: Gradio's other path
+            await session.call_tool("txt2img", {**txt2img, "steps": 4000}),
+        )
+
+    sd_result, color_result, refused = _mcp(server, work)
+    client = Client(server, verbose=False)
+    for result, api_name, arguments in (
+        (sd_result, "/txt2img", txt2img),
+        (color_result, "/color_guided", color_guided),
+    ):
+        assert not result.isError, result.content
+        images, info = _images_and_info(result)
+        expected_gallery, expected_info = client.predict(**arguments, api_name=api_name)
+        expected = _pixels(expected_gallery)
+        assert len(images) == len(expected) == arguments.get("batch_size", 1)
+        for image, reference in zip(images, expected):
+            np.testing.assert_array_equal(image, reference)
+        assert info["seeds"] == expected_info["seeds"] and info["steps"] == arguments["steps"]
+    assert any("Step 4 of 4" in message for message in progress_messages), progress_messages
+    assert refused.isError
+    assert "steps" in refused.content[0].text and "4000" in refused.content[0].text
