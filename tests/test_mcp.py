@@ -110,3 +110,11 @@ def test_tool_calls_make_what_gradio_client_makes_report_progress_and_name_a_bad
     assert any("Step 4 of 4" in message for message in progress_messages), progress_messages
     assert refused.isError
     assert "steps" in refused.content[0].text and "4000" in refused.content[0].text
+
+
+def test_view_api_describes_every_endpoint(server):
+    """What `client.view_api(return_format="dict")` tells a script: each documented endpoint's summary."""
+    endpoints = Client(server, verbose=False).view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert sorted(endpoints) == sorted(f"/{name}" for name in [*GENERATION_TOOLS, "read_parameters", "sweep"])
+    for name, endpoint in endpoints.items():
+        assert len(endpoint["description"]) > 40, name

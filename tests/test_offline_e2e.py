@@ -1,6 +1,9 @@
 """A new user's first run with no network: `python app.py` with no model settings, the Hub unreachable and an empty
 Hugging Face cache; the bundled emoji models are present."""
 
+import os
+import re
+
 import numpy as np
 import pytest
 from gradio_client import Client
@@ -10,6 +13,9 @@ from PIL import Image
 from pipelines.bundled import BUNDLED_LABEL, unavailable_message
 from pipelines.outputs import read_parameters
 from tests.conftest import MODEL_SETTINGS, running_app
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README_URL = "http://127.0.0.1:7860/"  # the URL the README's snippets call
 
 MIN_PIXEL_STD = 4.0  # of 255: a flat (all-black, all-white, NaN-gray) image is far below this
 
@@ -64,3 +70,49 @@ def test_a_hub_model_that_is_not_cached_is_one_sentence(offline_client, endpoint
     assert len(message) < 200 and "stacktrace" not in message and "local_files_only" not in message
     gallery, _ = offline_client.predict(steps=2, seed=1, **arguments, api_name=endpoint)  # still serving
     check_images(gallery, 1)
+
+
+def readme_api_snippets() -> list[str]:
+    """The Python blocks of the README's API section, in order."""
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as readme:
+        section = readme.read().split("\n## API")[1].split("\n## ")[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_every_python_snippet_of_the_readme_api_section_runs_as_written(offline_client, monkeypatch):
+    """The README's API page, run block by block against a new user's server (only its URL swapped): every endpoint
+    is called, and each call that makes images makes real ones (the MCP and /stop snippets assert nothing of their
+    own, so their printed results are checked here)."""
+    from gradio_client import Client
+
+    calls = []
+    predict = Client.predict
+
+    def recording(self, *args, **kwargs):
+        result = predict(self, *args, **kwargs)
+        calls.append((kwargs.get("api_name"), result))
+        return result
+
+    monkeypatch.setattr(Client, "predict", recording)
+    monkeypatch.chdir(REPO_ROOT)  # the snippets name examples/apple.png
+    printed = []
+    namespace = {"print": lambda *values, **_: printed.append(values)}
+    snippets = readme_api_snippets()
+    assert len(snippets) >= 4
+    for snippet in snippets:
+        code = snippet.replace(README_URL, offline_client.src)
+        exec(compile(code, "README.md (API section)", "exec"), namespace)  # noqa: S102 - the README's own code
+
+    endpoints = {name for name, _ in calls}
+    generation = {"/unconditional", "/color_guided", "/clip_guided", "/txt2img", "/img2img", "/inpaint"}
+    assert endpoints == generation | {"/sweep", "/read_parameters", "/stop"}
+    for name, result in calls:
+        if name in generation | {"/sweep"}:
+            gallery, info = result
+            check_images(gallery, len(gallery))
+            assert gallery and (info["sweep"] if name == "/sweep" else info["seeds"])
+    interrupted, stopped_after_step = printed[-3]  # the Stop snippet's
+    assert interrupted is True and stopped_after_step < 1000
+    tools, mcp_result = printed[-2], printed[-1]
+    assert "txt2img" in tools[0] and "stop" not in tools[0]
+    assert "txt2img-5-a-red-heart.png" in mcp_result[0] and "'seeds': [5]" in mcp_result[0]
