@@ -10,6 +10,7 @@ import jsonschema
 import numpy as np
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 from PIL import Image
@@ -109,7 +110,9 @@ def test_tool_calls_make_what_gradio_client_makes_report_progress_and_name_a_bad
         assert info["seeds"] == expected_info["seeds"] and info["steps"] == arguments["steps"]
     assert any("Step 4 of 4" in message for message in progress_messages), progress_messages
     assert refused.isError
-    assert "steps" in refused.content[0].text and "4000" in refused.content[0].text
+    with pytest.raises(AppError) as caught:
+        client.predict(**{**txt2img, "steps": 4000}, api_name="/txt2img")
+    assert str(caught.value) in refused.content[0].text and "steps" in str(caught.value)
 
 
 def test_view_api_describes_every_endpoint(server):
