@@ -65,10 +65,13 @@ def prepare_image(image: Image.Image | None, name: str = "image") -> Image.Image
 
 
 def prepare_mask(mask: Image.Image | None, size: tuple[int, int]) -> Image.Image:
-    """A binary L mask (255 = repaint) of `size`: white (or opaque, for a transparent layer) pixels are repainted."""
+    """A binary L mask (255 = repaint) of `size`: white pixels are repainted; on a layer with transparency, every
+    painted (not fully transparent) pixel is, whatever its color, as with the page's semi-transparent brush."""
     if mask is None:
         raise ValueError("mask is empty: paint over the part of the image to repaint, or upload a mask")
-    if _has_alpha(mask) or mask.mode.startswith("I") or mask.mode == "F":
+    if _has_alpha(mask) and (alpha := np.asarray(mask.convert("RGBA").getchannel("A"))).min() < 255:
+        mask = Image.fromarray(np.where(alpha > 0, 255, 0).astype(np.uint8))
+    elif _has_alpha(mask) or mask.mode.startswith("I") or mask.mode == "F":
         mask = to_rgb(mask, background=(0, 0, 0))  # 16-bit and float masks are read on their own scale
     gray = mask.convert("L")
     if gray.size != size:

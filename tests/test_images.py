@@ -85,6 +85,20 @@ def test_mask_from_rgba_uses_opaque_white_only():
     assert np.asarray(prepare_mask(mask, (4, 4))).sum() == 255
 
 
+def test_a_layer_with_transparency_is_masked_wherever_it_is_painted_as_in_the_page():
+    """A transparent layer painted with the page's semi-transparent colored brush (alpha 140, dark red) is the same
+    mask through the API as in the editor; an opaque RGBA mask is still read by its whiteness."""
+    layer = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    layer.putpixel((1, 1), (255, 59, 48, 140))
+    layer.putpixel((2, 2), (0, 0, 0, 1))
+    assert np.argwhere(np.asarray(prepare_mask(layer, (4, 4)))).tolist() == [[1, 1], [2, 2]]
+    _, editor_mask = mask_from_editor({"background": Image.new("RGB", (4, 4)), "layers": [layer]})
+    assert np.array_equal(np.asarray(prepare_mask(layer, (4, 4))), np.asarray(editor_mask))
+    opaque = Image.new("RGBA", (4, 4), (0, 0, 0, 255))
+    opaque.putpixel((3, 0), (255, 255, 255, 255))
+    assert np.argwhere(np.asarray(prepare_mask(opaque, (4, 4)))).tolist() == [[0, 3]]
+
+
 def test_blank_mask_is_a_named_error():
     with pytest.raises(ValueError, match="mask is empty"):
         prepare_mask(Image.new("L", (8, 8), 0), (8, 8))

@@ -46,7 +46,8 @@ SD_ARGS = PIXEL_ARGS | {
     "height": f"image height in px, a multiple of 8 from {sd.MIN_SIZE} to {sd.MAX_SIZE}; 0 or none: native",
     "batch_size": f"images per batch, 1 to {sd.MAX_SD_BATCH}; image i uses seed + i",
     "image": "the input picture (any mode and size; worked on at a multiple of 8, returned at its own size)",
-    "mask": "white (or opaque) pixels are repainted, the rest kept exactly; optional when outpainting",
+    "mask": "white pixels (or any paint on a transparent layer) are repainted, the rest kept exactly; optional when "
+    "outpainting",
     "strength": "how much of the input is re-noised: 0 keeps it, 1 replaces it",
     "mask_blur": f"px of inward feathering where the repainted area meets the original, 0 to {sd.MAX_MASK_BLUR}",
     "color_scale": f"color guidance strength, 0 (off) to {sd.MAX_SD_COLOR_SCALE:g}",
