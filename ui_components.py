@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+import urllib.parse
 
 import gradio as gr
 import PIL.Image
@@ -86,9 +88,30 @@ class Textbox(_GradioFrontend, gr.Textbox):
         return super().preprocess(payload)
 
 
+FILE_ROUTE = "/gradio_api/file="  # where Gradio serves the files in its cache
+
+
+def served_file(url: str, cache: str) -> str | None:
+    """The file in `cache` that a URL of Gradio's file route names (`.../gradio_api/file=<path>`, as tool results
+    give an image), if it exists there; else None."""
+    path = urllib.parse.urlparse(url).path
+    if FILE_ROUTE not in path:
+        return None
+    local = os.path.realpath(urllib.parse.unquote(path.split(FILE_ROUTE, 1)[1]))
+    inside = os.path.commonpath([local, os.path.realpath(cache)]) == os.path.realpath(cache)
+    return local if inside and os.path.isfile(local) else None
+
+
 class Image(_GradioFrontend, gr.Image):
     """An upload that is not an image, is truncated, or would decode to more than MAX_UPLOAD_PIXELS is refused by
     name, from its header, before anything is decoded."""
+
+    async def async_move_resource_to_block_cache(self, url_or_file_path):
+        # An image this server made, passed back by its URL (an MCP agent chaining txt2img into img2img) is read from
+        # the cache: Gradio would fetch it over HTTP, and its SSRF guard refuses a local server's own address.
+        if isinstance(url_or_file_path, str) and (local := served_file(url_or_file_path, self.GRADIO_CACHE)):
+            url_or_file_path = local
+        return await super().async_move_resource_to_block_cache(url_or_file_path)
 
     def preprocess(self, payload):
         if payload is None:

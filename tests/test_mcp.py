@@ -9,7 +9,7 @@ import urllib.request
 import jsonschema
 import numpy as np
 import pytest
-from gradio_client import Client
+from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
@@ -121,3 +121,50 @@ def test_view_api_describes_every_endpoint(server):
     assert sorted(endpoints) == sorted(f"/{name}" for name in [*GENERATION_TOOLS, "read_parameters", "sweep"])
     for name, endpoint in endpoints.items():
         assert len(endpoint["description"]) > 40, name
+
+
+def test_a_picture_reaches_a_tool_as_the_url_of_an_image_the_studio_made(server):
+    """An agent chains tools: the URL of a txt2img image is img2img's input (Gradio fetches it) and /read_parameters'
+    too; the result equals gradio_client's img2img of the same file."""
+    img2img = {"prompt": "a green apple", "steps": 4, "strength": 0.75, "seed": 2}
+
+    async def work(session):
+        made = _values(await session.call_tool("txt2img", {"prompt": "a red apple", "steps": 2, "seed": 1}))
+        url = made[0][0]["image"]["url"]
+        return (
+            url,
+            await session.call_tool("img2img", {"image": url, **img2img}),
+            await session.call_tool("read_parameters", {"image": url}),
+        )
+
+    url, result, parameters = _mcp(server, work)
+    assert not result.isError, result.content
+    images, info = _images_and_info(result)
+    with urllib.request.urlopen(url, timeout=30) as response:
+        source = Image.open(io.BytesIO(response.read()))
+        source.load()
+    expected, _ = Client(server, verbose=False).predict(image=handle_file(url), **img2img, api_name="/img2img")
+    np.testing.assert_array_equal(images[0], _pixels(expected)[0])
+    assert info["strength"] == 0.75 and images[0].shape[:2] == source.size[::-1]
+    made = _values(parameters)[0]
+    assert made["tab"] == "txt2img" and made["values"]["seed"] == 1 and made["values"]["prompt"] == "a red apple"
+
+
+def test_only_a_file_in_the_cache_is_read_from_its_url_and_anything_else_is_left_to_gradio(tmp_path):
+    from ui_components import served_file
+
+    cache = tmp_path / "cache"
+    (cache / "ab12").mkdir(parents=True)
+    picture = cache / "ab12" / "a picture.png"
+    picture.write_bytes(b"png")
+    (tmp_path / "secret.txt").write_text("no")
+    route = "http://127.0.0.1:7860/gradio_api/file="
+    assert served_file(route + str(picture).replace(" ", "%20"), str(cache)) == str(picture)
+    assert served_file("https://user-space.hf.space/gradio_api/file=" + str(picture), str(cache)) == str(picture)
+    for outside in (
+        route + str(tmp_path / "secret.txt"),  # a file outside the cache
+        route + str(cache / ".." / "secret.txt"),  # .. out of it
+        route + str(cache / "ab12" / "missing.png"),
+        "https://example.com/picture.png",  # another route: Gradio fetches it, with its SSRF guard
+    ):
+        assert served_file(outside, str(cache)) is None, outside
