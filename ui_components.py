@@ -97,8 +97,11 @@ def served_file(url: str, cache: str) -> str | None:
     path = urllib.parse.urlparse(url).path
     if FILE_ROUTE not in path:
         return None
-    local = os.path.realpath(urllib.parse.unquote(path.split(FILE_ROUTE, 1)[1]))
-    inside = os.path.commonpath([local, os.path.realpath(cache)]) == os.path.realpath(cache)
+    local, cache = os.path.realpath(urllib.parse.unquote(path.split(FILE_ROUTE, 1)[1])), os.path.realpath(cache)
+    try:
+        inside = os.path.commonpath([local, cache]) == cache
+    except ValueError:  # another drive (Windows)
+        return None
     return local if inside and os.path.isfile(local) else None
 
 
