@@ -143,8 +143,8 @@ def emoji_bundle(tiny_models, tmp_path_factory):
 
 
 # The slowest test files, slowest first (2 cores, 2026-11-26: 66 s down to 15 s). With `--dist loadfile` a file runs
-# whole on one worker and files are handed out in collection order, so the long ones start first and the many short
-# ones fill the gaps; in alphabetical order a 46 s file came last and left the other worker idle for half a minute.
+# whole on one worker, and with `--no-loadscope-reorder` (pyproject.toml; xdist otherwise orders files by their number
+# of tests) files are handed out in collection order: the long ones start first and the short ones fill the gaps.
 SLOWEST_FILES = (
     "test_stable_diffusion",
     "test_bundled_models",
