@@ -114,7 +114,17 @@ class Image(_GradioFrontend, gr.Image):
         # the cache: Gradio would fetch it over HTTP, and its SSRF guard refuses a local server's own address.
         if isinstance(url_or_file_path, str) and (local := served_file(url_or_file_path, self.GRADIO_CACHE)):
             url_or_file_path = local
-        return await super().async_move_resource_to_block_cache(url_or_file_path)
+        try:
+            return await super().async_move_resource_to_block_cache(url_or_file_path)
+        except Exception as error:  # noqa: BLE001 - a URL that cannot be fetched, for whatever reason, is one refusal
+            if not (isinstance(url_or_file_path, str) and url_or_file_path.startswith(("http://", "https://"))):
+                raise
+            keyword, label = _where(self)
+            reason = str(error)[:120] or type(error).__name__
+            raise _refuse(
+                f"{keyword} could not be fetched from {url_or_file_path[:120]} ({reason}; this server fetches public "
+                f"http(s) URLs only){in_page(keyword, label)}"
+            ) from None
 
     def preprocess(self, payload):
         if payload is None:

@@ -64,3 +64,21 @@ def test_every_argument_of_every_generation_endpoint_is_described():
     _, arguments, _ = get_function_description(app.txt2img)
     assert "DPM++ 2M Karras" in arguments["scheduler"] and "1 to 150" in arguments["steps"]
     assert "(default 'auto')" in arguments["color_decoder"]
+
+
+def test_the_handlers_own_defaults_are_the_api_defaults():
+    """A keyword default written in a handler (inpaint's, so that its mask is optional for outpainting) is the page's
+    value, the default an API or MCP caller gets; and inpaint's mask is optional while its image is not."""
+    import inspect
+
+    import app
+
+    endpoints = app.demo.get_api_info()["named_endpoints"]
+    for name in ("unconditional", "color_guided", "clip_guided", "txt2img", "img2img", "inpaint"):
+        signature = inspect.signature(getattr(app, name)).parameters
+        for parameter in endpoints[f"/{name}"]["parameters"]:
+            default = signature[parameter["parameter_name"]].default
+            if default not in (inspect.Parameter.empty, None) and parameter["parameter_has_default"]:
+                assert default == parameter["parameter_default"], (name, parameter["parameter_name"])
+    inpaint = {parameter["parameter_name"]: parameter for parameter in endpoints["/inpaint"]["parameters"]}
+    assert inpaint["mask"]["parameter_has_default"] and not inpaint["image"]["parameter_has_default"]

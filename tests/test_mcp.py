@@ -124,8 +124,9 @@ def test_view_api_describes_every_endpoint(server):
 
 
 def test_a_picture_reaches_a_tool_as_the_url_of_an_image_the_studio_made(server):
-    """An agent chains tools: the URL of a txt2img image is img2img's input (Gradio fetches it) and /read_parameters'
-    too; the result equals gradio_client's img2img of the same file."""
+    """An agent chains tools: the URL of a txt2img image is the input of img2img (equal to gradio_client's img2img of
+    the same file), /read_parameters and an outpainting with no mask; a URL that cannot be fetched is refused by
+    name."""
     img2img = {"prompt": "a green apple", "steps": 4, "strength": 0.75, "seed": 2}
 
     async def work(session):
@@ -135,9 +136,16 @@ def test_a_picture_reaches_a_tool_as_the_url_of_an_image_the_studio_made(server)
             url,
             await session.call_tool("img2img", {"image": url, **img2img}),
             await session.call_tool("read_parameters", {"image": url}),
+            # Outpainting needs no mask: the schema must not require one (the client checks arguments against it).
+            await session.call_tool("inpaint", {"image": url, "prompt": "", "outpaint_right": 8, "steps": 2}),
+            await session.call_tool("img2img", {"image": "https://example.invalid/apple.png", "prompt": "x"}),
         )
 
-    url, result, parameters = _mcp(server, work)
+    url, result, parameters, outpainted, unreachable = _mcp(server, work)
+    assert not outpainted.isError, outpainted.content
+    assert _images_and_info(outpainted)[0][0].shape[:2] == (64, 72)
+    assert unreachable.isError
+    assert "image could not be fetched from https://example.invalid" in unreachable.content[0].text
     assert not result.isError, result.content
     images, info = _images_and_info(result)
     with urllib.request.urlopen(url, timeout=30) as response:
