@@ -97,6 +97,9 @@ UNDERTRAINED_FILES = (
     "unet/diffusion_pytorch_model.safetensors",
 )
 CONTROLS = ("uniform noise images", f"real emoji blurred to {BLOB_SIZE}x{BLOB_SIZE} px")
+# The projection judge: the bundled SD's img2img with an empty prompt and no CFG at this strength and these DDIM steps.
+PROJECTION_STRENGTH, PROJECTION_STEPS, PROJECTION_SEED = 0.5, 20, 3_000
+PROJECTION_QUANTILE = 0.95  # "on the emoji manifold": moved no further than this quantile of real images moves
 MAX_BUNDLE_MB = 80
 
 
@@ -150,6 +153,54 @@ class Scorer:
     def texts(self, texts: list[str]) -> torch.Tensor:
         """(len(texts), D) embeddings."""
         return torch.nn.functional.normalize(torch.cat([self.clip.encode_text(text) for text in texts]), dim=-1)
+
+
+class ProjectionJudge:
+    """How far the bundled SD's img2img (empty prompt, no CFG, strength 0.5, 20 DDIM steps, fixed seeds) moves each
+    image: the mean absolute pixel change in [0, 1] at 64 px, less its mean per channel (a uniform tint). Emoji move
+    little; blotches, colour blobs and noise are repainted into emoji and move far. A judge independent of the DDPM
+    and of the scoring CLIP (a pixel-level generative model, though trained on the same emoji), and the first that
+    ranks the held-out undertrained DDPM below the shipped one (see "Bars" in the README)."""
+
+    def __init__(self, path: str):
+        from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
+
+        self.pipeline = StableDiffusionImg2ImgPipeline.from_pretrained(
+            path, safety_checker=None, requires_safety_checker=False, torch_dtype=torch.float32
+        )
+        self.pipeline.scheduler = DDIMScheduler.from_config(self.pipeline.scheduler.config)
+        self.pipeline.set_progress_bar_config(disable=True)
+
+    @torch.no_grad()
+    def distances(self, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """(N,) mean |img2img(x) - x| of uint8 (N, H, W, 3) images, each seen at 64 px; batch i uses a fixed seed."""
+        from PIL import Image
+
+        moved = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            batch = [Image.fromarray(image).resize((64, 64), Image.Resampling.BICUBIC) for image in chunk]
+            output = self.pipeline(
+                prompt=[""] * len(batch),
+                image=batch,
+                strength=PROJECTION_STRENGTH,
+                guidance_scale=1.0,
+                num_inference_steps=PROJECTION_STEPS,
+                generator=torch.Generator().manual_seed(PROJECTION_SEED + start),
+                output_type="np",
+            ).images
+            source = np.stack([np.asarray(image, dtype=np.float32) / 255 for image in batch])
+            change = output - source
+            # Modulo a uniform tint: a colour-guided emoji is still an emoji, and the judge, trained on emoji in their
+            # own colours, would otherwise count undoing the tint as distance.
+            change -= change.mean(axis=(1, 2), keepdims=True)
+            moved.append(np.abs(change).mean(axis=(1, 2, 3)))
+        return np.concatenate(moved)
+
+
+def within(distances: np.ndarray, threshold: float) -> float:
+    """Share of images the judge moved no further than `threshold`: its precision."""
+    return float(np.mean(distances <= threshold))
 
 
 def rank_one_hits(image_features: torch.Tensor, text_features: torch.Tensor, labels: list[int]) -> int:
@@ -269,6 +320,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--images-per-name", type=int, default=4, help="txt2img images per name")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--docs", default=None, help="write the 16-sample unconditional grid into this folder")
+    parser.add_argument("--clip-scales", default="", help="CLIP section strengths, e.g. 1,2 (default: the app's)")
+    parser.add_argument(
+        "--no-projection", action="store_true", help="skip the projection judge (bundled SD img2img, ~0.2 s/image)"
+    )
     parser.add_argument(
         "--negative-ddpm",
         default="auto",
@@ -301,6 +356,10 @@ class Bench:
         self.rows: list[tuple[str, str, str]] = []  # (bar, measured, target)
         self.controls: tuple[str, ...] = CONTROLS
         self.skipped: list[str] = []
+        self.judge = ProjectionJudge(bundled_path("sd")) if bundled_path("sd") and not args.no_projection else None
+        self.thresholds: list[float] = []  # per draw: the distance that PROJECTION_QUANTILE of real images stay within
+        self.real_projection = 0.0
+        self.projection_blind = True
 
     def draw_seeds(self, draw: int) -> list[int]:
         """The `count` sample seeds of draw `draw`."""
@@ -335,7 +394,9 @@ class Bench:
         scores: dict[str, list[float]] = {"precision": [], "recall": [], "copy": []}
         if self.args.negative_ddpm:
             self.controls = CONTROLS + (f"undertrained DDPM ({os.path.basename(self.args.negative_ddpm)})",)
-        controls: dict[str, dict[str, list[float]]] = {name: {"precision": [], "recall": []} for name in self.controls}
+        controls: dict[str, dict[str, list[float]]] = {
+            name: {"precision": [], "recall": [], "projection": []} for name in self.controls
+        }
         for draw in range(draws):
             order = np.random.default_rng(SPLIT_SEED + draw).permutation(len(real))
             first, second = order[: len(real) // 2], order[len(real) // 2 :]
@@ -353,6 +414,14 @@ class Bench:
                 precision, recall = precision_recall(real[first[:count]], self.scorer.images(control), K)
                 controls[name]["precision"].append(precision)
                 controls[name]["recall"].append(recall)
+            if self.judge:
+                log(f"projection judge: draw {draw}")
+                first_half = self.judge.distances(real_like_samples(images[first[:count]], size))
+                self.thresholds.append(float(np.quantile(first_half, PROJECTION_QUANTILE)))
+                second_half = self.judge.distances(real_like_samples(images[second[:count]], size))
+                scores.setdefault("projection", []).append(within(second_half, self.thresholds[-1]))
+                for name, control in zip(self.controls, sets, strict=True):
+                    controls[name]["projection"].append(within(self.judge.distances(control), self.thresholds[-1]))
         self.real_precision, self.real_recall = mean_std(scores["precision"])[0], mean_std(scores["recall"])[0]
         # The scoring CLIP scores colour blobs close to real emoji, so samples must also beat the blob control.
         blob = controls[CONTROLS[1]]
@@ -363,10 +432,17 @@ class Bench:
             >= share * (self.real_precision if name == "precision" else self.real_recall)
             for name, share in (("precision", 0.7), ("recall", 0.5))
         }
+        projected = bool(self.judge)
+        if projected:
+            self.real_projection = mean_std(scores["projection"])[0]
+            self.projection_blind = (
+                max(mean_std(values["projection"])[0] for values in controls.values()) >= 0.7 * self.real_projection
+            )
         self.rows.append(
             (
                 f"reference: real vs real, {count} vs {count} from split halves, {draws} draws",
-                f"precision {spread(scores['precision'])}, recall {spread(scores['recall'])}",
+                f"precision {spread(scores['precision'])}, recall {spread(scores['recall'])}"
+                + (f", projection precision {spread(scores['projection'])}" * projected),
                 "-",
             )
         )
@@ -374,7 +450,8 @@ class Bench:
             self.rows.append(
                 (
                     f"negative control: {name} vs real, {count} vs {count}, {draws} draws",
-                    f"precision {spread(values['precision'])}, recall {spread(values['recall'])}",
+                    f"precision {spread(values['precision'])}, recall {spread(values['recall'])}"
+                    + (f", projection precision {spread(values['projection'])}" * projected),
                     "far below real vs real, else the metric is blind",
                 )
             )
@@ -411,8 +488,42 @@ def section_uncond(bench: Bench) -> None:
                 f">= {share} x real-vs-real = {share * reference:.3f}, and > the blob control's {blob:.3f}",
             )
         )
+    if bench.judge:
+        projection = [
+            within(bench.judge.distances(bench.sampler(bench.draw_seeds(draw))), bench.thresholds[draw])
+            for draw in range(draws)
+        ]
+        measured = mean_std(projection)[0]
+        bench.rows.append(
+            (
+                f"unconditional projection precision (SD img2img judge), {count} samples, {draws} draws",
+                f"{spread(projection)} (x{measured / max(bench.real_projection, 1e-9):.2f})"
+                + (
+                    " (judge blind: a negative control reaches this bar)"
+                    if bench.projection_blind
+                    else verdict(measured >= 0.7 * bench.real_projection)
+                ),
+                f">= 0.7 x real = {0.7 * bench.real_projection:.3f}",
+            )
+        )
     copies = copy_ratio(torch.cat(fakes), bench.real)
     bench.rows.append((f"unconditional copy ratio vs the data set, {draws * count} samples", f"{copies:.1%}", "-"))
+
+
+def guided_projection_row(bench: Bench, kind: str, guided: np.ndarray, plain: np.ndarray) -> None:
+    """The row comparing the projection precision of guided samples (uint8 pixels) with the unguided ones'."""
+    if not bench.judge:
+        return
+    guided_share = within(bench.judge.distances(guided), bench.thresholds[0])
+    plain_share = within(bench.judge.distances(plain), bench.thresholds[0])
+    bench.rows.append(
+        (
+            f"{kind}-guided projection precision (unguided: same seeds), {len(guided)} samples",
+            f"{guided_share:.3f} (unguided {plain_share:.3f})"
+            + (" (judge blind)" if bench.projection_blind else verdict(guided_share >= 0.8 * plain_share)),
+            f">= 0.8 x unguided = {0.8 * plain_share:.3f}",
+        )
+    )
 
 
 def guided_precision_row(bench: Bench, kind: str, guided: torch.Tensor, plain: torch.Tensor) -> None:
@@ -456,35 +567,42 @@ def section_color(bench: Bench) -> None:
         )
     )
     guided_precision_row(bench, "color", bench.scorer.images(guided), bench.scorer.images(plain))
+    guided_projection_row(bench, "color", guided, plain)
 
 
 def section_clip(bench: Bench) -> None:
-    """CLIP guidance by the bundled guiding CLIP toward each name, judged by the scoring CLIP."""
+    """CLIP guidance by the bundled guiding CLIP toward each name, judged by the scoring CLIP, at the app's default
+    strength or at each of `--clip-scales` (a calibration sweep)."""
     from pipelines import unconditional as uncond
 
     per_name = bench.args.clip_images_per_name
+    scales = [float(value) for value in bench.args.clip_scales.split(",")] if bench.args.clip_scales else []
     log(f"CLIP guidance: {len(NAMES)} names x {per_name} samples")
     text = bench.scorer.texts(NAMES)
     labels = [index for index in range(len(NAMES)) for _ in range(per_name)]
     seeds = list(range(len(labels)))  # name i gets seeds i * per_name + j: draw 0's seeds when --count allows
-    guided = np.concatenate(
-        [
-            bench.sampler(seeds[index * per_name : (index + 1) * per_name], name, uncond.DEFAULT_CLIP_SCALE)
-            for index, name in enumerate(NAMES)
-        ]
-    )
-    guided_features, plain_features = bench.scorer.images(guided), bench.scorer.images(bench.sampler(seeds))
-    hits, plain_hits = rank_one_hits(guided_features, text, labels), rank_one_hits(plain_features, text, labels)
-    total = len(labels)
-    bench.rows.append(
-        (
-            f"CLIP-guided (strength {uncond.DEFAULT_CLIP_SCALE:g}) ranked first of 20 by the scoring CLIP",
-            f"{hits}/{total} = {hits / total:.0%} (unguided: {plain_hits}/{total} = {plain_hits / total:.0%})"
-            + verdict(hits / total >= 0.3),
-            ">= 30%",
+    plain = bench.sampler(seeds)
+    plain_features = bench.scorer.images(plain)
+    plain_hits, total = rank_one_hits(plain_features, text, labels), len(labels)
+    for scale in scales or [uncond.DEFAULT_CLIP_SCALE]:
+        guided = np.concatenate(
+            [
+                bench.sampler(seeds[index * per_name : (index + 1) * per_name], name, scale)
+                for index, name in enumerate(NAMES)
+            ]
         )
-    )
-    guided_precision_row(bench, "CLIP", guided_features, plain_features)
+        guided_features = bench.scorer.images(guided)
+        hits = rank_one_hits(guided_features, text, labels)
+        bench.rows.append(
+            (
+                f"CLIP-guided (strength {scale:g}) ranked first of 20 by the scoring CLIP",
+                f"{hits}/{total} = {hits / total:.0%} (unguided: {plain_hits}/{total} = {plain_hits / total:.0%})"
+                + verdict(hits / total >= 0.3),
+                ">= 30%",
+            )
+        )
+        guided_precision_row(bench, f"CLIP (strength {scale:g})", guided_features, plain_features)
+        guided_projection_row(bench, f"CLIP (strength {scale:g})", guided, plain)
 
 
 def section_txt2img(bench: Bench) -> None:
