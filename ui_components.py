@@ -16,6 +16,7 @@ import urllib.parse
 
 import gradio as gr
 import PIL.Image
+from gradio.utils import is_in_or_equal
 
 from pipelines.images import MAX_UPLOAD_PIXELS
 from pipelines.validation import LABELS, choice, in_page, number, wrong_kind
@@ -97,12 +98,8 @@ def served_file(url: str, cache: str) -> str | None:
     path = urllib.parse.urlparse(url).path
     if FILE_ROUTE not in path:
         return None
-    local, cache = os.path.realpath(urllib.parse.unquote(path.split(FILE_ROUTE, 1)[1])), os.path.realpath(cache)
-    try:
-        inside = os.path.commonpath([local, cache]) == cache
-    except ValueError:  # another drive (Windows)
-        return None
-    return local if inside and os.path.isfile(local) else None
+    local = os.path.realpath(urllib.parse.unquote(path.split(FILE_ROUTE, 1)[1]))
+    return local if is_in_or_equal(local, cache) and os.path.isfile(local) else None
 
 
 class Image(_GradioFrontend, gr.Image):
