@@ -85,6 +85,8 @@ PIPELINE_CLASSES = {
 MAX_SD_STEPS = 150
 MAX_SD_BATCH = 4
 MAX_GUIDANCE = 30.0
+# The page's, the API's and SDRequest's defaults (the sliders' values; inpaint's handler names them too).
+DEFAULT_SD_SCHEDULER, DEFAULT_SD_STEPS, DEFAULT_GUIDANCE = "DPM++ 2M Karras", 25, 7.5
 # Color guidance strength on the predicted latents (RMS latent units over a run), calibrated on the bundled emoji SD
 # model (README, "Guidance for Stable Diffusion").
 MAX_SD_COLOR_SCALE = 10.0
@@ -145,9 +147,9 @@ class SDRequest:
     task: str  # txt2img, img2img or inpaint
     prompt: str = ""
     negative_prompt: str = ""
-    scheduler: str = "DPM++ 2M Karras"
-    steps: int = 25
-    guidance_scale: float = 7.5
+    scheduler: str = DEFAULT_SD_SCHEDULER
+    steps: int = DEFAULT_SD_STEPS
+    guidance_scale: float = DEFAULT_GUIDANCE
     width: int | None = None  # txt2img only; None = the model's native size
     height: int | None = None
     batch_size: int = 1

@@ -146,10 +146,10 @@ def sd_model_choice():
 
 def sd_sampling_controls(prefix: str):
     """Scheduler, steps and classifier-free guidance scale for the Stable Diffusion tabs."""
-    scheduler = Dropdown(list(sd.SD_SCHEDULERS), value="DPM++ 2M Karras", label="Scheduler")
+    scheduler = Dropdown(list(sd.SD_SCHEDULERS), value=sd.DEFAULT_SD_SCHEDULER, label="Scheduler")
     with gr.Row():
-        steps = Slider(1, sd.MAX_SD_STEPS, value=25, step=1, label="Steps", elem_id=f"{prefix}-steps")
-        guidance = Slider(0, sd.MAX_GUIDANCE, value=7.5, step=0.5, label="Guidance scale (CFG)")
+        steps = Slider(1, sd.MAX_SD_STEPS, value=sd.DEFAULT_SD_STEPS, step=1, label="Steps", elem_id=f"{prefix}-steps")
+        guidance = Slider(0, sd.MAX_GUIDANCE, value=sd.DEFAULT_GUIDANCE, step=0.5, label="Guidance scale (CFG)")
     return scheduler, steps, guidance
 
 

@@ -245,9 +245,9 @@ def inpaint(
     mask=None,  # a default of None is what makes Gradio (and its MCP tool schema) call it optional, for outpainting
     prompt: str = "",
     negative_prompt: str = "",
-    scheduler: str = "DPM++ 2M Karras",
-    steps: int = 25,
-    guidance_scale: float = 7.5,
+    scheduler: str = sd.DEFAULT_SD_SCHEDULER,
+    steps: int = sd.DEFAULT_SD_STEPS,
+    guidance_scale: float = sd.DEFAULT_GUIDANCE,
     strength: float = 1.0,
     batch_size: int = 1,
     seed: int = -1,
