@@ -63,6 +63,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def gallery_pixels(gallery) -> list:
+    """The uint8 arrays of a gallery answer's images, read from their files (clients that skip downloads give the
+    server's paths; the tests run on the same machine)."""
+    import numpy as np
+    from PIL import Image
+
+    paths = [item["image"]["path"] if isinstance(item["image"], dict) else item["image"] for item in gallery]
+    return [np.asarray(Image.open(path)) for path in paths]
+
+
 SERVERS: dict[str, dict] = {}  # url of each running app -> {"log": its stdout+stderr file, "pid", "outputs": folder}
 
 

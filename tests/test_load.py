@@ -8,17 +8,10 @@ import time
 import numpy as np
 import pytest
 from gradio_client import Client
-from PIL import Image
 
-from tests.conftest import OUTPUT_MAX_FILES, SERVERS
+from tests.conftest import OUTPUT_MAX_FILES, SERVERS, gallery_pixels
 
 CLIENTS, REQUESTS_EACH = 6, 3
-
-
-def _pixels(gallery) -> list[np.ndarray]:
-    """The images of a gallery answer; clients here skip downloads and read the server's files (same machine)."""
-    paths = [item["image"]["path"] if isinstance(item["image"], dict) else item["image"] for item in gallery]
-    return [np.asarray(Image.open(path)) for path in paths]
 
 
 def _request(models, client_index: int, request_index: int) -> dict:
@@ -46,7 +39,7 @@ def test_six_clients_at_once_get_what_each_would_get_alone_and_a_stop_stays_with
     for (c, r), (gallery, info) in concurrent.items():
         assert info["interrupted"] is False, (c, r)
         expected, _ = alone.predict(**_request(tiny_models, c, r), api_name="/unconditional")
-        for got, want in zip(_pixels(gallery), _pixels(expected), strict=True):
+        for got, want in zip(gallery_pixels(gallery), gallery_pixels(expected), strict=True):
             np.testing.assert_array_equal(got, want)
 
 

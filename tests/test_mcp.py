@@ -12,8 +12,10 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from mcp import ClientSession
-from mcp.client.streamable_http import streamablehttp_client
+from mcp.client.streamable_http import streamable_http_client
 from PIL import Image
+
+from tests.conftest import gallery_pixels
 
 GENERATION_TOOLS = ["clip_guided", "color_guided", "img2img", "inpaint", "txt2img", "unconditional"]
 
@@ -22,7 +24,7 @@ def _mcp(server: str, work):
     """Run `work(session)` in an MCP session with the app's MCP server; returns what it returns."""
 
     async def main():
-        async with streamablehttp_client(server + "gradio_api/mcp/") as (read, write, _):
+        async with streamable_http_client(server + "gradio_api/mcp/") as (read, write, _):
             async with ClientSession(read, write) as session:
                 await session.initialize()
                 return await work(session)
@@ -47,10 +49,6 @@ def _images_and_info(result) -> tuple[list[np.ndarray], dict]:
         with urllib.request.urlopen(item["image"]["url"], timeout=30) as response:
             images.append(np.asarray(Image.open(io.BytesIO(response.read()))))
     return images, info
-
-
-def _pixels(gallery) -> list[np.ndarray]:
-    return [np.asarray(Image.open(item["image"])) for item in gallery]
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +101,7 @@ def test_tool_calls_make_what_gradio_client_makes_report_progress_and_name_a_bad
         assert not result.isError, result.content
         images, info = _images_and_info(result)
         expected_gallery, expected_info = client.predict(**arguments, api_name=api_name)
-        expected = _pixels(expected_gallery)
+        expected = gallery_pixels(expected_gallery)
         assert len(images) == len(expected) == arguments.get("batch_size", 1)
         for image, reference in zip(images, expected):
             np.testing.assert_array_equal(image, reference)
@@ -152,7 +150,7 @@ def test_a_picture_reaches_a_tool_as_the_url_of_an_image_the_studio_made(server)
         source = Image.open(io.BytesIO(response.read()))
         source.load()
     expected, _ = Client(server, verbose=False).predict(image=handle_file(url), **img2img, api_name="/img2img")
-    np.testing.assert_array_equal(images[0], _pixels(expected)[0])
+    np.testing.assert_array_equal(images[0], gallery_pixels(expected)[0])
     assert info["strength"] == 0.75 and images[0].shape[:2] == source.size[::-1]
     made = _values(parameters)[0]
     assert made["tab"] == "txt2img" and made["values"]["seed"] == 1 and made["values"]["prompt"] == "a red apple"

@@ -14,7 +14,7 @@ from pipelines import stable_diffusion as sd
 from pipelines import unconditional as uncond
 from pipelines.gpu import SIMULATE_ENV, WORKER_ERROR, _simulated, gpu, on_zero_gpu
 from pipelines.jobs import StepDone, StopFlags, StopToken, run_steps
-from tests.conftest import running_app, tiny_model_settings
+from tests.conftest import gallery_pixels, running_app, tiny_model_settings
 
 
 def _simulate(function, duration):
@@ -117,10 +117,6 @@ def zero_gpu_client(tiny_models, tmp_path_factory):
         yield Client(url, verbose=False)
 
 
-def _pixels(gallery) -> list[np.ndarray]:
-    return [np.asarray(Image.open(item["image"]).convert("RGB")) for item in gallery]
-
-
 def test_all_six_endpoints_give_the_same_images_in_a_forked_worker(zero_gpu_client, server, tmp_path):
     plain_client = Client(server, verbose=False)
     image_path, mask_path = tmp_path / "image.png", tmp_path / "mask.png"
@@ -146,7 +142,7 @@ def test_all_six_endpoints_give_the_same_images_in_a_forked_worker(zero_gpu_clie
         gallery, info = zero_gpu_client.predict(**arguments, api_name=endpoint)
         assert len(gallery) >= 1 and info["seed"] == 1 and not info["interrupted"], (endpoint, info)
         plain_gallery, _ = plain_client.predict(**arguments, api_name=endpoint)
-        for forked, local in zip(_pixels(gallery), _pixels(plain_gallery), strict=True):
+        for forked, local in zip(gallery_pixels(gallery), gallery_pixels(plain_gallery), strict=True):
             assert np.array_equal(forked, local), endpoint
 
 
