@@ -125,7 +125,7 @@ def tab_defaults(tab: str) -> dict:
         if tab == "color_guided":
             defaults.update(color="#ff8800", color_scale=uncond.DEFAULT_COLOR_SCALE)
         if tab == "clip_guided":
-            defaults["clip_scale"] = uncond.DEFAULT_CLIP_SCALE
+            defaults.update(clip_scale=uncond.DEFAULT_CLIP_SCALE, recurrence=uncond.DEFAULT_CLIP_RECURRENCE)
         return defaults
     return {}
 

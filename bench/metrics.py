@@ -26,10 +26,15 @@ def knn_radii(features: Features, k: int = 3) -> torch.Tensor:
     return distances.kthvalue(k, dim=1).values
 
 
-def manifold_coverage(reference: Features, queries: Features, k: int = 3) -> float:
-    """Share of `queries` inside the union of balls around `reference` points with their k-NN radii."""
+def manifold_coverage(
+    reference: Features, queries: Features, k: int = 3, counted: np.ndarray | torch.Tensor | None = None
+) -> float:
+    """Share of `queries` inside the union of balls around `reference` points with their k-NN radii (in the whole
+    reference set); only the balls of the `counted` reference points (a boolean mask, default all) take part."""
     reference, queries = as_tensor(reference), as_tensor(queries)
     inside = torch.cdist(queries, reference) <= knn_radii(reference, k)[None, :]
+    if counted is not None:
+        inside &= torch.as_tensor(counted, dtype=torch.bool)[None, :]
     return inside.any(dim=1).double().mean().item()
 
 
@@ -37,6 +42,13 @@ def precision_recall(real_features: Features, fake_features: Features, k: int = 
     """Improved precision and recall (Kynkaanniemi et al. 2019): (share of fake in the real manifold, share of
     real in the fake manifold)."""
     return manifold_coverage(real_features, fake_features, k), manifold_coverage(fake_features, real_features, k)
+
+
+def judged_recall(real_features: Features, fake_features: Features, fake_accepted, k: int = 3) -> float:
+    """Recall counted only from samples a quality judge accepts (`fake_accepted`, a boolean mask): the share of real
+    points inside the k-NN ball of an accepted sample (radii in the whole fake set), so a sample that does not
+    look real covers nothing, however near it lands in feature space."""
+    return manifold_coverage(fake_features, real_features, k, counted=fake_accepted)
 
 
 def copy_ratio(fake_features: Features, train_features: Features, threshold: float = 1 / 3) -> float:

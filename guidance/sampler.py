@@ -80,6 +80,25 @@ def guidance_weights(alphas: torch.Tensor, guided_steps: int, weighting: str = "
     return (weights / total if total > 0 else weights).to(torch.float32)
 
 
+# Schedulers whose `step` keeps no state between calls, so a step may be taken again (recurrence).
+RECURRENT_SCHEDULERS = ("DDIMScheduler", "DDPMScheduler")
+
+
+def renoise(
+    sample: torch.Tensor,
+    alpha_from: torch.Tensor,
+    alpha_to: torch.Tensor,
+    generator: torch.Generator | list[torch.Generator] | None,
+) -> torch.Tensor:
+    """Take a variance-preserving sample at noise level `alpha_from` back to the noisier `alpha_to` by the forward
+    process between them: sqrt(a_to / a_from) x + sqrt(1 - a_to / a_from) eps, eps drawn from `generator`."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    ratio = (alpha_to / alpha_from).clamp(max=1.0).to(sample.dtype)
+    noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+    return ratio.sqrt() * sample + (1 - ratio).sqrt() * noise
+
+
 def normalise_per_sample(gradient: torch.Tensor) -> torch.Tensor:
     """Scale each sample's gradient to unit RMS; a sample with a zero or non-finite gradient gets zero."""
     flat = gradient.flatten(1)
@@ -152,6 +171,7 @@ def guided_sample(
     clean: torch.Tensor | None = None,
     after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
     weighting: str = "noise",
+    recurrence: int = 1,
 ) -> torch.Tensor:
     """Denoise `noise` with `scheduler` (a fresh instance: its state is changed) and return the final sample: x_0 in
     [-1, 1] for a pixel model, the clean latents for a latent one.
@@ -168,6 +188,10 @@ def guided_sample(
     `weighting` spreads each term's movement over the steps (`guidance_weights`): "noise" for pixel models,
     "signal" for Stable Diffusion, whose strong text conditioning undoes edits made at high noise.
     `generator` feeds the scheduler's own noise (DDPM, DDIM with eta > 0), a list giving one per image.
+    `recurrence` > 1 takes every guided step but the last that many times, re-noising its result back to the step's
+    noise level in between (Bansal et al. 2023, "Universal Guidance", self-recurrence): the model gets more chances
+    to turn an edited x0 into an image it would make, so strong guidance stays on the data (DDIM and DDPM only:
+    their steps keep no state; the re-noising draws from `generator` too).
     `callback(step_index, num_steps, predicted_x0)` runs after every step and may raise SamplingInterrupted(step
     count, predicted_x0). StopRequested raised inside a step (guidance.interrupt.stop_checks) drops that step and
     becomes SamplingInterrupted(completed steps, the last completed step's predicted x0, or the clamped noise).
@@ -176,7 +200,14 @@ def guided_sample(
         raise ValueError(f"gradient_method {gradient_method!r} is not one of {GRADIENT_METHODS}")
     if num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+    if recurrence < 1:
+        raise ValueError(f"recurrence must be at least 1, got {recurrence}")
     active_terms = [term for term in terms if term.scale != 0]
+    if recurrence > 1 and active_terms and type(scheduler).__name__ not in RECURRENT_SCHEDULERS:
+        raise ValueError(
+            f"recurrence needs a scheduler that keeps no state between steps ({', '.join(RECURRENT_SCHEDULERS)}), "
+            f"got {type(scheduler).__name__}"
+        )
     prediction_type = scheduler.config.prediction_type
     timesteps = schedule(scheduler, num_inference_steps, noise.device, begin_index)
     alphas = step_alphas(scheduler, timesteps, begin_index)
@@ -196,17 +227,24 @@ def guided_sample(
     for index, timestep in enumerate(timesteps):
         try:
             step_terms = [(term, w[index]) for term, w in zip(active_terms, weights) if w[index] != 0]
-            sample, predicted_x0 = _step(
-                unet,
-                scheduler,
-                sample,
-                timestep,
-                alphas[index],
-                prediction_type,
-                step_terms,
-                gradient_method,
-                step_kwargs,
-            )
+
+            def take_step(current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                return _step(
+                    unet,
+                    scheduler,
+                    current,
+                    timestep,
+                    alphas[index],
+                    prediction_type,
+                    step_terms,
+                    gradient_method,
+                    step_kwargs,
+                )
+
+            sample, predicted_x0 = take_step(sample)
+            if step_terms and index + 1 < len(timesteps):
+                for _ in range(recurrence - 1):  # back to this step's noise level, and take it again
+                    sample, predicted_x0 = take_step(renoise(sample, alphas[index + 1], alphas[index], generator))
             if after_step is not None:
                 sample = after_step(index, sample)
         except StopRequested as stop:

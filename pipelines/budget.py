@@ -51,6 +51,8 @@ def unconditional_seconds(request, *_args, **_kwargs) -> int:
         per_image_step *= 3  # a backward pass through the UNet at every step
     if clip_guided:
         per_image_step += CUTOUT_STEP_SECONDS * _number(getattr(request, "cuts", None), 64)
+    if guided:
+        per_image_step *= _number(getattr(request, "recurrence", 1), 4)  # each guided step taken that many times
     runs = 2 if guided and getattr(request, "compare", False) else 1
     return _seconds(runs * steps * batch * per_image_step)
 

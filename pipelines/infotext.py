@@ -94,6 +94,7 @@ STUDIO_KEYS = {
     "clip_model": "CLIP model",
     "eta": "Eta",
     "gradient_method": "Guidance gradient",
+    "recurrence": "Recurrence",
     "outpaint_left": "Outpaint left",
     "outpaint_right": "Outpaint right",
     "outpaint_top": "Outpaint top",
@@ -169,6 +170,7 @@ READ_NUMBERS = {
     "Reference strength": ("clip_image_scale", float),
     "Cutouts": ("cuts", int),
     "Eta": ("eta", float),
+    "Recurrence": ("recurrence", int),
     "Outpaint left": ("outpaint_left", int),
     "Outpaint right": ("outpaint_right", int),
     "Outpaint top": ("outpaint_top", int),
@@ -216,6 +218,8 @@ def request_values(fields: dict[str, str]) -> tuple[str, dict, list[str]]:
             values["width"], values["height"] = int(fields["Size-1"]), int(fields["Size-2"])
     else:
         values["prompt"] = fields.get("Prompt", "")
+        if task != "unconditional":
+            values.setdefault("recurrence", 1)  # guided images from before recurrence existed took each step once
         if sampler:
             values["scheduler"] = sampler
     return task, values, skipped

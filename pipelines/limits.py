@@ -103,7 +103,7 @@ class Work:
     width: int
     height: int
     cuts: int = 0  # CLIP cutouts per image and step (0: no CLIP guidance)
-    passes: float = 1.0  # x2 when an unguided comparison also runs, x3 for a gradient through the UNet
+    passes: float = 1.0  # +1 when an unguided comparison also runs, x3 for a gradient through the UNet, x recurrence
 
     @property
     def megapixel_steps(self) -> float:

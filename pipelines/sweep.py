@@ -12,8 +12,8 @@ MAX_CELLS = 16
 # Parameters a sweep may vary, per tab (API keyword names), and their types.
 SWEEPABLE = {
     "unconditional": ("steps", "eta"),
-    "color_guided": ("color_scale", "steps", "eta"),
-    "clip_guided": ("clip_scale", "clip_image_scale", "color_scale", "cuts", "steps", "eta"),
+    "color_guided": ("color_scale", "steps", "eta", "recurrence"),
+    "clip_guided": ("clip_scale", "clip_image_scale", "color_scale", "cuts", "steps", "eta", "recurrence"),
     "txt2img": ("guidance_scale", "color_scale", "clip_scale", "clip_image_scale", "cuts", "steps"),
     "img2img": ("strength", "guidance_scale", "color_scale", "clip_scale", "clip_image_scale", "cuts", "steps"),
     "inpaint": (
@@ -27,7 +27,7 @@ SWEEPABLE = {
         "mask_blur",
     ),
 }
-INTEGER_PARAMETERS = ("steps", "cuts", "mask_blur")
+INTEGER_PARAMETERS = ("steps", "cuts", "mask_blur", "recurrence")
 GRID_CELL_MIN_SIDE = 128  # cells smaller than this (the bundled 32 and 64 px models) are enlarged in the grid
 LABEL_HEIGHT = 28
 

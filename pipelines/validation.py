@@ -22,6 +22,7 @@ LABELS = {
     "clip_scale": "CLIP guidance strength",
     "cuts": "Cutouts per image",
     "gradient_method": "Guidance gradient",
+    "recurrence": "Recurrence",
     "guidance_scale": "Guidance scale (CFG)",
     "width": "Width",
     "height": "Height",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.metrics import copy_ratio, knn_radii, mean_std, precision_recall
+from bench.metrics import copy_ratio, judged_recall, knn_radii, mean_std, precision_recall
 
 DIM = 8
 
@@ -45,6 +45,15 @@ def test_fake_set_covering_half_the_modes_is_precise_with_half_recall():
     assert len(fake) == len(REAL)
     precision, recall = precision_recall(REAL, fake, k=3)
     assert precision == 1.0 and recall == 0.5
+
+
+def test_judged_recall_counts_only_accepted_samples():
+    fake = np.concatenate([mode(center, 0.25) for center in range(4)])  # covers all four modes
+    everyone = np.ones(len(fake), dtype=bool)
+    assert judged_recall(REAL, fake, everyone) == precision_recall(REAL, fake)[1] == 1.0
+    first_two_modes = np.arange(len(fake)) < 18  # the judge rejects the samples of modes 2 and 3
+    assert judged_recall(REAL, fake, first_two_modes) == 0.5
+    assert judged_recall(REAL, fake, np.zeros(len(fake), dtype=bool)) == 0.0
 
 
 def test_copy_ratio_counts_exact_copies_and_not_equidistant_points():

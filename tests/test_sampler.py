@@ -7,7 +7,7 @@ from diffusers import DDIMPipeline, DDPMPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
 from guidance import ClipLoss, ColorLoss, GuidanceTerm, SamplingInterrupted, color_distance, guided_sample
-from guidance.sampler import bounded_edit, guidance_weights, normalise_per_sample
+from guidance.sampler import bounded_edit, guidance_weights, normalise_per_sample, renoise
 from pipelines.unconditional import (
     DEFAULT_CLIP_SCALE,
     DEFAULT_COLOR_SCALE,
@@ -201,3 +201,60 @@ def test_predicted_x0_is_right_for_sigma_scaled_samples(prior_unet, scheduler_cl
     assert scheduler.init_noise_sigma > 5 and len(ours) == len(theirs) == STEPS  # really sigma-scaled samples
     for mine, scheduler_x0 in zip(ours, theirs):
         torch.testing.assert_close(mine, scheduler_x0, rtol=1e-4, atol=1e-4)
+
+
+class CountingUNet(torch.nn.Module):
+    """Wraps a UNet and counts its forward passes."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet, self.config, self.calls = unet, unet.config, 0
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def forward(self, sample, timestep):
+        self.calls += 1
+        return self.unet(sample, timestep)
+
+
+def test_recurrence_retakes_every_guided_step_but_the_last(prior_unet):
+    counting = CountingUNet(prior_unet)
+    color = GuidanceTerm("color", ColorLoss(ORANGE), DEFAULT_COLOR_SCALE)
+    plain = sample(counting, "DDIM", [50, 51], [GuidanceTerm("color", ColorLoss(ORANGE), 0.0)], eta=1.0, recurrence=3)
+    assert counting.calls == STEPS  # nothing guided: nothing retaken, and the images are today's
+    torch.testing.assert_close(plain, sample(prior_unet, "DDIM", [50, 51], eta=1.0), rtol=0, atol=0)
+    counting.calls = 0
+    once = sample(counting, "DDIM", [50, 51], [color], eta=1.0)
+    assert counting.calls == STEPS
+    counting.calls = 0
+    thrice = sample(counting, "DDIM", [50, 51], [color], eta=1.0, recurrence=3)
+    assert counting.calls == STEPS + 2 * (STEPS - 1)
+    assert not torch.equal(once, thrice)
+    torch.testing.assert_close(thrice, sample(prior_unet, "DDIM", [50, 51], [color], eta=1.0, recurrence=3))
+
+
+@pytest.mark.parametrize("scheduler_name", ["DDIM", "DDPM"])
+def test_recurrence_keeps_images_independent_of_the_batch(prior_unet, scheduler_name):
+    color = GuidanceTerm("color", ColorLoss(ORANGE), DEFAULT_COLOR_SCALE)
+    batch = sample(prior_unet, scheduler_name, [60, 61], [color], eta=1.0, recurrence=2)
+    for index, seed in enumerate([60, 61]):
+        single = sample(prior_unet, scheduler_name, [seed], [color], eta=1.0, recurrence=2)
+        torch.testing.assert_close(batch[index : index + 1], single, rtol=0, atol=2e-4)
+
+
+def test_recurrence_is_refused_for_schedulers_with_history(prior_unet):
+    color = GuidanceTerm("color", ColorLoss(ORANGE), DEFAULT_COLOR_SCALE)
+    with pytest.raises(ValueError, match="recurrence needs a scheduler .* got DPMSolverMultistepScheduler"):
+        sample(prior_unet, "DPM++ 2M", [1], [color], recurrence=2)
+    with pytest.raises(ValueError, match="recurrence must be at least 1, got 0"):
+        sample(prior_unet, "DDIM", [1], [color], recurrence=0)
+
+
+def test_renoise_is_the_forward_process_between_two_noise_levels():
+    sample_ = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    generators = seeded_generators(5, 2)
+    out = renoise(sample_, torch.tensor(0.81), torch.tensor(0.36), generators)
+    noise = randn_tensor(sample_.shape, generator=seeded_generators(5, 2))
+    torch.testing.assert_close(out, (0.36 / 0.81) ** 0.5 * sample_ + (1 - 0.36 / 0.81) ** 0.5 * noise)

@@ -178,3 +178,21 @@ def test_downloads_are_named_for_what_they_are_and_zip_together(tmp_path):
             "color_guided-7.png",
             "color_guided-7-2.png",
         ]
+
+
+def test_recurrence_is_checked_and_needs_a_scheduler_that_can_retake_a_step(configured):
+    from pipelines import unconditional as uncond
+
+    model = configured["unet"]
+    with pytest.raises(ValueError, match=r'^recurrence must be between 1 and 4, got 5 \("Recurrence" in the page\)$'):
+        uncond.validate(uncond.SamplingRequest(model=model, color="red", color_scale=1, recurrence=5))
+    with pytest.raises(ValueError, match=r"^recurrence 2 needs the DDIM or DDPM scheduler, got DPM\+\+ 2M"):
+        uncond.validate(
+            uncond.SamplingRequest(model=model, scheduler="DPM++ 2M", color="red", color_scale=1, recurrence=2)
+        )
+    # Unguided, nothing is retaken: any scheduler, and the parameters do not mention it.
+    plain = uncond.validate(uncond.SamplingRequest(model=model, scheduler="DPM++ 2M", recurrence=2, seed=1))
+    assert "recurrence" not in uncond.request_info(plain)
+    guided = uncond.validate(uncond.SamplingRequest(model=model, color="red", color_scale=1, recurrence=3, seed=1))
+    assert uncond.request_info(guided)["recurrence"] == 3
+    assert uncond.request_work(guided, 32).passes == 3

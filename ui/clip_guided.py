@@ -32,14 +32,14 @@ def build(page: PageParts) -> Tab:
                     0, uncond.MAX_COLOR_SCALE, value=0, step=0.05, label="Color strength (0 = no color)"
                 )
             reference = reference_controls("clip", uncond.DEFAULT_CLIP_SCALE, uncond.MAX_CLIP_SCALE)
-            compare, method = guidance_options("clip")
+            compare, method, recurrence = guidance_options("clip", uncond.DEFAULT_CLIP_RECURRENCE)
             sweep_parts = sweep_controls("clip_guided")
             examples("clip_guided", [prompt, clip_scale, controls["seed"]])
         with gr.Column():
             tab_outputs = outputs("clip", page)
     inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed")]
     inputs += [prompt, clip_scale, cuts, color, color_scale, compare, controls["eta"], method, *reference]
-    inputs.append(controls["batch_count"])
+    inputs += [controls["batch_count"], recurrence]
     wire(clip_guided, inputs, tab_outputs, "clip_guided")
     wire_sweep("clip_guided", sweep_parts, inputs, *tab_outputs[2:4])
     return Tab(inputs, tab_outputs[1])

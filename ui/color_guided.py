@@ -25,13 +25,13 @@ def build(page: PageParts) -> Tab:
                     step=0.05,
                     label="Color guidance strength (0 = off)",
                 )
-            compare, method = guidance_options("color")
+            compare, method, recurrence = guidance_options("color")
             sweep_parts = sweep_controls("color_guided")
             examples("color_guided", [color, color_scale, controls["seed"]])
         with gr.Column():
             tab_outputs = outputs("color", page)
     inputs = [controls[key] for key in ("model", "scheduler", "steps", "batch_size", "seed")]
-    inputs += [color, color_scale, compare, controls["eta"], method, controls["batch_count"]]
+    inputs += [color, color_scale, compare, controls["eta"], method, controls["batch_count"], recurrence]
     wire(color_guided, inputs, tab_outputs, "color_guided")
     wire_sweep("color_guided", sweep_parts, inputs, *tab_outputs[2:4])
     return Tab(inputs, tab_outputs[1])

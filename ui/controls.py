@@ -75,7 +75,9 @@ def sampling_controls(prefix: str, page: PageParts) -> dict[str, gr.components.C
         "scheduler": Dropdown(list(uncond.SCHEDULERS), value="DDIM", label="Scheduler"),
     }
     with gr.Row():
-        controls["steps"] = Slider(1, uncond.MAX_STEPS, value=50, step=1, label="Steps", elem_id=f"{prefix}-steps")
+        controls["steps"] = Slider(
+            1, uncond.MAX_STEPS, value=uncond.DEFAULT_STEPS, step=1, label="Steps", elem_id=f"{prefix}-steps"
+        )
         controls["eta"] = Slider(
             0, 1, value=uncond.DEFAULT_ETA, step=0.05, label="Eta (DDIM only; 0 = deterministic, 1 = ancestral)"
         )
@@ -219,12 +221,21 @@ def reference_controls(prefix: str, default: float, maximum: float):
     return clip_image, clip_image_scale
 
 
-def guidance_options(prefix: str):
-    """Compare toggle and gradient method, shared by the guided tabs."""
+def guidance_options(prefix: str, recurrence: int = 1):
+    """Compare toggle, gradient method and recurrence (starting at `recurrence`), shared by the guided tabs."""
     with gr.Accordion("Options", open=False):
         compare = gr.Checkbox(False, label="Also show the unguided image of the same seed", elem_id=f"{prefix}-compare")
         method = Radio(GRADIENT_LABELS, value="x0", label="Guidance gradient")
-    return compare, method
+        retakes = Slider(
+            1,
+            uncond.MAX_RECURRENCE,
+            value=recurrence,
+            step=1,
+            label="Recurrence (each guided step taken this many times: slower, keeps images on the model's data; "
+            "DDIM and DDPM)",
+            elem_id=f"{prefix}-recurrence",
+        )
+    return compare, method, retakes
 
 
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")

@@ -33,6 +33,8 @@ PIXEL_ARGS = {
     "clip_image": "a reference picture CLIP guidance pulls toward (its CLIP image embedding), or none",
     "clip_image_scale": f"CLIP guidance strength toward the reference picture, 0 (off) to {uncond.MAX_CLIP_SCALE:g}",
     "batch_count": f"batches run one after another, 1 to {MAX_BATCH_COUNT}, seeds continuing",
+    "recurrence": f"times each guided step is taken (re-noised back in between), 1 to {uncond.MAX_RECURRENCE}; above 1 "
+    "keeps strongly guided images looking like the model's, costs that many times the guided steps (DDIM, DDPM)",
     "previews": "stream the predicted image while it samples (submit); predict returns only the final images",
 }
 SD_ARGS = PIXEL_ARGS | {
@@ -122,6 +124,7 @@ def color_guided(
     eta: float = uncond.DEFAULT_ETA,
     gradient_method: str = "x0",
     batch_count: int = 1,
+    recurrence: int = 1,
     previews: bool = True,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),
@@ -152,6 +155,7 @@ def clip_guided(
     clip_image=None,
     clip_image_scale: float = 0.0,
     batch_count: int = 1,
+    recurrence: int = uncond.DEFAULT_CLIP_RECURRENCE,
     previews: bool = True,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),

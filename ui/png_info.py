@@ -51,7 +51,10 @@ def studio_values(parameters: dict) -> tuple[str, dict, int]:
         if parameters.get("color_decoder"):
             values["color_decoder"] = decoder_choice(parameters["color_decoder"])
         return task, values, index
-    return pixel_task(parameters), values, index
+    task = pixel_task(parameters)
+    if task != "unconditional":
+        values.setdefault("recurrence", 1)  # guided images from before recurrence existed took each step once
+    return task, values, index
 
 
 def send_to(tab: str, components: list):
