@@ -186,10 +186,14 @@ def test_recurrence_is_checked_and_needs_a_scheduler_that_can_retake_a_step(conf
     model = configured["unet"]
     with pytest.raises(ValueError, match=r'^recurrence must be between 1 and 4, got 5 \("Recurrence" in the page\)$'):
         uncond.validate(uncond.SamplingRequest(model=model, color="red", color_scale=1, recurrence=5))
-    with pytest.raises(ValueError, match=r"^recurrence 2 needs the DDIM or DDPM scheduler, got DPM\+\+ 2M"):
-        uncond.validate(
-            uncond.SamplingRequest(model=model, scheduler="DPM++ 2M", color="red", color_scale=1, recurrence=2)
-        )
+    # A scheduler that cannot retake a step runs once per step, and says so (the CLIP tab's default is above 1).
+    multistep = uncond.validate(
+        uncond.SamplingRequest(model=model, scheduler="DPM++ 2M", color="red", color_scale=1, recurrence=2, seed=1)
+    )
+    assert multistep.recurrence == 1 and uncond.request_info(multistep)["recurrence"] == 1
+    assert uncond.request_info(multistep)["warnings"] == [
+        "recurrence 2 needs the DDIM or DDPM scheduler: DPM++ 2M ran with recurrence 1"
+    ]
     # Unguided, nothing is retaken: any scheduler, and the parameters do not mention it.
     plain = uncond.validate(uncond.SamplingRequest(model=model, scheduler="DPM++ 2M", recurrence=2, seed=1))
     assert "recurrence" not in uncond.request_info(plain)
