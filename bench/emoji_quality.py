@@ -867,6 +867,26 @@ def section_speed(bench: Bench) -> None:
         bench.rows.append(
             (f"unconditional, batch of 4, {STEPS} steps", f"{seconds:.2f} s" + verdict(seconds < 3), "< 3 s on CPU")
         )
+        if bundled_path("clip"):
+            clip_seconds = {}
+            for recurrence in (1, uncond.DEFAULT_CLIP_RECURRENCE):  # side by side, the same request otherwise
+                request = uncond.SamplingRequest(
+                    model=BUNDLED_LABEL,
+                    prompt="red heart",
+                    clip_scale=uncond.DEFAULT_CLIP_SCALE,
+                    seed=0,
+                    recurrence=recurrence,
+                )
+                clip_seconds[recurrence] = timed_twice(uncond.generate, request)
+            plain, default = clip_seconds[1], clip_seconds[uncond.DEFAULT_CLIP_RECURRENCE]
+            bench.rows.append(
+                (
+                    f"CLIP-guided, 1 image, {uncond.DEFAULT_STEPS} steps, recurrence 1 vs "
+                    f"{uncond.DEFAULT_CLIP_RECURRENCE} (the default)",
+                    f"{plain:.2f} s vs {default:.2f} s (x{default / plain:.2f})",
+                    "reported",
+                )
+            )
     else:
         bench.skipped.append("skipped unconditional speed: no bundled ddpm")
     if bundled_path("sd"):
