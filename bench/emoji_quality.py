@@ -529,34 +529,40 @@ def section_uncond(bench: Bench) -> None:
             judged_recall(bench.real_set(draw, count), fakes[draw], distances[draw] <= bench.thresholds[draw], K)
             for draw in range(draws)
         ]
-        measured = mean_std(projection)[0]
-        bench.rows.append(
-            (
-                f"unconditional projection precision (SD img2img judge), {count} samples, {draws} draws",
-                f"{spread(projection)} (x{measured / max(bench.real_projection, 1e-9):.2f})"
-                + (
-                    " (judge blind: a negative control reaches this bar)"
-                    if bench.projection_blind
-                    else verdict(measured >= 0.7 * bench.real_projection)
-                ),
-                f">= 0.7 x real = {0.7 * bench.real_projection:.3f}",
-            )
+        judged_row(
+            bench,
+            f"unconditional projection precision (SD img2img judge), {count} samples, {draws} draws",
+            projection,
+            (0.7, bench.real_projection, bench.projection_blind),
         )
-        measured = mean_std(judged)[0]
-        bench.rows.append(
-            (
-                f"unconditional judged recall (recall from projection-accepted samples only), {draws} draws",
-                f"{spread(judged)} (x{measured / max(bench.real_judged, 1e-9):.2f})"
-                + (
-                    " (judge blind: a negative control reaches this bar)"
-                    if bench.judged_blind
-                    else verdict(measured >= 0.5 * bench.real_judged)
-                ),
-                f">= 0.5 x real = {0.5 * bench.real_judged:.3f}",
-            )
+        judged_row(
+            bench,
+            f"unconditional judged recall (recall from projection-accepted samples only), {draws} draws",
+            judged,
+            (0.5, bench.real_judged, bench.judged_blind),
         )
     copies = copy_ratio(torch.cat(fakes), bench.real)
     bench.rows.append((f"unconditional copy ratio vs the data set, {draws * count} samples", f"{copies:.1%}", "-"))
+
+
+def judged_row(bench: Bench, what: str, values: list[float], bar: tuple[float, float, bool]) -> None:
+    """A row for a judge-based figure against `share` x its real reference: (share, reference, whether blind)."""
+    from bench.metrics import mean_std
+
+    share, reference, blind = bar
+    measured = mean_std(values)[0]
+    bench.rows.append(
+        (
+            what,
+            f"{spread(values)} (x{measured / max(reference, 1e-9):.2f})"
+            + (
+                " (judge blind: a negative control reaches this bar)"
+                if blind
+                else verdict(measured >= share * reference)
+            ),
+            f">= {share} x real = {share * reference:.3f}",
+        )
+    )
 
 
 def guided_projection_row(bench: Bench, kind: str, guided: np.ndarray, plain: np.ndarray) -> None:

@@ -193,6 +193,14 @@ def sd_scheduler(sampler: str | None, schedule: str | None) -> str | None:
     return sampler if sampler in SD_SAMPLERS else None  # older files: "DPM++ 2M Karras" in the sampler
 
 
+def unrecorded_defaults(task: str, values: dict) -> dict:
+    """`values` completed with what an image made before a keyword existed ran with: recurrence 1 in the guided
+    pixel tabs (each guided step taken once)."""
+    if task in ("color_guided", "clip_guided"):
+        values.setdefault("recurrence", 1)
+    return values
+
+
 def request_values(fields: dict[str, str]) -> tuple[str, dict, list[str]]:
     """(tab, {API keyword: value}, what could not be used) from the fields of a `parameters` text: the studio's own
     keys and stable-diffusion-webui's; a file without a "Studio task" is a txt2img image."""
@@ -218,8 +226,7 @@ def request_values(fields: dict[str, str]) -> tuple[str, dict, list[str]]:
             values["width"], values["height"] = int(fields["Size-1"]), int(fields["Size-2"])
     else:
         values["prompt"] = fields.get("Prompt", "")
-        if task != "unconditional":
-            values.setdefault("recurrence", 1)  # guided images from before recurrence existed took each step once
+        unrecorded_defaults(task, values)
         if sampler:
             values["scheduler"] = sampler
     return task, values, skipped

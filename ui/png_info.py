@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from pipelines import stable_diffusion as sd
-from pipelines.infotext import decoder_choice, pixel_task, request_values
+from pipelines.infotext import decoder_choice, pixel_task, request_values, unrecorded_defaults
 from pipelines.outputs import image_parameters
 from ui.controls import TAB_LABELS
 from ui_components import Image
@@ -52,9 +52,7 @@ def studio_values(parameters: dict) -> tuple[str, dict, int]:
             values["color_decoder"] = decoder_choice(parameters["color_decoder"])
         return task, values, index
     task = pixel_task(parameters)
-    if task != "unconditional":
-        values.setdefault("recurrence", 1)  # guided images from before recurrence existed took each step once
-    return task, values, index
+    return task, unrecorded_defaults(task, values), index
 
 
 def send_to(tab: str, components: list):
