@@ -19,7 +19,7 @@ import PIL.Image
 from gradio.utils import is_in_or_equal
 
 from pipelines.images import MAX_UPLOAD_PIXELS
-from pipelines.validation import LABELS, choice, in_page, number, wrong_kind
+from pipelines.validation import LABELS, MAX_TEXT, choice, in_page, number, typed
 
 
 def _where(component) -> tuple[str, str | None]:
@@ -57,9 +57,8 @@ class _Bounded:
         low = -math.inf if self.minimum is None else self.minimum
         high = math.inf if self.maximum is None else self.maximum
         kind = self._kind()
-        if not isinstance(payload, (int, float)) or isinstance(payload, bool):  # "5", [1], True: not a number
-            raise _refuse(str(wrong_kind(keyword, payload, kind, label)))
         try:
+            typed(keyword, payload, kind, label)  # "5", [1], True: not a number
             number(keyword, payload, kind, low, high, label=label)
         except ValueError as error:
             raise _refuse(str(error)) from None
@@ -80,12 +79,18 @@ class _Choice:
 
 
 class Textbox(_GradioFrontend, gr.Textbox):
-    """Text only: Gradio would pass a list or a dict on as its repr."""
+    """Text only (Gradio would pass a list or a dict on as its repr), at most MAX_TEXT characters."""
 
     def preprocess(self, payload):
-        if payload is not None and not isinstance(payload, str):
+        if payload is not None:
             keyword, label = _where(self)
-            raise _refuse(f"{keyword} must be text, got {type(payload).__name__}{in_page(keyword, label)}")
+            try:
+                typed(keyword, payload, str, label)
+            except ValueError as error:
+                raise _refuse(str(error)) from None
+            if len(payload) > MAX_TEXT:
+                raise _refuse(f"{keyword} has {len(payload)} characters, above the limit of {MAX_TEXT}"
+                              f"{in_page(keyword, label)}")
         return super().preprocess(payload)
 
 

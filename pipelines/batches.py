@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from pipelines.limits import check_total, server_limits
 from pipelines.validation import number
 
 MAX_BATCH_COUNT = 8
@@ -12,7 +13,9 @@ MAX_BATCH_COUNT = 8
 
 def batch_requests(validate: Callable, request, batch_count) -> list:
     """The checked requests of `batch_count` batches in a row, seeds continuing (batch k starts at seed + k x batch
-    size), all validated before the first runs."""
+    size), all validated before the first runs, and refused together when their sum is above the compute limits."""
     count = number("batch_count", batch_count, int, 1, MAX_BATCH_COUNT, label="Batch count")
     first = validate(request)
-    return [first] + [validate(replace(first, seed=first.seed + index * first.batch_size)) for index in range(1, count)]
+    jobs = [first] + [validate(replace(first, seed=first.seed + index * first.batch_size)) for index in range(1, count)]
+    check_total([job.work() for job in jobs], server_limits(), "batches", "batch_count, steps, batch_size or the size")
+    return jobs

@@ -57,6 +57,16 @@ def bundled_path(name: str) -> str | None:
     return None
 
 
+def recorded_name(reference: str) -> str:
+    """How a model reference is recorded in outputs: a bundled model by the bundled label and its name, never by
+    the server's folder (a `local-dir:` prefix is dropped with it); any other reference as it is."""
+    location = os.path.abspath(reference.removeprefix("local-dir:"))
+    folder = os.path.abspath(bundled_dir())
+    if os.path.commonpath([folder, location]) == folder:
+        return f"{BUNDLED_LABEL}: {os.path.relpath(location, folder)}"
+    return reference
+
+
 @functools.lru_cache(maxsize=1)
 def hub_unreachable(timeout: float = 2.0) -> bool:
     """True when `HF_HUB_OFFLINE` is set or huggingface.co cannot be reached (checked once per process)."""

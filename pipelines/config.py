@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from guidance.colors import shown
 from pipelines.bundled import BUNDLED_LABEL, bundled_path, prefer_bundled
 
 DEFAULT_UNCOND_MODELS = (
@@ -58,5 +59,5 @@ def check_model(model: str) -> str:
     """Return `model` if it is one of the configured unconditional models, else raise ValueError."""
     allowed = uncond_models()
     if model not in allowed:
-        raise ValueError(f"model {model!r} is not one of the configured models: {', '.join(allowed)}")
+        raise ValueError(f"model {shown(model)} is not one of the configured models: {', '.join(allowed)}")
     return model

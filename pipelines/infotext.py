@@ -15,11 +15,18 @@ reads back every key it writes.
 from __future__ import annotations
 
 import json
+import math
 import re
+from bisect import bisect_right
 
-# One "Key: value" pair of the last line: a key of words, spaces, hyphens and slashes; a value that is a JSON string
-# (escapes allowed) or runs to the next comma.
-PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+from guidance.colors import shown
+
+# The pieces of one "Key: value" pair of the last line (stable-diffusion-webui's regex
+# `\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)`, read piece by piece: that regex, tried at every position,
+# backtracks through every shorter key and takes time quadratic in a line without a colon).
+SPACES = re.compile(r"\s*")
+KEY_RUN = re.compile(r"\w[\w \-/]*")  # a key: a word character, then words, spaces, hyphens, slashes
+QUOTE_MARKS = re.compile(r'\\.|"|\\')  # an escape pair, a quote that closes a JSON string, a lone backslash
 SIZE = re.compile(r"^(\d+)x(\d+)$")
 NEGATIVE = "Negative prompt:"
 
@@ -47,13 +54,54 @@ def format_infotext(prompt: str, negative_prompt: str, pairs: dict) -> str:
     return f"{prompt}{negative}\n{line}".strip()
 
 
+def quoted_end(line: str, start: int, marks: list[int]) -> int | None:
+    """Where the JSON string opened by the quote at `start` ends (the index after its closing quote) when a pair
+    may end there (at a comma or the end of the line), else None. `marks`: where `line` has an unescaped quote or a
+    backslash that escapes nothing (QUOTE_MARKS pairs backslashes from the start of each run, as the string's own
+    scan does)."""
+    index = bisect_right(marks, start)
+    if index == len(marks) or line[marks[index]] != '"' or marks[index] == start + 1:
+        return None  # no closing quote, a backslash that escapes nothing first, or an empty string ("")
+    end = marks[index] + 1
+    rest = line[end : end + 2]
+    return end if rest in ("", "\n") or rest[0] == "," else None
+
+
+def infotext_pairs(line: str) -> list[tuple[str, str]]:
+    """The (key, value) pairs stable-diffusion-webui's regex finds in the last line of a `parameters` text (values
+    as written: quoted, unstripped), in time linear in the line: a key that is not followed by a colon is skipped
+    whole, since no key starting inside it can be followed by one either."""
+    marks = [found.start() for found in QUOTE_MARKS.finditer(line) if len(found.group()) == 1]
+    pairs: list[tuple[str, str]] = []
+    position = 0
+    while position < len(line):
+        start = SPACES.match(line, position).end()
+        key = KEY_RUN.match(line, start)
+        if key is None:
+            position = start + 1
+            continue
+        colon = key.end()
+        if line[colon : colon + 1] != ":" or colon - start < 2:
+            position = colon
+            continue
+        value = SPACES.match(line, colon + 1).end()
+        end = quoted_end(line, value, marks) if line[value : value + 1] == '"' else None
+        if end is None:
+            comma = line.find(",", value)
+            end = len(line) if comma < 0 else comma
+        pairs.append((line[start:colon], line[value:end]))
+        position = end + (line[end : end + 1] == ",")
+    return pairs
+
+
 def parse_infotext(text: str) -> dict[str, str]:
     """The fields of a `parameters` text: "Prompt", "Negative prompt" and every pair of its last line, values as
     text (a `Size: WxH` value also as "Size-1" and "Size-2"). A last line with fewer than three pairs is taken as
     part of the prompt, as stable-diffusion-webui does."""
     *lines, last = text.strip().split("\n")
-    if len(PAIR.findall(last)) < 3:
-        lines, last = [*lines, last], ""
+    pairs = infotext_pairs(last)
+    if len(pairs) < 3:
+        lines, last, pairs = [*lines, last], "", []
     prompt, negative, in_negative = [], [], False
     for line in lines:
         line = line.strip()
@@ -61,7 +109,7 @@ def parse_infotext(text: str) -> dict[str, str]:
             in_negative, line = True, line[len(NEGATIVE) :].strip()
         (negative if in_negative else prompt).append(line)
     fields = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
-    for key, value in PAIR.findall(last):
+    for key, value in pairs:
         value = unquote(value.strip())
         fields[key] = value
         if size := SIZE.match(value):
@@ -80,6 +128,7 @@ SD_SAMPLERS = {
     "UniPC": ("UniPC", None),
 }
 SD_TASKS = ("txt2img", "img2img", "inpaint")
+PIXEL_TASKS = ("unconditional", "color_guided", "clip_guided")
 TASK_KEY = "Studio task"  # which tab made the image: txt2img, img2img, inpaint, unconditional, color_guided, ...
 # The studio's own keys, after the standard ones: parameter name in the JSON -> key in the parameters line.
 STUDIO_KEYS = {
@@ -201,18 +250,36 @@ def unrecorded_defaults(task: str, values: dict) -> dict:
     return values
 
 
+def read_number(text: str, kind: type) -> int | float:
+    """A number of the parameters line as `kind` (int: truncated, as written by any reader); ValueError saying why
+    for text that is not a finite number, or an integer beyond 64 bits."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError("is not a number") from None
+    if not math.isfinite(number):
+        raise ValueError("is not a finite number")
+    if kind is int and abs(number) >= 2**63:
+        raise ValueError("is too large")
+    return int(number) if kind is int else number
+
+
 def request_values(fields: dict[str, str]) -> tuple[str, dict, list[str]]:
     """(tab, {API keyword: value}, what could not be used) from the fields of a `parameters` text: the studio's own
-    keys and stable-diffusion-webui's; a file without a "Studio task" is a txt2img image."""
+    keys and stable-diffusion-webui's; a file without a "Studio task" (or with one that is no tab) is a txt2img
+    image."""
     task = fields.get(TASK_KEY) or "txt2img"
     values: dict = {}
     skipped: list[str] = []
+    if task not in (*SD_TASKS, *PIXEL_TASKS):
+        skipped.append(f"{TASK_KEY}: {shown(task)} is not a tab")
+        task = "txt2img"
     for key, (name, kind) in READ_NUMBERS.items():
         if key in fields:
             try:
-                values[name] = kind(float(fields[key])) if kind is int else kind(fields[key])
-            except ValueError:
-                skipped.append(f"{key}: {fields[key]!r} is not a number")
+                values[name] = read_number(fields[key], kind)
+            except ValueError as reason:
+                skipped.append(f"{key}: {shown(fields[key])} {reason}")
     values.update({name: fields[key] for key, name in READ_TEXTS.items() if key in fields})
     sampler = fields.get("Sampler")
     if task in SD_TASKS:
@@ -221,9 +288,13 @@ def request_values(fields: dict[str, str]) -> tuple[str, dict, list[str]]:
         if scheduler:
             values["scheduler"] = scheduler
         elif sampler:
-            skipped.append(f"Sampler: {sampler} (schedule {fields.get('Schedule type', 'Automatic')}) is not offered")
+            schedule = fields.get("Schedule type", "Automatic")
+            skipped.append(f"Sampler: {sampler[:40]} (schedule {schedule[:40]}) is not offered")
         if task == "txt2img" and "Size-1" in fields:
-            values["width"], values["height"] = int(fields["Size-1"]), int(fields["Size-2"])
+            try:
+                values["width"], values["height"] = (read_number(fields[f"Size-{side}"], int) for side in "12")
+            except ValueError as reason:
+                skipped.append(f"Size: {shown(fields['Size-1'] + 'x' + fields['Size-2'])} {reason}")
     else:
         values["prompt"] = fields.get("Prompt", "")
         unrecorded_defaults(task, values)

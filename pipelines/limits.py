@@ -1,10 +1,12 @@
 """Per-request compute limits, set by environment variables and checked before any model loads.
 
 Each refusal names the parameter, its value, the limit and the variable that sets it. The product limit counts
-*megapixel-steps*: denoising steps x images x output pixels / 1e6, doubled for `compare` and tripled for a
-gradient through the UNet. It tracks cost across model families within about 1.5x: a 256x256 DDPM UNet
-(celebahq) and SD 1.5 at 512x512 both cost about 0.3 s per megapixel-step on one ZeroGPU slice (the estimates in
-`pipelines.budget`). CLIP cutouts get their own count, cutout-steps (steps x images x cutouts).
+*megapixel-steps*: denoising steps x images x output pixels / 1e6, times the passes each step takes (an unguided
+comparison, a gradient through the UNet, recurrence, a VAE decoder in the guidance), plus the VAE passes outside
+the steps (a decode of each output, an encode of each input), all scaled up for a size above the model's native
+one (attention grows with the square of the number of pixels). CLIP cutouts get their own count, cutout-steps
+(steps x images x cutouts x takes). A request of several jobs (batches, sweep cells) is checked as a whole as well.
+`docs/limits.md` gives the measurements behind the defaults.
 """
 
 from __future__ import annotations
@@ -15,16 +17,15 @@ from dataclasses import dataclass
 
 from pipelines.validation import in_page, plain_number
 
-# Defaults with an accelerator (CUDA, or ZeroGPU whose main process has none): 150 megapixel-steps is SD 1.5 at
-# 512x512, 4 images, 143 steps, or celebahq-256, 2 images, 1000 steps; about 45 s of one H200 slice, about 3 minutes
-# of a T4. On a CPU: 7. Measured on 2 cores (AMD EPYC): one SD 1.5 UNet step with CFG takes 14.7 s at 512x512
-# (56 s per megapixel-step) and 92 s at 1024x1024; the bundled 32 px DDPM 0.025 s per image-step (24 s per
-# megapixel-step). So 7 admits SD 1.5's default request (512x512, 25 steps: 6.6, about 6 minutes) and the bundled
-# DDPM at 1000 steps for 6 images (about 2.5 minutes), and refuses more.
+# With an accelerator (CUDA, or ZeroGPU whose main process has none): about 45 s of one H200 slice by
+# `pipelines.budget`'s estimates. On a CPU: about a minute of the bundled models on 2 cores (docs/limits.md).
 GPU_MEGAPIXEL_STEPS = 150.0
-CPU_MEGAPIXEL_STEPS = 7.0
-GPU_CUTOUT_STEPS = 20_000  # 4 cutouts x 1000 steps x 4 images, or 64 x 50 x 6
-CPU_CUTOUT_STEPS = 20_000  # a cutout of the bundled CLIP is cheap; a ViT-B-32 on a CPU is limited by the steps
+CPU_MEGAPIXEL_STEPS = 3.0
+GPU_CUTOUT_STEPS = 20_000
+CPU_CUTOUT_STEPS = 3_600
+# Cost per pixel grows by 1/ATTENTION_GROWTH of each native area above the native size (attention over more tokens).
+ATTENTION_GROWTH = 9.0
+CODER_PASS_STEPS = 1.0  # one VAE pass (encode or decode) of an image counts as one denoising step of it
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ ENV = {
 }
 
 
-def _envplain_number(name: str, kind: type):
+def _env_number(name: str, kind: type):
     """The positive number in environment variable `name`, None when unset; ValueError naming it when invalid."""
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -66,13 +67,13 @@ def _envplain_number(name: str, kind: type):
 def current_limits(accelerated: bool) -> Limits:
     """The limits from the environment, with the defaults for a server with (or without) an accelerator."""
     return Limits(
-        steps=_envplain_number(ENV["steps"], int),
-        batch_size=_envplain_number(ENV["batch_size"], int),
-        pixels=_envplain_number(ENV["pixels"], int),
-        cuts=_envplain_number(ENV["cuts"], int),
-        megapixel_steps=_envplain_number(ENV["megapixel_steps"], float)
+        steps=_env_number(ENV["steps"], int),
+        batch_size=_env_number(ENV["batch_size"], int),
+        pixels=_env_number(ENV["pixels"], int),
+        cuts=_env_number(ENV["cuts"], int),
+        megapixel_steps=_env_number(ENV["megapixel_steps"], float)
         or (GPU_MEGAPIXEL_STEPS if accelerated else CPU_MEGAPIXEL_STEPS),
-        cutout_steps=_envplain_number(ENV["cutout_steps"], int)
+        cutout_steps=_env_number(ENV["cutout_steps"], int)
         or (GPU_CUTOUT_STEPS if accelerated else CPU_CUTOUT_STEPS),
     )
 
@@ -85,10 +86,18 @@ def server_limits() -> Limits:
     return current_limits(accelerated=on_zero_gpu() or default_device().type != "cpu")
 
 
+def above(value: float, limit: float) -> str:
+    """`value` with as many decimals (up to 6) as it takes to read above `limit`: 7.004, not 7, against a limit of 7."""
+    for decimals in range(1, 7):
+        if float(f"{value:.{decimals}f}") > limit:
+            break
+    return plain_number(float(f"{value:.{decimals}f}"))
+
+
 def _refuse_above(name: str, value: float, limit, what: str | None = None) -> None:
-    """ValueError when `value` exceeds `limit` (None: no limit)."""
+    """ValueError when `value` exceeds `limit` (None: no limit); `what` may hold `{value}` for the value."""
     if limit is not None and value > limit:
-        shown = what or f"{name} {plain_number(value)}"
+        shown = (what or f"{name} {{value}}").format(value=above(value, limit))
         raise ValueError(
             f"{shown} is above this server's limit of {plain_number(limit)} (set by {ENV[name]}){in_page(name)}"
         )
@@ -96,22 +105,44 @@ def _refuse_above(name: str, value: float, limit, what: str | None = None) -> No
 
 @dataclass(frozen=True)
 class Work:
-    """What one request asks of the accelerator, in the units the limits use."""
+    """What one job asks of the device, in the units the limits use."""
 
     steps: int  # denoising steps actually run (img2img: steps x strength)
     batch_size: int
     width: int
     height: int
     cuts: int = 0  # CLIP cutouts per image and step (0: no CLIP guidance)
-    passes: float = 1.0  # +1 when an unguided comparison also runs, x3 for a gradient through the UNet, x recurrence
+    passes: float = 1.0  # model passes per step: +1 for a comparison, x3 for a gradient through the UNet, x takes...
+    takes: int = 1  # times each guided step is taken (recurrence): multiplies the cutouts too
+    native_pixels: int = 0  # the pixels of the model's native size (0: unknown, no growth counted)
+    coder_passes: float = 0.0  # VAE passes per image outside the steps (a decode of each output, an encode of an input)
+
+    @property
+    def size_factor(self) -> float:
+        """How much more a pixel costs at this size than at the model's native size."""
+        if not self.native_pixels:
+            return 1.0
+        return 1.0 + max(0.0, self.width * self.height / self.native_pixels - 1.0) / ATTENTION_GROWTH
 
     @property
     def megapixel_steps(self) -> float:
-        return self.steps * self.batch_size * self.width * self.height * self.passes / 1e6
+        per_image = self.steps * self.passes + self.coder_passes * CODER_PASS_STEPS
+        return per_image * self.batch_size * self.width * self.height * self.size_factor / 1e6
 
     @property
     def cutout_steps(self) -> int:
-        return self.steps * self.batch_size * self.cuts
+        return self.steps * self.batch_size * self.cuts * self.takes
+
+    def describe(self) -> str:
+        """The factors of megapixel_steps, as a refusal lists them."""
+        parts = [f"steps {self.steps}", f"batch_size {self.batch_size}", f"{self.width}x{self.height} px"]
+        if self.passes != 1:
+            parts.append(f"{plain_number(round(self.passes, 2))} passes")
+        if self.size_factor > 1:
+            parts.append(f"{plain_number(round(self.size_factor, 2))} for a size above the model's native one")
+        text = " x ".join(parts)
+        coder = f", plus {plain_number(self.coder_passes)} VAE pass{'es' * (self.coder_passes != 1)} per image"
+        return text + (coder if self.coder_passes else "")
 
 
 def check_work(work: Work, limits: Limits) -> None:
@@ -121,19 +152,30 @@ def check_work(work: Work, limits: Limits) -> None:
     _refuse_above("pixels", work.width * work.height, limits.pixels, f"width x height {work.width}x{work.height} px")
     if work.cuts:
         _refuse_above("cuts", work.cuts, limits.cuts)
-    passes = f" x {plain_number(work.passes)} passes" if work.passes != 1 else ""
     _refuse_above(
         "megapixel_steps",
         work.megapixel_steps,
         limits.megapixel_steps,
-        f"this request's {plain_number(round(work.megapixel_steps, 1))} megapixel-steps (steps {work.steps} x "
-        f"batch_size {work.batch_size} x {work.width}x{work.height} px{passes}; lower steps, batch_size or the size)",
+        f"this request's {{value}} megapixel-steps ({work.describe()}; lower steps, batch_size or the size)",
     )
     if work.cuts:
+        takes = f" x {work.takes} takes" if work.takes != 1 else ""
         _refuse_above(
             "cutout_steps",
             work.cutout_steps,
             limits.cutout_steps,
-            f"this request's {work.cutout_steps} cutout-steps (steps {work.steps} x batch_size {work.batch_size} x "
-            f"cuts {work.cuts}; lower cuts, steps or batch_size)",
+            f"this request's {{value}} cutout-steps (steps {work.steps} x batch_size {work.batch_size} x cuts "
+            f"{work.cuts}{takes}; lower cuts, steps or batch_size)",
         )
+
+
+def check_total(works: list[Work], limits: Limits, jobs: str, lower: str) -> None:
+    """ValueError when the jobs of one request (`jobs`: "batches", "sweep cells"), each within the limits, exceed
+    them together; `lower` says what to lower."""
+    if len(works) < 2:
+        return
+    what = f"this request's {{value}} {{unit}} ({len(works)} {jobs} together; lower {lower})"
+    total = sum(work.megapixel_steps for work in works)
+    _refuse_above("megapixel_steps", total, limits.megapixel_steps, what.replace("{unit}", "megapixel-steps"))
+    cutouts = sum(work.cutout_steps for work in works)
+    _refuse_above("cutout_steps", cutouts, limits.cutout_steps, what.replace("{unit}", "cutout-steps"))

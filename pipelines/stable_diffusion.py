@@ -27,8 +27,8 @@ from guidance import ColorLoss, GuidanceTerm, SamplingInterrupted, StopRequested
 from guidance.latent_rgb import LatentRGB, latent_rgb_for
 from guidance.models import ClassifierFreeGuidance
 from guidance.sampler import schedule
-from pipelines.budget import sd_seconds
-from pipelines.bundled import BUNDLED_LABEL, bundled_path, prefer_bundled
+from pipelines.budget import SD_CLIP_STEP_FRACTION, SD_DECODER_PASS_STEPS, sd_seconds
+from pipelines.bundled import BUNDLED_LABEL, bundled_path, prefer_bundled, recorded_name
 from pipelines.cache import MODELS, reporting_unreachable_hub
 from pipelines.clip import get_clip
 from pipelines.device import default_device, model_dtype
@@ -174,6 +174,10 @@ class SDRequest:
     color_rgb: tuple[float, float, float] | None = field(default=None, repr=False)
     outpainted: bool = field(default=False, repr=False)  # set by validation: image and mask are already the canvas
 
+    def work(self) -> Work:
+        """The compute this (checked) request asks for, in the limits' units."""
+        return sd_work(self)
+
     @property
     def outpaint(self) -> tuple[int, int, int, int]:
         """The (left, right, top, bottom) margins outpainting adds."""
@@ -235,7 +239,7 @@ def validate_sd(request: SDRequest) -> SDRequest:
                 f"mask_blur {checked.mask_blur} erases this whole mask (it feathers inward by that many pixels): "
                 "lower mask_blur or paint a larger mask"
             )
-    check_work(sd_work(checked), server_limits())
+    check_work(checked.work(), server_limits())
     return checked
 
 
@@ -274,11 +278,37 @@ def _outpaint_or_mask(request: SDRequest, checked: SDRequest) -> None:
         checked.mask.paste(painted, (margins[0], margins[2]))
 
 
+def known_native_size(model: str | None) -> int:
+    """The model's native side for the compute estimate, 0 when its config cannot be read here (the load that
+    follows says why)."""
+    try:
+        return native_size(model)
+    except Exception:  # noqa: BLE001 - an unreachable or broken model is reported by its load, once
+        return 0
+
+
 def sd_work(request: SDRequest) -> Work:
-    """The compute a checked request asks for: img2img and inpainting run only strength x steps of the schedule."""
+    """The compute a checked request asks for: img2img and inpainting run only strength x steps of the schedule and
+    encode their input; guidance through the VAE decoder (color with the "vae" decoder, CLIP) adds decoder passes;
+    a size above the model's native one costs more per pixel."""
     steps = request.steps if request.task == "txt2img" else max(1, math.ceil(request.steps * request.strength))
-    cuts = request.cuts if request.clip_scale > 0 or request.clip_image_scale > 0 else 0
-    return Work(steps, request.batch_size, request.width, request.height, cuts=cuts)
+    clip_guided = request.clip_scale > 0 or request.clip_image_scale > 0
+    passes = 1.0
+    if request.color_scale > 0 and request.color_decoder == "vae":
+        passes += SD_DECODER_PASS_STEPS
+    if clip_guided:
+        passes += SD_CLIP_STEP_FRACTION * SD_DECODER_PASS_STEPS
+    native = known_native_size(request.model)
+    return Work(
+        steps,
+        request.batch_size,
+        request.width,
+        request.height,
+        cuts=request.cuts if clip_guided else 0,
+        passes=passes,
+        native_pixels=native * native,
+        coder_passes=1.0 if request.task == "txt2img" else 2.0,
+    )
 
 
 def _load(pipeline_class, ref: str, device: torch.device):
@@ -389,7 +419,7 @@ def _info(request: SDRequest, ref: str, warnings: list[str]) -> dict:
     """The parameters recorded in the info panel and every PNG."""
     info = {
         "task": request.task,
-        "model": ref,
+        "model": BUNDLED_LABEL if request.model == BUNDLED_LABEL else ref,  # a label, not the server's folder
         "prompt": request.prompt,
         "negative_prompt": request.negative_prompt,
         "scheduler": request.scheduler,
@@ -547,7 +577,7 @@ def guidance_terms(
             info.update(clip_prompt=request.clip_prompt, clip_scale=request.clip_scale)
         if request.clip_image_scale > 0:
             info.update(clip_image=image_fingerprint(request.clip_image), clip_image_scale=request.clip_image_scale)
-        info.update(cuts=request.cuts, clip_model=clip.name)
+        info.update(cuts=request.cuts, clip_model=recorded_name(clip.name))
     return terms
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
+from guidance.colors import shown
+
 MAX_CELLS = 16
 # Parameters a sweep may vary, per tab (API keyword names), and their types.
 SWEEPABLE = {
@@ -54,12 +56,12 @@ def _numbers(name: str, text: str, kind: type) -> tuple:
         try:
             number = float(item)
         except ValueError:
-            raise ValueError(f"{name}: {item!r} is not a number (give values like 1, 2.5, 4)") from None
+            raise ValueError(f"{name}: {shown(item)} is not a number (give values like 1, 2.5, 4)") from None
         if not math.isfinite(number):
-            raise ValueError(f"{name}: {item!r} is not a finite number")
+            raise ValueError(f"{name}: {shown(item)} is not a finite number")
         if kind is int:
             if number != int(number):
-                raise ValueError(f"{name}: {item!r} is not a whole number")
+                raise ValueError(f"{name}: {shown(item)} is not a whole number")
             number = int(number)
         numbers.append(number)
     return tuple(numbers)
@@ -70,9 +72,11 @@ def plan_sweep(tab: str, parameter: str, values: str, seeds: str, default_seed: 
     settings' seed, `default_seed`); at most MAX_CELLS cells in all. Values are range-checked by each cell's own
     validation, with the message a single request gets."""
     if tab not in SWEEPABLE:
-        raise ValueError(f"tab {tab!r} is not one of {', '.join(SWEEPABLE)}")
+        raise ValueError(f"tab {shown(tab)} is not one of {', '.join(SWEEPABLE)}")
     if parameter not in SWEEPABLE[tab]:
-        raise ValueError(f"parameter {parameter!r} cannot be swept in {tab}; choose one of {', '.join(SWEEPABLE[tab])}")
+        raise ValueError(
+            f"parameter {shown(parameter)} cannot be swept in {tab}; choose one of {', '.join(SWEEPABLE[tab])}"
+        )
     kind = int if parameter in INTEGER_PARAMETERS else float
     swept = _numbers("values", values, kind)
     if not swept:
@@ -91,11 +95,25 @@ def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
+def fitted(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> str:
+    """The longest start of `text` (with an ellipsis when cut) that fits in `width` px: a binary search, so a long
+    title costs a few dozen measurements, not one per character."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    low, high = 0, len(text)  # text[:low] + "…" fits (or low is 0); text[:high] + "…" does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        if draw.textlength(text[:middle] + "…", font=font) <= width:
+            low = middle
+        else:
+            high = middle
+    return text[:low] + "…"
+
+
 def _centered_text(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: str, font) -> None:
-    """`text` centred in `box` (left, top, right, bottom), cut with an ellipsis to fit its width."""
-    width = box[2] - box[0] - 4
-    while draw.textlength(text, font=font) > width and len(text) > 1:
-        text = text[:-2] + "…"
+    """`text` on one line (newlines as spaces) centred in `box` (left, top, right, bottom), cut with an ellipsis to
+    fit its width."""
+    text = fitted(draw, " ".join(text.split()), font, box[2] - box[0] - 4)
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     x = box[0] + (box[2] - box[0] - (right - left)) / 2 - left
     y = box[1] + (box[3] - box[1] - (bottom - top)) / 2 - top

@@ -14,6 +14,7 @@ from PIL import Image
 from guidance import ClipLoss, ColorLoss, GuidanceTerm, SamplingInterrupted, guided_sample, stop_checks
 from guidance.sampler import GRADIENT_METHODS
 from pipelines.budget import unconditional_seconds
+from pipelines.bundled import recorded_name
 from pipelines.cache import MODELS
 from pipelines.clip import get_clip
 from pipelines.config import check_model, model_location
@@ -95,6 +96,10 @@ class SamplingRequest:
     color_rgb: tuple[float, float, float] | None = field(default=None, repr=False)
     warnings: list[str] = field(default_factory=list, repr=False)  # set by validate: what changes what you get
 
+    def work(self) -> Work:
+        """The compute this (checked) request asks for, in the limits' units."""
+        return request_work(self, native_side(self.model))
+
 
 def validate(request: SamplingRequest) -> SamplingRequest:
     """A checked copy of `request` with the seed resolved and the color parsed; ValueError names bad fields."""
@@ -123,7 +128,7 @@ def validate(request: SamplingRequest) -> SamplingRequest:
     checked.color_rgb = color_target(checked.color, checked.color_scale)
     checked.clip_scale = clip_text_scale("prompt", checked.prompt, checked.clip_scale, checked.clip_image)
     checked.recurrence, checked.warnings = effective_recurrence(checked)
-    check_work(request_work(checked, native_side(checked.model)), server_limits())
+    check_work(checked.work(), server_limits())
     return checked
 
 
@@ -150,7 +155,8 @@ def request_work(request: SamplingRequest, side: int) -> Work:
     guided_passes = (3 if request.gradient_method == "unet" else 1) * request.recurrence
     passes = (guided_passes if guided else 1) + (1 if guided and request.compare else 0)
     cuts = request.cuts if clip_guided else 0
-    return Work(request.steps, request.batch_size, side, side, cuts=cuts, passes=passes)
+    takes = request.recurrence if guided else 1
+    return Work(request.steps, request.batch_size, side, side, cuts=cuts, passes=passes, takes=takes)
 
 
 _NATIVE_SIDES: dict[str, int] = {}
@@ -283,7 +289,7 @@ def request_info(request: SamplingRequest) -> dict:
     if request.clip_scale == 0 and request.clip_image_scale == 0:
         info.pop("cuts")
     else:
-        info["clip_model"] = get_clip(request.model).name
+        info["clip_model"] = recorded_name(get_clip(request.model).name)
     if request.scheduler != "DDIM":
         info.pop("eta")
     if not is_guided(request):

@@ -7,6 +7,9 @@ import secrets
 from guidance.colors import parse_color, shown
 
 MAX_SEED = 2**32 - 1
+# Longest text a field takes: generous (the text encoders read 77 tokens), finite, so that no text costs minutes to
+# lay out, store or parse.
+MAX_TEXT = 10_000
 # The page's label of each API keyword, added to every refusal: people see labels, scripts see keywords.
 LABELS = {
     "model": "Model",
@@ -82,12 +85,31 @@ def choice(name: str, value, choices, label: str | None = None):
     return value
 
 
+def typed(name: str, value, kind: type, label: str | None = None):
+    """`value` if it has the type an endpoint's input of `kind` (bool, int, float, str) accepts, as the page's
+    components check it: a number that is not a bool (an integer for int), text for str; else ValueError."""
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {shown(value)}{in_page(name, label)}")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be text, got {type(value).__name__}{in_page(name, label)}")
+        return value
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise wrong_kind(name, value, kind, label)
+    return number(name, value, kind, -float("inf"), float("inf"), label)
+
+
 def text(name: str, value) -> str:
-    """A prompt-like field as a stripped string; ValueError for non-text or text that is not valid Unicode."""
+    """A prompt-like field as a stripped string of at most MAX_TEXT characters; ValueError for non-text, text too
+    long, or text that is not valid Unicode."""
     if value is None:
         return ""
     if not isinstance(value, str):
         raise ValueError(f"{name} must be text, got {type(value).__name__}{in_page(name)}")
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"{name} has {len(value)} characters, above the limit of {MAX_TEXT}{in_page(name)}")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as error:

@@ -101,3 +101,90 @@ def test_every_hostile_value_is_refused_by_name_and_the_server_keeps_serving(cli
     for endpoint in ENDPOINTS:  # still serving, every endpoint
         gallery, _ = client.predict(**good_arguments(endpoint, files, api), api_name=endpoint)
         assert len(gallery) >= 1
+
+
+def test_hostile_png_metadata_is_answered_in_words_and_the_server_keeps_serving(client, files, tmp_path):
+    """/read_parameters on PNGs whose metadata is hostile: a `parameters` text of 80 KB without a colon (on which
+    stable-diffusion-webui's regex backtracks for most of a minute, holding every request of the server), studio
+    JSON nested 100,000 or 300 deep, integers beyond 64 bits, a lone surrogate, not an object, `Steps: inf`. Each
+    answers within seconds, a dict naming what it could not use (or a refusal in words), and the server answers a
+    good request after."""
+    import json
+    import time
+
+    from PIL.PngImagePlugin import PngInfo
+
+    hostile = {
+        "80 KB without a colon": {"parameters": "a" * 80_000},
+        "nested 100,000 deep": {"studio-parameters": '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"},
+        "nested 300 deep": {"studio-parameters": '{"steps": 2, "sweep": ' + "[" * 300 + "]" * 300 + "}"},
+        "beyond 64 bits": {"studio-parameters": json.dumps({"seed": 2**64 + 1, "steps": 2**70})},
+        "lone surrogate": {"studio-parameters": '{"task": "txt2img", "prompt": "a \\ud800 cat"}'},
+        "not an object": {"studio-parameters": "[1, 2]"},
+        "Steps: inf": {"parameters": "a cat\nSteps: inf, Sampler: Euler, CFG scale: 7, Seed: 1"},
+    }
+    good = {"parameters": "a cat\nSteps: 2, Sampler: Euler, CFG scale: 7, Seed: 11"}
+    paths = {}
+    for name, chunks in {**hostile, "good": good}.items():
+        info = PngInfo()
+        for key, text in chunks.items():
+            if key == "parameters":
+                info.add_itxt(key, text)  # UTF-8, as stable-diffusion-webui and the studio write it
+            else:
+                info.add_text(key, text)
+        paths[name] = tmp_path / f"{len(paths)}.png"
+        Image.new("RGB", (8, 8)).save(paths[name], pnginfo=info)
+    unanswered = []
+    for name in hostile:
+        started = time.monotonic()
+        try:
+            read = client.submit(image=handle_file(str(paths[name])), api_name="/read_parameters").result(timeout=60)
+        except AppError as error:
+            read = str(error)
+        in_words = isinstance(read, str) and read and "upstream Gradio app has raised an exception" not in read
+        if not (isinstance(read, dict) and read.get("not_used")) and not in_words:
+            unanswered.append(f"{name}: {str(read)[:200]}")
+        if time.monotonic() - started > 20:
+            unanswered.append(f"{name}: took {time.monotonic() - started:.0f} s")
+    assert not unanswered, "\n".join(unanswered)
+    read = client.predict(image=handle_file(str(paths["good"])), api_name="/read_parameters")
+    assert read["tab"] == "txt2img" and read["values"]["seed"] == 11 and read["not_used"] == []
+    api = client.view_api(print_info=False, return_format="dict")
+    gallery, _ = client.predict(**good_arguments("/unconditional", files, api), api_name="/unconditional")
+    assert len(gallery) >= 1
+
+
+def test_hostile_sweep_settings_are_refused_by_name_before_anything_runs(client, files):
+    """/sweep's `settings` dict goes through the endpoint's own typing (a picture path, "2", True or "1" where a
+    number belongs), long texts and a sweep past the compute limit are refused by name, nothing echoes a megabyte,
+    and the server keeps serving."""
+    good = {"tab": "txt2img", "parameter": "guidance_scale", "values": "1, 7", "seeds": "1"}
+    small = {"width": 64, "height": 64, "steps": 2, "prompt": "a heart"}
+    large = {**small, "width": 256, "height": 256}  # a cell of 8 steps is 1.6 megapixel-steps at this size
+    cases = [
+        ({**good, "tab": "img2img", "settings": {"image": "/etc/passwd"}}, "image is a picture"),
+        ({**good, "settings": {**small, "steps": "2"}}, "steps must be an integer"),
+        ({**good, "settings": {**small, "steps": True}}, "steps must be an integer"),
+        ({**good, "settings": {**small, "seed": "1"}}, "seed must be an integer"),
+        ({**good, "settings": {**small, "prompt": ["a"]}}, "prompt must be text"),
+        ({**good, "settings": {**small, "prompt": "a" * 20_000}}, "prompt has 20000 characters"),
+        ({**good, "settings": {**small, "x" * 100_000: 1}}, "is not a keyword of /txt2img"),
+        ({**good, "values": "9" * 10**6, "settings": small}, "values has 1000000 characters"),
+        # Each cell alone is within the CPU's limit; the sixteen together are not.
+        (
+            {**good, "parameter": "steps", "values": "1 2 3 4 5 6 7 8", "seeds": "1 2", "settings": large},
+            "sweep cells together",
+        ),
+    ]
+    unnamed = []
+    for arguments, message in cases:
+        try:
+            client.predict(**arguments, api_name="/sweep")
+        except AppError as error:
+            if message not in str(error) or len(str(error)) > 1000:
+                unnamed.append(f"{str(arguments)[:80]}: {str(error)[:300]}")
+        else:
+            unnamed.append(f"{str(arguments)[:80]}: accepted")
+    assert not unnamed, "\n".join(unnamed)
+    gallery, info = client.predict(**good, settings=small, api_name="/sweep")
+    assert len(gallery) == 3 and info["sweep"]["values"] == [1, 7]

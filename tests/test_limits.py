@@ -27,9 +27,38 @@ def clean_limit_env(monkeypatch):
 
 
 def test_work_counts_megapixel_steps_passes_and_cutouts():
-    work = limits.Work(steps=100, batch_size=4, width=512, height=512, cuts=8, passes=2)
+    work = limits.Work(steps=100, batch_size=4, width=512, height=512, cuts=8, passes=2, takes=3)
     assert work.megapixel_steps == pytest.approx(100 * 4 * 512 * 512 * 2 / 1e6)
-    assert work.cutout_steps == 100 * 4 * 8
+    assert work.cutout_steps == 100 * 4 * 8 * 3
+
+
+def test_a_size_above_the_native_one_and_the_vae_passes_are_counted():
+    native = limits.Work(steps=10, batch_size=1, width=64, height=64, native_pixels=64 * 64, coder_passes=2)
+    assert native.size_factor == 1 and native.megapixel_steps == pytest.approx(12 * 64 * 64 / 1e6)
+    large = limits.Work(steps=10, batch_size=1, width=256, height=256, native_pixels=64 * 64, coder_passes=2)
+    assert large.size_factor == pytest.approx(1 + 15 / limits.ATTENTION_GROWTH)  # 16 native areas
+    assert large.megapixel_steps == pytest.approx(12 * 256 * 256 * large.size_factor / 1e6)
+    smaller = limits.Work(steps=10, batch_size=1, width=32, height=32, native_pixels=64 * 64)
+    assert smaller.size_factor == 1
+
+
+def test_a_value_just_above_the_limit_reads_above_it():
+    assert limits.above(7.004, 7) == "7.004" and limits.above(629.14, 7) == "629.1" and limits.above(8, 7) == "8"
+    work = limits.Work(steps=367, batch_size=8, width=32, height=32)  # 3.006 megapixel-steps
+    with pytest.raises(ValueError, match=r"this request's 3\.01 megapixel-steps .* limit of 3 "):
+        limits.check_work(work, limits.current_limits(accelerated=False))
+
+
+def test_the_jobs_of_one_request_are_counted_together():
+    one = limits.Work(steps=500, batch_size=4, width=32, height=32)  # 2.05 megapixel-steps: within 3 alone
+    cpu = limits.current_limits(accelerated=False)
+    limits.check_work(one, cpu)
+    limits.check_total([one], cpu, "batches", "batch_count")
+    with pytest.raises(ValueError, match=r"this request's 4\.1 megapixel-steps \(2 batches together; lower batch_c"):
+        limits.check_total([one, one], cpu, "batches", "batch_count")
+    clip = limits.Work(steps=50, batch_size=4, width=32, height=32, cuts=4, takes=3)  # 2400 cutout-steps
+    with pytest.raises(ValueError, match=r"4800 cutout-steps \(2 sweep cells together"):
+        limits.check_total([clip, clip], cpu, "sweep cells", "the number of values")
 
 
 def test_defaults_are_tighter_on_a_cpu_and_the_environment_overrides_them(monkeypatch):
@@ -54,8 +83,24 @@ def test_the_cpu_held_slot_request_is_refused_before_loading(no_model_loads):
     with pytest.raises(ValueError) as refused:
         sd.validate_sd(request)
     message = str(refused.value)
-    assert "629.1 megapixel-steps" in message and "steps 150 x batch_size 4 x 1024x1024 px" in message
-    assert "limit of 7 (set by STUDIO_MAX_MEGAPIXEL_STEPS)" in message
+    assert "megapixel-steps (steps 150 x batch_size 4 x 1024x1024 px" in message
+    assert f"limit of {limits.CPU_MEGAPIXEL_STEPS:g} (set by STUDIO_MAX_MEGAPIXEL_STEPS)" in message
+
+
+@pytest.mark.skipif(bundled_path("sd") is None, reason="bundled SD not shipped")
+def test_on_a_cpu_the_bundled_models_large_sizes_are_refused_and_their_tabs_maxima_served(no_model_loads):
+    from PIL import Image
+
+    # 1024x1024 at one step took 365 s (attention over 256 times the native pixels); img2img of a 4096x4096 input
+    # works at 1024x1024: it ran past 240 s at 2 steps.
+    with pytest.raises(ValueError, match="for a size above the model's native one"):
+        sd.validate_sd(sd.SDRequest(task="txt2img", model=BUNDLED_LABEL, width=1024, height=1024, steps=1))
+    black = Image.new("RGB", (4096, 4096))
+    with pytest.raises(ValueError, match=r"1024x1024 px x .* for a size above the model's native one"):
+        sd.validate_sd(sd.SDRequest(task="img2img", model=BUNDLED_LABEL, image=black, steps=2, strength=1))
+    # What the tabs offer at the native size is served: 4 images of 150 steps, 1000 DDPM steps for 2 images.
+    sd.validate_sd(sd.SDRequest(task="txt2img", model=BUNDLED_LABEL, prompt="a", batch_size=4, steps=150))
+    uncond.validate(uncond.SamplingRequest(model=BUNDLED_LABEL, steps=1000, batch_size=2))
 
 
 def test_each_single_limit_names_its_parameter_and_label(monkeypatch, no_model_loads):
@@ -69,7 +114,7 @@ def test_each_single_limit_names_its_parameter_and_label(monkeypatch, no_model_l
     monkeypatch.setenv("STUDIO_MAX_PIXELS", str(256 * 256))
     with pytest.raises(ValueError, match=r"width x height 512x256 px is above this server's limit of 65536"):
         sd.validate_sd(sd.SDRequest(task="txt2img", width=512, height=256, steps=5))
-    sd.validate_sd(sd.SDRequest(task="txt2img", width=256, height=256, steps=20))  # at the limits: served
+    sd.validate_sd(sd.SDRequest(task="txt2img", width=256, height=256, steps=10))  # at the limits: served
 
 
 def test_img2img_counts_only_the_steps_its_strength_runs(monkeypatch, no_model_loads):

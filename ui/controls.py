@@ -108,7 +108,8 @@ def outputs(prefix: str, page: PageParts):
         to_inpaint = gr.Button("Send to inpainting", size="sm", elem_id=f"{prefix}-send-inpaint")
         zip_button = gr.Button("Download all (zip)", size="sm", elem_id=f"{prefix}-zip")
     zip_file = gr.File(label="All images of the gallery", visible=False, elem_id=f"{prefix}-zip-file")
-    zip_button.click(zip_gallery, gallery, zip_file, api_visibility="private", concurrency_limit=None)
+    # Writes up to STUDIO_ZIP_MAX_MB: one zip at a time for the whole server, whoever calls it.
+    zip_button.click(zip_gallery, gallery, zip_file, api_visibility="private", concurrency_id="zip", concurrency_limit=1)
     selected = gr.State(None)
     gallery.select(selected_index, None, selected, api_visibility="private", concurrency_limit=None)
     generate_button.click(lambda: None, None, selected, api_visibility="private", concurrency_limit=None)
@@ -302,13 +303,26 @@ def reuse_seed(gallery: list | None, index: int | None):
     return seed
 
 
+# The largest gallery a tab makes: batch_count batches of the largest batch, each image with its unguided twin.
+ZIP_MAX_IMAGES = MAX_BATCH_COUNT * max(uncond.MAX_BATCH, sd.MAX_SD_BATCH) * 2
+
+
 def zip_gallery(gallery: list | None):
-    """Every image of a gallery in one zip, named after the first (`<tab>-<seed>-<words>-<n>-images.zip`)."""
+    """Every image of a gallery in one zip, named after the first (`<tab>-<seed>-<words>-<n>-images.zip`); at most
+    ZIP_MAX_IMAGES images and `STUDIO_ZIP_MAX_MB` in all, each file once."""
+    if gallery is not None and not isinstance(gallery, list):
+        raise gr.Error("Nothing to download: the gallery is not a list of images", print_exception=False)
+    if len(gallery or []) > ZIP_MAX_IMAGES:
+        raise gr.Error(f"A zip holds at most {ZIP_MAX_IMAGES} images, got {len(gallery)}", print_exception=False)
     paths = [picked_image(gallery, index) for index in range(len(gallery or []))]
     if not paths:
         raise gr.Error("Nothing to download: generate an image first", print_exception=False)
     name = os.path.splitext(os.path.basename(paths[0]))[0] + f"-{len(paths)}-images.zip"
-    return gr.File(value=zip_outputs(paths, name), visible=True)
+    try:
+        return gr.File(value=zip_outputs(paths, name, max_files=ZIP_MAX_IMAGES), visible=True)
+    except (ValueError, OSError) as error:
+        message = str(error) if isinstance(error, ValueError) else "an image of the gallery is no longer on the server"
+        raise gr.Error(message[:1].upper() + message[1:], print_exception=False) from None
 
 
 def send_to_img2img(gallery: list | None, index: int | None):

@@ -2,57 +2,162 @@
 
 from __future__ import annotations
 
+import logging
+
 import gradio as gr
 
+from guidance.colors import shown
 from pipelines import stable_diffusion as sd
+from pipelines import unconditional as uncond
 from pipelines.infotext import decoder_choice, pixel_task, request_values, unrecorded_defaults
 from pipelines.outputs import image_parameters
+from pipelines.validation import MAX_SEED, number, text, wrong_kind
 from ui.controls import TAB_LABELS
 from ui_components import Image
+
+logger = logging.getLogger("studio")
+# What the tabs' numeric controls take: (kind, lowest, highest) over every tab that has the control. A value read
+# from a PNG outside it is no setting of the studio: it is left out, and named in "not_used".
+NUMBERS: dict[str, tuple[type, float, float]] = {
+    "steps": (int, 1, max(uncond.MAX_STEPS, sd.MAX_SD_STEPS)),
+    "seed": (int, -1, MAX_SEED),
+    "batch_size": (int, 1, max(uncond.MAX_BATCH, sd.MAX_SD_BATCH)),
+    "width": (int, sd.MIN_SIZE, sd.MAX_SIZE),
+    "height": (int, sd.MIN_SIZE, sd.MAX_SIZE),
+    "guidance_scale": (float, 0.0, sd.MAX_GUIDANCE),
+    "strength": (float, 0.0, 1.0),
+    "mask_blur": (int, 0, sd.MAX_MASK_BLUR),
+    "color_scale": (float, 0.0, max(uncond.MAX_COLOR_SCALE, sd.MAX_SD_COLOR_SCALE)),
+    "clip_scale": (float, 0.0, max(uncond.MAX_CLIP_SCALE, sd.MAX_SD_CLIP_SCALE)),
+    "clip_image_scale": (float, 0.0, max(uncond.MAX_CLIP_SCALE, sd.MAX_SD_CLIP_SCALE)),
+    "cuts": (int, 1, uncond.MAX_CUTS),
+    "eta": (float, 0.0, 1.0),
+    "recurrence": (int, 1, uncond.MAX_RECURRENCE),
+    **{f"outpaint_{side}": (int, 0, sd.MAX_OUTPAINT) for side in ("left", "right", "top", "bottom")},
+}
+# The tabs' text controls, and the recorded texts that choose the tab.
+TEXTS = (
+    *("prompt", "negative_prompt", "clip_prompt", "color", "model", "scheduler", "gradient_method", "color_decoder"),
+    *("task", "kind"),
+)
+FLAGS = ("compare",)
+MAX_NOT_USED = 20  # messages listed at most: a hostile file can hold thousands of unusable values
 
 
 def read_parameters(image) -> dict:
     """How a PNG was made: {"source": "studio", "parameters": the studio's JSON}, {"source":
     "stable-diffusion-webui", "parameters": the fields of its `parameters` text, "text": the text}, or {"source":
     "none"}; with "tab" and "values", the tab and API keyword values that reproduce it, where it has parameters
-    (for a studio image, its batch, in which it is image "image_index").
+    (for a studio image, its batch, in which it is image "image_index"), and "not_used": what could not be read or
+    used, each naming its key (metadata is never a reason to fail).
 
     Args:
         image: a PNG made by this studio or by stable-diffusion-webui (or any image: then "source" is "none")
     """
     if image is None:
         raise gr.Error("image is empty: upload a PNG", print_exception=False)
+    try:
+        return parameters_answer(image)
+    except Exception as error:  # anyone may send a PNG: a bug in reading one must still answer in words
+        logger.exception("reading an image's parameters failed")
+        raise gr.Error(
+            f"could not read this image's parameters ({type(error).__name__}); its pixels are unaffected",
+            print_exception=False,
+        ) from None
+
+
+def parameters_answer(image) -> dict:
+    """read_parameters' answer: the image's parameters (`image_parameters`, JSON-safe), the tab and values that
+    reproduce it, less what no control takes, and every message of what was not used."""
     read = image_parameters(image)
+    not_used = read.pop("not_used", [])
     if read["source"] == "studio":
-        read["tab"], read["values"], read["image_index"] = studio_values(read["parameters"])
+        read["tab"], values, read["image_index"], skipped = studio_values(read["parameters"])
     elif read["source"] == "stable-diffusion-webui":
-        read["tab"], read["values"], read["not_used"] = request_values(read["parameters"])
+        read["tab"], values, skipped = request_values(read["parameters"])
+    else:
+        return read | ({"not_used": listed(not_used)} if not_used else {})
+    read["values"] = usable_values(values, skipped)
+    read["not_used"] = listed(not_used + skipped)
     return read
 
 
-def studio_values(parameters: dict) -> tuple[str, dict, int]:
-    """(tab, API keyword values, the image's index in its batch) that reproduce one image of the studio from its
-    stored parameters: its whole batch
+def listed(messages: list[str]) -> list[str]:
+    """`messages`, at most MAX_NOT_USED of them (the last says how many more there were)."""
+    if len(messages) <= MAX_NOT_USED:
+        return messages
+    return [*messages[: MAX_NOT_USED - 1], f"... and {len(messages) - MAX_NOT_USED + 1} more"]
+
+
+def control_value(name: str, value):
+    """`value` as the tabs' control `name` takes it (an int for an integer slider); ValueError naming `name` and the
+    value when no tab's control takes it. A name with no control, or a text or flag that is null, passes as it is."""
+    if name in NUMBERS:
+        kind, low, high = NUMBERS[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong_kind(name, value, kind)
+        return number(name, value, kind, low, high)
+    if value is not None and name in TEXTS:
+        text(name, value)
+    if value is not None and name in FLAGS and not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {shown(value)}")
+    return value
+
+
+def usable_values(values: dict, not_used: list[str]) -> dict:
+    """`values` less those no tab's control takes (each refusal added to `not_used`), numbers of the controls' kind."""
+    usable = {}
+    for name, value in values.items():
+        try:
+            usable[name] = control_value(name, value)
+        except ValueError as error:
+            not_used.append(str(error))
+    return usable
+
+
+def batch_seeds(parameters: dict, not_used: list[str]) -> list[int] | None:
+    """The recorded seeds of an image's batch; None (said in `not_used` when they are there) unless a non-empty list
+    of seeds."""
+    seeds = parameters.get("seeds")
+    if seeds is None:
+        return None
+    try:
+        if isinstance(seeds, list) and seeds:
+            return [control_value("seed", seed) for seed in seeds]
+    except ValueError:
+        pass
+    not_used.append(f"seeds: {shown(seeds)} is not a list of seeds")
+    return None
+
+
+def studio_values(parameters: dict) -> tuple[str, dict, int, list[str]]:
+    """(tab, API keyword values, the image's index in its batch, what could not be used) that reproduce one image of
+    the studio from its stored parameters: its whole batch
     (first seed, batch size: a batch of one at the image's own seed can differ in the last bit, since convolutions
     take other code paths at another batch size), the model choice its checkpoint belongs to, the color decoder it
-    resolved to."""
+    resolved to. A value of the wrong kind is left out, named in the list."""
+    not_used: list[str] = []
+    parameters = usable_values(parameters, not_used)
     # Lists, dicts and the reference picture's fingerprint are records, not controls (upload the picture again).
     values = {key: value for key, value in parameters.items() if not isinstance(value, (list, dict))}
-    values.pop("clip_image", None)
-    seeds = parameters.get("seeds") or [parameters.get("seed")]
-    values["seed"], values["batch_size"] = seeds[0], len(seeds)
+    for record in ("clip_image", "seeds"):
+        values.pop(record, None)
+    seeds = batch_seeds(parameters, not_used) or ([parameters["seed"]] if "seed" in parameters else [])
+    if seeds:
+        values["seed"], values["batch_size"] = seeds[0], len(seeds)
     index = seeds.index(parameters["seed"]) if parameters.get("seed") in seeds else 0
     task = parameters.get("task")
     if task in sd.TASKS:
         # A choice's checkpoints: the base model, and the inpainting model that the inpaint tab loads for it.
         locations = {choice: sd.model_locations(choice) for choice in sd.sd_models()}
         choices = {locations[choice][task == "inpaint"]: choice for choice in locations}
-        values["model"] = choices.get(parameters.get("model"), parameters.get("model"))
+        if "model" in parameters:
+            values["model"] = choices.get(parameters["model"], parameters["model"])
         if parameters.get("color_decoder"):
             values["color_decoder"] = decoder_choice(parameters["color_decoder"])
-        return task, values, index
+        return task, values, index, not_used
     task = pixel_task(parameters)
-    return task, unrecorded_defaults(task, values), index
+    return task, unrecorded_defaults(task, values), index, not_used
 
 
 def send_to(tab: str, components: list):

@@ -4,14 +4,17 @@ Sweep section."""
 from __future__ import annotations
 
 import inspect
+import typing
 
 import gradio as gr
 
 from pipelines import stable_diffusion as sd
 from pipelines import unconditional as uncond
+from guidance.colors import shown
+from pipelines.limits import check_total, server_limits
 from pipelines.outputs import save_png
 from pipelines.sweep import MAX_CELLS, SWEEPABLE, plan_sweep, sweep_grid, value_label
-from pipelines.validation import resolve_seed
+from pipelines.validation import resolve_seed, typed
 from ui.controls import TAB_LABELS
 from ui.handlers import clip_guided, color_guided, img2img, inpaint, txt2img, unconditional
 from ui.jobs import (
@@ -44,22 +47,51 @@ def tab_job(tab: str, fields: dict):
     return uncond.generate_steps, uncond.validate, uncond.SamplingRequest(**fields)
 
 
+PICTURES = ("image", "mask", "clip_image")  # given as the sweep's own arguments, uploaded as files
+
+
+def setting_kind(annotation) -> tuple[type | None, bool]:
+    """(The type an endpoint keyword takes: bool, int, float or str, None for a picture; whether it may be None)
+    from its handler annotation."""
+    arguments = [item for item in typing.get_args(annotation) if item is not type(None)] or [annotation]
+    kind = arguments[0] if arguments[0] in (bool, int, float, str) else None
+    return kind, type(None) in typing.get_args(annotation)
+
+
+def typed_settings(tab: str, settings: dict) -> dict:
+    """`settings` checked as the endpoint checks its own arguments: each value of its keyword's type (2, not "2" or
+    True, for steps), pictures refused (they are the sweep's image, mask and clip_image arguments)."""
+    hints = typing.get_type_hints(TAB_HANDLERS[tab])
+    checked = {}
+    for key, value in settings.items():
+        if key in PICTURES:
+            raise ValueError(f"settings: {key} is a picture; pass it as the sweep's {key} argument, not in settings")
+        kind, optional = setting_kind(hints.get(key))
+        if kind is None or (value is None and optional):
+            checked[key] = value
+            continue
+        try:
+            checked[key] = typed(key, value, kind)
+        except ValueError as error:
+            raise ValueError(f"settings: {error}") from None
+    return checked
+
+
 def tab_settings(tab: str, settings: dict | None, pictures: dict) -> dict:
-    """A tab's keyword values for a sweep: the endpoint's defaults, then `settings`, then the pictures given; an
-    unknown keyword is refused by name."""
+    """A tab's keyword values for a sweep: the endpoint's defaults, then `settings` (typed as the endpoint's own
+    arguments), then the pictures given; an unknown keyword is refused by name."""
     parameters = inspect.signature(TAB_HANDLERS[tab]).parameters
     keywords = [name for name in parameters if name not in HANDLER_ONLY]
     if settings is not None and not isinstance(settings, dict):
         raise ValueError(f"settings must be a dict of {tab} keyword values, got {type(settings).__name__}")
     unknown = sorted(set(settings or {}) - set(keywords) - set(HANDLER_ONLY))
     if unknown:
-        raise ValueError(
-            f"settings: {', '.join(map(repr, unknown))} is not a keyword of /{tab} ({', '.join(keywords)})"
-        )
+        listed = ", ".join(shown(key) for key in unknown[:5]) + (f" and {len(unknown) - 5} more" * (len(unknown) > 5))
+        raise ValueError(f"settings: {listed} is not a keyword of /{tab} ({', '.join(keywords)})")
     fields = {
         name: parameters[name].default for name in keywords if parameters[name].default is not inspect.Parameter.empty
     }
-    fields.update({key: value for key, value in (settings or {}).items() if key in keywords})
+    fields.update({key: value for key, value in typed_settings(tab, settings or {}).items() if key in keywords})
     fields.update({key: value for key, value in pictures.items() if key in keywords and value is not None})
     fields["compare"] = False  # one image per cell
     return {key: value for key, value in fields.items() if key in keywords}
@@ -97,7 +129,7 @@ def sweep(
     with job_token(request) as token:
         try:
             if tab not in TAB_HANDLERS:
-                raise ValueError(f"tab {tab!r} is not one of {', '.join(TAB_HANDLERS)}")
+                raise ValueError(f"tab {shown(tab)} is not one of {', '.join(TAB_HANDLERS)}")
             fields = tab_settings(tab, settings, {"image": image, "mask": mask, "clip_image": clip_image})
             seed = resolve_seed(fields.get("seed", -1), 1)
             plan = plan_sweep(tab, parameter, values, seeds, seed)
@@ -107,6 +139,8 @@ def sweep(
         for cell in plan.cells():
             generate_steps, validate, job = tab_job(tab, {**fields, **cell})
             jobs.append(validated(validate, job))  # every cell checked before any runs
+        lower = "the number of values or seeds, steps or the size"
+        validated(lambda cells: check_total([cell.work() for cell in cells], server_limits(), "sweep cells", lower), jobs)
         results = []
         for index, job in enumerate(jobs):
             desc = f"Sweep cell {index + 1} of {len(jobs)}"
