@@ -25,6 +25,7 @@ from ui.controls import TAB_LABELS, PageParts, wire_gallery_tools
 from ui.handlers import clip_guided, color_guided, img2img, inpaint, txt2img, unconditional  # noqa: F401 (the API)
 from ui.jobs import stop
 from ui.png_info import png_info_tab, read_parameters  # noqa: F401 (the API)
+from ui.sessions import guard_queue, keep_sessions_small, session_capacity, session_idle_seconds
 from ui.sweep import sweep, sweep_endpoint  # noqa: F401 (the API)
 from ui.txt2img import native_size_update  # noqa: F401
 
@@ -86,8 +87,9 @@ def build_demo() -> gr.Blocks:
                 with gr.Tab(TAB_LABELS[tab_id], id=tab_id):
                     tabs_built[tab_id] = module.build(page)
             # Stop sets the session's flag (the running job ends within one step and shows its current images) and
-            # marks its queued jobs; it is never queued behind a job. No `cancels=`: Gradio's cancel would throw the
-            # running job's images away and leave the previous run on the page.
+            # marks its queued jobs; it is never queued behind a job (a concurrency group of its own, no limit) and
+            # a full queue does not refuse it (`guard_queue` at launch). No `cancels=`: Gradio's cancel would throw
+            # the running job's images away and leave the previous run on the page.
             gr.on(
                 [tab.stop_button.click for tab in tabs_built.values()],
                 stop,
@@ -176,6 +178,14 @@ demo = build_demo()
 if __name__ == "__main__":
     log_to_console()
     preload_for_zero_gpu()
-    demo.queue(max_size=queue_size(), default_concurrency_limit=1)
+    # api_open=False: off Spaces Gradio would also answer POST /gradio_api/run/<endpoint> outside the queue, so
+    # that generation jobs would skip its size limit and the one-job-at-a-time GPU slot.
+    demo.queue(max_size=queue_size(), default_concurrency_limit=1, api_open=False)
+    guard_queue(demo, exempt_api_names=("stop",))  # a full queue never refuses a Stop
     poll_queue_gently(demo, queue_poll_seconds())
-    demo.launch(max_file_size=f"{max_upload_megabytes()}mb", mcp_server=mcp_server_on())
+    keep_sessions_small(session_idle_seconds())
+    demo.launch(
+        max_file_size=f"{max_upload_megabytes()}mb",
+        mcp_server=mcp_server_on(),
+        state_session_capacity=session_capacity(),
+    )

@@ -166,6 +166,7 @@ SLOWEST_FILES = (
     "test_load",
     "test_training",
     "test_fuzz",
+    "test_sessions",
 )
 
 

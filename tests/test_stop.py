@@ -77,3 +77,30 @@ def test_a_rest_caller_stops_its_job_by_sending_the_same_session_hash(server, ti
     assert event == "error" or data == [] or data[1]["interrupted"] is True
     gallery, info = blocker.predict(model=tiny_models["unet"], steps=2, seed=3, api_name="/unconditional")
     assert info["interrupted"] is False and len(gallery) == 1
+
+
+def test_a_stop_reaches_a_job_taken_from_the_queue_before_it_holds_a_token():
+    """Between leaving Gradio's queue and taking its stop token (preprocessing, the handler's first lines) a job is
+    neither waiting nor stoppable by its token: Stop marks it, and the token it then takes is already set."""
+    from types import SimpleNamespace
+
+    from gradio.context import LocalContext
+
+    from ui import jobs
+
+    started = SimpleNamespace(_id="taken-1", session_hash="s1", concurrency_id=jobs.GPU_QUEUE)
+    other = SimpleNamespace(_id="taken-2", session_hash="s2", concurrency_id=jobs.GPU_QUEUE)
+    queue = SimpleNamespace(event_queue_per_concurrency_id={}, active_jobs=[[started], None, [other]])
+    blocks = LocalContext.blocks.set(SimpleNamespace(_queue=queue))
+    try:
+        jobs.stop(SimpleNamespace(session_hash="s1"))
+        assert "taken-2" not in jobs._STOPPED_WHILE_QUEUED  # another session's job is not touched
+        event = LocalContext.event_id.set("taken-1")
+        try:
+            with jobs.job_token(SimpleNamespace(session_hash="s1")) as token:
+                assert token.is_set()
+        finally:
+            LocalContext.event_id.reset(event)
+        assert "taken-1" not in jobs._STOPPED_WHILE_QUEUED  # forgotten with the job
+    finally:
+        LocalContext.blocks.reset(blocks)

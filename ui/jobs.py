@@ -42,9 +42,12 @@ def refused(message: str) -> gr.Error:
 @contextlib.contextmanager
 def job_token(request: gr.Request | None):
     """The caller's stop token for the block, taken before validation (which may be slow: a Stop then still finds
-    the job); an unexpected error inside becomes a gr.Error, and the server keeps serving."""
+    the job), and already set if a Stop came after the job left the queue but before it held a token; an
+    unexpected error inside becomes a gr.Error, and the server keeps serving."""
     session = session_of(request)
     token = STOP_FLAGS.start(session)
+    if stopped_while_queued():  # checked after the token exists: stop() marks before it looks for tokens
+        token.set()
     try:
         yield token
     except gr.Error:
@@ -54,6 +57,7 @@ def job_token(request: gr.Request | None):
         raise gr.Error(f"generation failed: {type(error).__name__}: {error}") from None
     finally:
         STOP_FLAGS.finish(session, token)
+        stopped_while_queued()  # a mark made while it ran is forgotten with it
 
 
 def validated(validate, job):
@@ -194,15 +198,19 @@ _STOPPED_WHILE_QUEUED: dict[str, float] = {}
 _QUEUED_STOP_MAX_AGE = 3600.0
 
 
-def _queued_event_ids(session: str) -> list[str]:
-    """Ids of `session`'s jobs waiting in Gradio's queue (read from its internals: none if they ever change)."""
+def _pending_event_ids(session: str) -> list[str]:
+    """Ids of `session`'s generation jobs waiting in Gradio's queue or just taken from it (such a job holds no stop
+    token until its handler reaches `job_token`); read from Gradio's internals: none if they ever change."""
     from gradio.context import LocalContext
 
     try:
-        queues = list(LocalContext.blocks.get(None)._queue.event_queue_per_concurrency_id.values())
-        return [event._id for queue in queues for event in list(queue.queue) if event.session_hash == session]
+        queue = LocalContext.blocks.get(None)._queue
+        waiting = [event for line in list(queue.event_queue_per_concurrency_id.values()) for event in list(line.queue)]
+        started = [event for job in list(queue.active_jobs) if job for event in job]
     except AttributeError:
         return []
+    mine = (event for event in waiting + started if event.session_hash == session)
+    return [event._id for event in mine if event.concurrency_id == GPU_QUEUE]
 
 
 def stopped_while_queued() -> bool:
@@ -224,10 +232,11 @@ def stopped_before_starting() -> tuple[list, dict] | None:
 def stop(request: gr.Request = None) -> None:
     """Ask this session's running job to stop after its current step, and its queued jobs not to start."""
     session = session_of(request)
-    STOP_FLAGS.stop(session)
     now = time.monotonic()
     for event_id, marked in list(_STOPPED_WHILE_QUEUED.items()):
         if now - marked > _QUEUED_STOP_MAX_AGE:
             _STOPPED_WHILE_QUEUED.pop(event_id, None)
-    for event_id in _queued_event_ids(session):
+    # Marks first, then the token: a job between the two finds one or the other (job_token takes its token first).
+    for event_id in _pending_event_ids(session):
         _STOPPED_WHILE_QUEUED[event_id] = now
+    STOP_FLAGS.stop(session)
