@@ -19,7 +19,7 @@ import PIL.Image
 from gradio.utils import is_in_or_equal
 
 from pipelines.images import MAX_UPLOAD_PIXELS
-from pipelines.validation import LABELS, MAX_TEXT, choice, in_page, number, typed
+from pipelines.validation import LABELS, check_length, choice, in_page, number, typed
 
 
 def _where(component) -> tuple[str, str | None]:
@@ -37,7 +37,12 @@ class _GradioFrontend:
 
     def get_block_name(self) -> str:
         gradio_class = next(cls for cls in type(self).__mro__ if cls.__module__.startswith("gradio."))
+        if getattr(gradio_class, "is_template", False):  # ImageMask is drawn by ImageEditor's frontend
+            gradio_class = gradio_class.__base__
         return gradio_class.__name__.lower()
+
+    def get_block_class(self) -> str:
+        return self.get_block_name()
 
 
 class _Bounded:
@@ -79,18 +84,15 @@ class _Choice:
 
 
 class Textbox(_GradioFrontend, gr.Textbox):
-    """Text only (Gradio would pass a list or a dict on as its repr), at most MAX_TEXT characters."""
+    """Text only (Gradio would pass a list or a dict on as its repr), at most MAX_TEXT characters (check_length)."""
 
     def preprocess(self, payload):
         if payload is not None:
             keyword, label = _where(self)
             try:
-                typed(keyword, payload, str, label)
+                check_length(keyword, typed(keyword, payload, str, label), label)
             except ValueError as error:
                 raise _refuse(str(error)) from None
-            if len(payload) > MAX_TEXT:
-                raise _refuse(f"{keyword} has {len(payload)} characters, above the limit of {MAX_TEXT}"
-                              f"{in_page(keyword, label)}")
         return super().preprocess(payload)
 
 
@@ -105,6 +107,31 @@ def served_file(url: str, cache: str) -> str | None:
         return None
     local = os.path.realpath(urllib.parse.unquote(path.split(FILE_ROUTE, 1)[1]))
     return local if is_in_or_equal(local, cache) and os.path.isfile(local) else None
+
+
+def check_header(path: str, keyword: str, label: str | None) -> None:
+    """Refuse, by name, a file that is not an image or whose header says it decodes to more than MAX_UPLOAD_PIXELS
+    (read from the header alone, before anything is decoded)."""
+    where = in_page(keyword, label)
+    try:
+        with PIL.Image.open(path) as header:
+            width, height = header.size
+    except Exception as error:  # noqa: BLE001 - any unreadable upload is the same refusal
+        raise _refuse(f"{keyword} is not an image this server can read ({type(error).__name__}){where}") from None
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise _refuse(
+            f"{keyword} is {width}x{height} px ({width * height / 1e6:.1f} megapixels), above this server's "
+            f"limit of {MAX_UPLOAD_PIXELS / 1e6:.1f} megapixels: scale it down first{where}"
+        )
+
+
+def decoded(decode, keyword: str, label: str | None):
+    """`decode()`, a body that does not decode refused by name."""
+    try:
+        return decode()
+    except Exception as error:  # noqa: BLE001 - a header that reads but a body that does not
+        where = in_page(keyword, label)
+        raise _refuse(f"{keyword} could not be decoded: {str(error)[:80] or type(error).__name__}{where}") from None
 
 
 class Image(_GradioFrontend, gr.Image):
@@ -132,21 +159,28 @@ class Image(_GradioFrontend, gr.Image):
         if payload is None:
             return None
         keyword, label = _where(self)
-        where = in_page(keyword, label)
-        try:
-            with PIL.Image.open(payload.path) as header:  # reads the header only
-                width, height = header.size
-        except Exception as error:  # noqa: BLE001 - any unreadable upload is the same refusal
-            raise _refuse(f"{keyword} is not an image this server can read ({type(error).__name__}){where}") from None
-        if width * height > MAX_UPLOAD_PIXELS:
-            raise _refuse(
-                f"{keyword} is {width}x{height} px ({width * height / 1e6:.1f} megapixels), above this server's "
-                f"limit of {MAX_UPLOAD_PIXELS / 1e6:.1f} megapixels: scale it down first{where}"
-            )
-        try:
-            return super().preprocess(payload)
-        except Exception as error:  # noqa: BLE001 - a header that reads but a body that does not
-            raise _refuse(f"{keyword} could not be decoded: {str(error)[:80] or type(error).__name__}{where}") from None
+        check_header(payload.path, keyword, label)
+        return decoded(lambda: super(Image, self).preprocess(payload), keyword, label)
+
+
+MAX_EDITOR_LAYERS = 4  # the page's editor paints one layer
+
+
+class ImageMask(_GradioFrontend, gr.ImageMask):
+    """The inpainting editor: its background, layers and composite each checked as an Image upload is, from their
+    headers, and at most MAX_EDITOR_LAYERS layers, before any is decoded."""
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        keyword, label = _where(self)
+        layers = list(payload.layers or [])
+        if len(layers) > MAX_EDITOR_LAYERS:
+            raise _refuse(f"{keyword} has {len(layers)} layers, above {MAX_EDITOR_LAYERS}{in_page(keyword, label)}")
+        for file in [payload.background, payload.composite, *layers]:
+            if file is not None and getattr(file, "path", None):
+                check_header(file.path, keyword, label)
+        return decoded(lambda: super(ImageMask, self).preprocess(payload), keyword, label)
 
 
 class KeywordValues(_GradioFrontend, gr.JSON):

@@ -87,11 +87,11 @@ def server_limits() -> Limits:
 
 
 def above(value: float, limit: float) -> str:
-    """`value` with as many decimals (up to 6) as it takes to read above `limit`: 7.004, not 7, against a limit of 7."""
-    for decimals in range(1, 7):
-        if float(f"{value:.{decimals}f}") > limit:
-            break
-    return plain_number(float(f"{value:.{decimals}f}"))
+    """`value` with as many decimals as it takes to read above `limit`: 7.004, not 7, against a limit of 7."""
+    for decimals in range(1, 16):
+        if float(written := f"{value:.{decimals}f}") > limit:
+            return written.rstrip("0").rstrip(".")
+    return repr(value)
 
 
 def _refuse_above(name: str, value: float, limit, what: str | None = None) -> None:

@@ -21,6 +21,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from guidance.colors import shown
 from pipelines.config import setting
+from pipelines.limits import above
 from pipelines.validation import MAX_TEXT
 
 DISPLAY_MIN_SIDE = 64  # images from smaller models (the 32x32 bundled emoji DDPM) are upscaled to this
@@ -176,11 +177,13 @@ def output_max_megabytes() -> int:
     return setting("STUDIO_OUTPUT_MAX_MB", 1024, minimum=16)
 
 
-def _new_output(name: str, folder: str | None, size: int = 0) -> str:
-    """A fresh path for a file called `name` (about `size` bytes) in its own folder of the output folder, after a
-    sweep of old ones that leaves room for it."""
+def _new_output(name: str, folder: str | None, size: int = 0, folder_max_bytes: int | None = None) -> str:
+    """A fresh path for a file called `name` (about `size` bytes) in its own folder of `folder` (the output folder by
+    default), after a sweep of old ones that leaves room for it within `folder_max_bytes` (default
+    `output_max_megabytes()`)."""
     folder = folder or output_dir()
-    room = output_max_megabytes() * 2**20 - size
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    room = (folder_max_bytes or output_max_megabytes() * 2**20) - size
     sweep_outputs(folder, output_max_age(), max_files=output_max_files() - 1, max_bytes=max(0, room))
     own = os.path.join(folder, uuid.uuid4().hex)
     os.mkdir(own, 0o700)
@@ -208,15 +211,25 @@ def write_png(image: Image.Image, parameters: dict[str, Any], path: str) -> None
     image.save(path, format="PNG", pnginfo=info)
 
 
+ZIP_MAX_MB = "STUDIO_ZIP_MAX_MB"
+
+
 def zip_max_megabytes() -> int:
     """Largest zip of a gallery: `STUDIO_ZIP_MAX_MB`, default 256."""
-    return setting("STUDIO_ZIP_MAX_MB", 256, minimum=1)
+    return setting(ZIP_MAX_MB, 256, minimum=1)
 
 
-def zip_outputs(paths: list[str], name: str, folder: str | None = None, max_files: int | None = None) -> str:
+def zip_outputs(
+    paths: list[str],
+    name: str,
+    folder: str | None = None,
+    max_files: int | None = None,
+    folder_max_bytes: int | None = None,
+) -> str:
     """The files at `paths` (each once, however often listed) in one zip archive called `name` (stored, not
-    compressed: PNGs are); its path. Two files of the same name get a counter. ValueError for more than `max_files`
-    files or more than `zip_max_megabytes()` in all, before anything is written."""
+    compressed: PNGs are) in `folder` (the output folder by default, which then keeps at most `folder_max_bytes`);
+    its path. Two files of the same name get a counter. ValueError for more than `max_files` files or more than
+    `zip_max_megabytes()` in all, before anything is written."""
     import zipfile
 
     paths = list(dict.fromkeys(os.path.realpath(file) for file in paths))
@@ -225,10 +238,11 @@ def zip_outputs(paths: list[str], name: str, folder: str | None = None, max_file
     size = sum(os.path.getsize(file) for file in paths)
     if size > zip_max_megabytes() * 2**20:
         raise ValueError(
-            f"these images add up to {size / 2**20:.0f} MB, above this server's limit of {zip_max_megabytes()} MB "
-            "for a zip (set by STUDIO_ZIP_MAX_MB): download them one by one"
+            f"these images add up to {above(size / 2**20, zip_max_megabytes())} MB, above this server's limit of "
+            f"{zip_max_megabytes()} MB "
+            f"for a zip (set by {ZIP_MAX_MB}): download them one by one"
         )
-    path = _new_output(name, folder, size)
+    path = _new_output(name, folder, size, folder_max_bytes)
     seen: dict[str, int] = {}
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
         for file in paths:

@@ -278,13 +278,19 @@ def _outpaint_or_mask(request: SDRequest, checked: SDRequest) -> None:
         checked.mask.paste(painted, (margins[0], margins[2]))
 
 
+_NATIVE_SIZES: dict[str, int] = {}
+
+
 def known_native_size(model: str | None) -> int:
-    """The model's native side for the compute estimate, 0 when its config cannot be read here (the load that
-    follows says why)."""
-    try:
-        return native_size(model)
-    except Exception:  # noqa: BLE001 - an unreachable or broken model is reported by its load, once
-        return 0
+    """The model's native side for the compute estimate, read once per checkpoint; 0 when its config cannot be read
+    here (not remembered: the load that follows says why, and the next request reads it again)."""
+    location = model_locations(model)[0]
+    if location not in _NATIVE_SIZES:
+        try:
+            _NATIVE_SIZES[location] = native_size(model)
+        except Exception:  # noqa: BLE001 - an unreachable or broken model is reported by its load, once
+            return 0
+    return _NATIVE_SIZES[location]
 
 
 def sd_work(request: SDRequest) -> Work:

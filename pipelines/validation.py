@@ -98,7 +98,15 @@ def typed(name: str, value, kind: type, label: str | None = None):
         return value
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise wrong_kind(name, value, kind, label)
-    return number(name, value, kind, -float("inf"), float("inf"), label)
+    if kind is int and isinstance(value, float) and not value.is_integer():  # 2.5, nan, inf
+        raise wrong_kind(name, value, kind, label)
+    return kind(value)
+
+
+def check_length(name: str, value: str, label: str | None = None) -> None:
+    """ValueError naming `name` when text `value` is longer than MAX_TEXT characters."""
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"{name} has {len(value)} characters, above the limit of {MAX_TEXT}{in_page(name, label)}")
 
 
 def text(name: str, value) -> str:
@@ -108,8 +116,7 @@ def text(name: str, value) -> str:
         return ""
     if not isinstance(value, str):
         raise ValueError(f"{name} must be text, got {type(value).__name__}{in_page(name)}")
-    if len(value) > MAX_TEXT:
-        raise ValueError(f"{name} has {len(value)} characters, above the limit of {MAX_TEXT}{in_page(name)}")
+    check_length(name, value)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as error:

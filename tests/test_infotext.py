@@ -266,9 +266,10 @@ def test_hostile_metadata_is_read_around_and_named_never_an_exception(name):
     from ui.png_info import read_parameters
 
     studio, text, key = HOSTILE[name]
+    image = png_with(studio, text)
     started = time.perf_counter()
-    read = read_parameters(png_with(studio, text))
-    assert time.perf_counter() - started < 2.0
+    read = read_parameters(image)
+    assert time.perf_counter() - started < 5.0  # the backtracking regex took minutes on such inputs
     assert isinstance(read, dict) and read["source"] in ("studio", "stable-diffusion-webui", "none")
     orjson.dumps(read)
     gr.JSON().postprocess(read)

@@ -18,15 +18,19 @@ QUEUE_SIZE = 2
 @pytest.fixture(scope="module")
 def small_queue_server(tiny_models, tmp_path_factory):
     """`python app.py` on the tiny models with room for QUEUE_SIZE waiting jobs."""
-    settings = {**tiny_model_settings(tiny_models, tmp_path_factory), "STUDIO_QUEUE_SIZE": str(QUEUE_SIZE)}
+    settings = {
+        **tiny_model_settings(tiny_models, tmp_path_factory),
+        "STUDIO_QUEUE_SIZE": str(QUEUE_SIZE),
+        "STUDIO_MAX_MEGAPIXEL_STEPS": "100",  # room for jobs that outlast any number of round trips
+    }
     with running_app(settings, tmp_path_factory) as url:
         yield url
 
 
 def _long_job(client: Client, model: str, seed: int):
-    """A job of the tiny model long enough to be stopped (1000 steps), without previews so that `status()` shows
-    its progress."""
-    return client.submit(model=model, steps=1000, seed=seed, previews=False, api_name="/unconditional")
+    """A job of the tiny model long enough to be stopped (1000 steps of 8 images), without previews so that
+    `status()` shows its progress."""
+    return client.submit(model=model, steps=1000, batch_size=8, seed=seed, previews=False, api_name="/unconditional")
 
 
 def _wait_until(condition, what: str, timeout: float = 60) -> None:
@@ -164,7 +168,7 @@ def test_idle_sessions_and_the_queues_leftovers_are_forgotten_unless_a_job_waits
     from types import SimpleNamespace
 
     import app
-    from ui.sessions import StudioStateHolder
+    from ui.sessions import LEFTOVER_GRACE_SECONDS, StudioStateHolder
 
     holder = StudioStateHolder()
     holder.blocks, holder.capacity = app.demo, 3  # not set_blocks: that would make it the page's store
@@ -181,4 +185,7 @@ def test_idle_sessions_and_the_queues_leftovers_are_forgotten_unless_a_job_waits
     later = datetime.datetime.now() + datetime.timedelta(seconds=holder.idle_seconds + 1)
     assert holder.forget_idle(later) == ["b"]
     assert list(holder.session_data) == ["c", "d"]
+    # An evicted session's undelivered answers stay a while for its caller to fetch, then go.
+    assert set(queue.pending_messages_per_session) == set(queue.pending_event_ids_session) == set("abcde")
+    assert holder.forget_idle(later + datetime.timedelta(seconds=LEFTOVER_GRACE_SECONDS)) == []
     assert set(queue.pending_messages_per_session) == set(queue.pending_event_ids_session) == {"c", "d", "e"}

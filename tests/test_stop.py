@@ -82,6 +82,7 @@ def test_a_rest_caller_stops_its_job_by_sending_the_same_session_hash(server, ti
 def test_a_stop_reaches_a_job_taken_from_the_queue_before_it_holds_a_token():
     """Between leaving Gradio's queue and taking its stop token (preprocessing, the handler's first lines) a job is
     neither waiting nor stoppable by its token: Stop marks it, and the token it then takes is already set."""
+    import asyncio
     from types import SimpleNamespace
 
     from gradio.context import LocalContext
@@ -93,7 +94,7 @@ def test_a_stop_reaches_a_job_taken_from_the_queue_before_it_holds_a_token():
     queue = SimpleNamespace(event_queue_per_concurrency_id={}, active_jobs=[[started], None, [other]])
     blocks = LocalContext.blocks.set(SimpleNamespace(_queue=queue))
     try:
-        jobs.stop(SimpleNamespace(session_hash="s1"))
+        asyncio.run(jobs.stop(SimpleNamespace(session_hash="s1")))
         assert "taken-2" not in jobs._STOPPED_WHILE_QUEUED  # another session's job is not touched
         event = LocalContext.event_id.set("taken-1")
         try:

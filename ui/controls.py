@@ -7,13 +7,15 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 import PIL.Image
+from gradio.utils import get_upload_folder
 
 from pipelines import stable_diffusion as sd
 from pipelines import unconditional as uncond
 from pipelines.batches import MAX_BATCH_COUNT
 from pipelines.bundled import BUNDLED_LABEL
 from pipelines.config import uncond_models
-from pipelines.outputs import image_parameters, zip_outputs
+from pipelines.images import MAX_UPLOAD_PIXELS
+from pipelines.outputs import image_parameters, zip_max_megabytes, zip_outputs
 from ui.jobs import GPU_QUEUE
 from ui_components import Dropdown, Image, Number, Radio, Slider, Textbox, name_inputs
 
@@ -292,11 +294,27 @@ def picked_image(gallery: list | None, index: int | None) -> str | None:
     return item[0] if isinstance(item, (tuple, list)) else item
 
 
+def recorded_seed(path: str | None) -> int | None:
+    """The seed a studio PNG records, None for any other file (one too large is not read: its text chunks may come
+    after pixels that would all be decoded)."""
+    if not path:
+        return None
+    try:
+        with PIL.Image.open(path) as image:
+            if image.width * image.height > MAX_UPLOAD_PIXELS:
+                return None
+            parameters = image_parameters(image)
+    except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError):
+        return None
+    seed = parameters.get("parameters", {}).get("seed") if parameters["source"] == "studio" else None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
 def reuse_seed(gallery: list | None, index: int | None):
     """The seed the selected (or last) image was made with, for the seed box; a notice where it has none."""
-    path = picked_image(gallery, index)
-    parameters = image_parameters(PIL.Image.open(path)) if path else {"source": "none"}
-    seed = parameters.get("parameters", {}).get("seed") if parameters["source"] == "studio" else None
+    if gallery is not None and not isinstance(gallery, list):
+        gallery = None
+    seed = recorded_seed(picked_image(gallery, index))
     if seed is None:
         gr.Warning("No seed to reuse: generate an image first (a live preview has none)")
         return gr.update()
@@ -305,6 +323,11 @@ def reuse_seed(gallery: list | None, index: int | None):
 
 # The largest gallery a tab makes: batch_count batches of the largest batch, each image with its unguided twin.
 ZIP_MAX_IMAGES = MAX_BATCH_COUNT * max(uncond.MAX_BATCH, sd.MAX_SD_BATCH) * 2
+
+
+def zip_folder() -> str:
+    """Where zips are written: a folder of Gradio's cache, which Gradio serves without copying the file again."""
+    return os.path.join(get_upload_folder(), "studio-zips")
 
 
 def zip_gallery(gallery: list | None):
@@ -319,7 +342,9 @@ def zip_gallery(gallery: list | None):
         raise gr.Error("Nothing to download: generate an image first", print_exception=False)
     name = os.path.splitext(os.path.basename(paths[0]))[0] + f"-{len(paths)}-images.zip"
     try:
-        return gr.File(value=zip_outputs(paths, name, max_files=ZIP_MAX_IMAGES), visible=True)
+        kept = 2 * zip_max_megabytes() * 2**20  # the newest zip and the one before, still being downloaded
+        archive = zip_outputs(paths, name, zip_folder(), max_files=ZIP_MAX_IMAGES, folder_max_bytes=kept)
+        return gr.File(value=archive, visible=True)
     except (ValueError, OSError) as error:
         message = str(error) if isinstance(error, ValueError) else "an image of the gallery is no longer on the server"
         raise gr.Error(message[:1].upper() + message[1:], print_exception=False) from None
@@ -346,6 +371,6 @@ def wire_gallery_tools(page: PageParts, tabs: gr.Tabs, img2img_image, inpaint_ed
     private = dict(api_visibility="private", concurrency_limit=None)
     for prefix, (gallery, selected, to_img2img, to_inpaint) in page.galleries.items():
         seed, reuse = page.seeds[prefix]
-        reuse.click(reuse_seed, [gallery, selected], seed, **private)
+        reuse.click(reuse_seed, [gallery, selected], seed, api_visibility="private", concurrency_limit=2)
         to_img2img.click(send_to_img2img, [gallery, selected], [tabs, img2img_image], **private)
         to_inpaint.click(send_to_inpaint, [gallery, selected], [tabs, inpaint_editor], **private)

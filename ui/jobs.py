@@ -229,8 +229,9 @@ def stopped_before_starting() -> tuple[list, dict] | None:
     return [], {"interrupted": True, "stopped_after_step": 0, "stopped_while_queued": True}
 
 
-def stop(request: gr.Request = None) -> None:
-    """Ask this session's running job to stop after its current step, and its queued jobs not to start."""
+async def stop(request: gr.Request = None) -> None:
+    """Ask this session's running job to stop after its current step, and its queued jobs not to start. On the event
+    loop, so that the queue cannot move a job between the waiting and the started ones while they are read."""
     session = session_of(request)
     now = time.monotonic()
     for event_id, marked in list(_STOPPED_WHILE_QUEUED.items()):

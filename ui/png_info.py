@@ -165,10 +165,13 @@ def send_to(tab: str, components: list):
     controls a value does not fit, or that the image does not name, are left as they are)."""
 
     def send(read: dict | None):
-        values = (read or {}).get("values") or {}
+        values = read.get("values") if isinstance(read, dict) else None  # the panel's JSON: anyone can send any
+        values = values if isinstance(values, dict) else {}
         updates = []
         for component in components:
             value = values.get(getattr(component, "api_keyword", None))
+            if isinstance(value, (dict, list)):
+                value = None
             choices = [
                 option[1] if isinstance(option, tuple) else option
                 for option in getattr(component, "choices", None) or []

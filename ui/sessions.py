@@ -21,9 +21,13 @@ def session_capacity() -> int:
     return setting("STUDIO_SESSION_CAPACITY", 1000, minimum=1)
 
 
+IDLE_SECONDS = 3600.0
+LEFTOVER_GRACE_SECONDS = 60.0  # an evicted session's undelivered answers are kept this long for its caller
+
+
 def session_idle_seconds() -> float:
-    """How long a session without a request is kept (`STUDIO_SESSION_IDLE_SECONDS`, default 3600)."""
-    return setting("STUDIO_SESSION_IDLE_SECONDS", 3600, minimum=1, kind=float)
+    """How long a session without a request is kept (`STUDIO_SESSION_IDLE_SECONDS`, default IDLE_SECONDS)."""
+    return setting("STUDIO_SESSION_IDLE_SECONDS", IDLE_SECONDS, minimum=1, kind=float)
 
 
 def guard_queue(demo: gr.Blocks, exempt_api_names: tuple[str, ...]) -> None:
@@ -70,10 +74,16 @@ class LeanSessionState(SessionState):
 
 class StudioStateHolder(StateHolder):
     """Gradio's session store with lean sessions. Its once-a-second sweep also forgets the sessions idle for
-    `idle_seconds`, and what the queue still holds for sessions no longer kept (Gradio keeps an undelivered
-    session's messages and event ids after its state is evicted); never a session whose job waits or runs."""
+    `idle_seconds`, and what the queue still holds for sessions no longer kept, a minute after (Gradio keeps an
+    undelivered session's messages and event ids after its state is evicted); never a session whose job waits or
+    runs."""
 
-    idle_seconds: float = 3600.0
+    idle_seconds: float = IDLE_SECONDS
+    unkept_since: dict = {}  # session no longer kept -> when its leftovers in the queue were first seen
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.unkept_since = {}
 
     def __getitem__(self, session_id: str) -> SessionState:
         if session_id not in self.session_data:
@@ -96,10 +106,15 @@ class StudioStateHolder(StateHolder):
                 self.session_data.pop(session, None)
                 self.time_last_used.pop(session, None)
         if queue is not None:
-            for session in {*queue.pending_event_ids_session, *queue.pending_messages_per_session}:
-                if session not in self.session_data and session not in busy:
+            leftovers = {*queue.pending_event_ids_session, *queue.pending_messages_per_session}
+            unkept = {session for session in leftovers if session not in self.session_data and session not in busy}
+            self.unkept_since = {session: self.unkept_since.get(session, now) for session in unkept}
+            grace = datetime.timedelta(seconds=min(self.idle_seconds, LEFTOVER_GRACE_SECONDS))
+            for session, since in list(self.unkept_since.items()):
+                if now - since >= grace:  # time enough for its caller to fetch an answer
                     queue.pending_event_ids_session.pop(session, None)
                     queue.pending_messages_per_session.pop(session, None)
+                    del self.unkept_since[session]
         return idle
 
 
