@@ -73,8 +73,7 @@ def current_limits(accelerated: bool) -> Limits:
         cuts=_env_number(ENV["cuts"], int),
         megapixel_steps=_env_number(ENV["megapixel_steps"], float)
         or (GPU_MEGAPIXEL_STEPS if accelerated else CPU_MEGAPIXEL_STEPS),
-        cutout_steps=_env_number(ENV["cutout_steps"], int)
-        or (GPU_CUTOUT_STEPS if accelerated else CPU_CUTOUT_STEPS),
+        cutout_steps=_env_number(ENV["cutout_steps"], int) or (GPU_CUTOUT_STEPS if accelerated else CPU_CUTOUT_STEPS),
     )
 
 

@@ -381,4 +381,5 @@ def valid_unicode(text: str) -> bool:
 
 def key_label(name: str) -> str:
     """A JSON key as a message names it: a lone surrogate escaped, cut to a few dozen characters."""
-    return shown(name.encode("utf-8", "backslashreplace").decode("utf-8"))
+    label = name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return label if len(label) <= 40 else label[:39] + "…"

@@ -189,7 +189,7 @@ def test_the_pages_private_events_answer_hostile_values_in_words(tmp_path):
     slider.api_keyword = "steps"
     send = send_to("txt2img", [slider])
     for read in ([1], "x", {"values": [1]}, {"values": {"steps": {"a": 1}}}, None):
-        tabs, update = send(read)
+        _, update = send(read)
         assert update == gr.update()
     assert send({"values": {"steps": 4}})[1]["value"] == 4
 

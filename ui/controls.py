@@ -111,7 +111,9 @@ def outputs(prefix: str, page: PageParts):
         zip_button = gr.Button("Download all (zip)", size="sm", elem_id=f"{prefix}-zip")
     zip_file = gr.File(label="All images of the gallery", visible=False, elem_id=f"{prefix}-zip-file")
     # Writes up to STUDIO_ZIP_MAX_MB: one zip at a time for the whole server, whoever calls it.
-    zip_button.click(zip_gallery, gallery, zip_file, api_visibility="private", concurrency_id="zip", concurrency_limit=1)
+    zip_button.click(
+        zip_gallery, gallery, zip_file, api_visibility="private", concurrency_id="zip", concurrency_limit=1
+    )
     selected = gr.State(None)
     gallery.select(selected_index, None, selected, api_visibility="private", concurrency_limit=None)
     generate_button.click(lambda: None, None, selected, api_visibility="private", concurrency_limit=None)

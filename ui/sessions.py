@@ -79,11 +79,10 @@ class StudioStateHolder(StateHolder):
     runs."""
 
     idle_seconds: float = IDLE_SECONDS
-    unkept_since: dict = {}  # session no longer kept -> when its leftovers in the queue were first seen
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.unkept_since = {}
+        self.unkept_since: dict[str, datetime.datetime] = {}  # session no longer kept -> when first seen so
 
     def __getitem__(self, session_id: str) -> SessionState:
         if session_id not in self.session_data:

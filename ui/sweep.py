@@ -8,9 +8,9 @@ import typing
 
 import gradio as gr
 
+from guidance.colors import shown
 from pipelines import stable_diffusion as sd
 from pipelines import unconditional as uncond
-from guidance.colors import shown
 from pipelines.limits import check_total, server_limits
 from pipelines.outputs import save_png
 from pipelines.sweep import MAX_CELLS, SWEEPABLE, plan_sweep, sweep_grid, value_label
@@ -140,7 +140,8 @@ def sweep(
             generate_steps, validate, job = tab_job(tab, {**fields, **cell})
             jobs.append(validated(validate, job))  # every cell checked before any runs
         lower = "the number of values or seeds, steps or the size"
-        validated(lambda cells: check_total([cell.work() for cell in cells], server_limits(), "sweep cells", lower), jobs)
+        works = [job.work() for job in jobs]
+        validated(lambda cells: check_total(cells, server_limits(), "sweep cells", lower), works)
         results = []
         for index, job in enumerate(jobs):
             desc = f"Sweep cell {index + 1} of {len(jobs)}"
