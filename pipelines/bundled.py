@@ -13,7 +13,10 @@ import socket
 
 BUNDLED_LABEL = "emoji (bundled, offline)"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The file whose presence marks each bundled model as trained and shipped.
+# Shards of the bundled weights at most this size: every file under the 10 MB a Space takes outside LFS; diffusers
+# loads the shards through their index file unchanged.
+MAX_SHARD_SIZE = "8MB"
+# The file whose presence marks each bundled model as trained and shipped (or its shards' index beside it).
 WEIGHT_FILES = {
     "ddpm": os.path.join("ddpm", "unet", "diffusion_pytorch_model.safetensors"),
     "clip": os.path.join("clip", "open_clip_model.safetensors"),
@@ -50,11 +53,14 @@ def bundled_dir() -> str:
     return os.environ.get("BUNDLED_MODELS_DIR", "").strip() or os.path.join(REPO_ROOT, "models", "emoji")
 
 
+def weights_at(path: str) -> bool:
+    """Whether the weight file `path` is there, whole or as shards (diffusers' index beside them)."""
+    return os.path.isfile(path) or os.path.isfile(path + ".index.json")
+
+
 def bundled_path(name: str) -> str | None:
     """The folder of bundled model `name` (ddpm, clip, clip-score, sd), or None when its weights are absent."""
-    if os.path.isfile(os.path.join(bundled_dir(), WEIGHT_FILES[name])):
-        return os.path.join(bundled_dir(), name)
-    return None
+    return os.path.join(bundled_dir(), name) if weights_at(os.path.join(bundled_dir(), WEIGHT_FILES[name])) else None
 
 
 def recorded_name(reference: str) -> str:

@@ -144,7 +144,7 @@ def emoji_bundle(tiny_models, tmp_path_factory):
     from pipelines import bundled
 
     shipped = os.path.join(bundled.REPO_ROOT, "models", "emoji")
-    if all(os.path.isfile(os.path.join(shipped, bundled.WEIGHT_FILES[name])) for name in ("ddpm", "clip", "sd")):
+    if all(bundled.weights_at(os.path.join(shipped, bundled.WEIGHT_FILES[name])) for name in ("ddpm", "clip", "sd")):
         return shipped
     root = tmp_path_factory.mktemp("emoji-bundle")
     for name, folder in (("ddpm", tiny_models["unet"]), ("clip", tiny_models["clip"]), ("sd", tiny_models["sd"])):

@@ -14,7 +14,7 @@ STEPS = 20
 
 
 def _shipped(*names):
-    missing = [name for name in names if not os.path.isfile(os.path.join(SHIPPED, bundled.WEIGHT_FILES[name]))]
+    missing = [name for name in names if not bundled.weights_at(os.path.join(SHIPPED, bundled.WEIGHT_FILES[name]))]
     return pytest.mark.skipif(bool(missing), reason=f"bundled weights not shipped: {', '.join(missing)}")
 
 

@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from pipelines.bundled import MAX_SHARD_SIZE, weights_at  # noqa: E402
 from training.build_emoji_dataset import DEFAULT_OUT, load_dataset  # noqa: E402
 from training.common import (  # noqa: E402
     EMA,
@@ -153,7 +154,7 @@ def export(unet_state: dict, config: DDPMConfig) -> str:
     unet = build_unet(config).eval()
     unet.load_state_dict(unet_state)
     DDPMPipeline(unet=unet.half(), scheduler=build_scheduler(config)).save_pretrained(
-        config.out, safe_serialization=True
+        config.out, safe_serialization=True, max_shard_size=MAX_SHARD_SIZE
     )
     return config.out
 
@@ -163,7 +164,7 @@ def warm_start_weights(config: DDPMConfig) -> dict | None:
     from diffusers import UNet2DModel
 
     path = os.path.join(config.out, "unet")
-    if not os.path.isfile(os.path.join(path, "diffusion_pytorch_model.safetensors")):
+    if not weights_at(os.path.join(path, "diffusion_pytorch_model.safetensors")):
         return None
     return {name: value.float() for name, value in UNet2DModel.from_pretrained(path).state_dict().items()}
 

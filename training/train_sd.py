@@ -27,6 +27,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from pipelines.bundled import MAX_SHARD_SIZE  # noqa: E402
 from training.build_emoji_dataset import DEFAULT_OUT, load_dataset  # noqa: E402
 from training.common import (  # noqa: E402
     EMA,
@@ -186,7 +187,7 @@ def export_vae(vae, config: SDConfig) -> None:
     """Write the VAE alone (fp16) to `config.out`/vae, so stage 2 can start warm on a fresh machine."""
     fp16 = build_vae().eval()
     fp16.load_state_dict(vae.state_dict())
-    fp16.half().save_pretrained(os.path.join(config.out, "vae"), safe_serialization=True)
+    fp16.half().save_pretrained(os.path.join(config.out, "vae"), safe_serialization=True, max_shard_size=MAX_SHARD_SIZE)
 
 
 def train_vae(config: SDConfig, images: torch.Tensor, device, generator):
@@ -345,7 +346,9 @@ def train_unet(config: SDConfig, vae, names: list[str], images: torch.Tensor, de
                     prompts, num_inference_steps=25, output_type="pt", generator=torch.Generator().manual_seed(0)
                 )
             save_grid(out.images * 2 - 1, os.path.join(folder, "samples", f"step{step:06d}.png"))
-        pipeline.to("cpu", torch.float16).save_pretrained(config.out, safe_serialization=True)  # a copy of the VAE
+        pipeline.to("cpu", torch.float16).save_pretrained(  # a copy of the VAE
+            config.out, safe_serialization=True, max_shard_size=MAX_SHARD_SIZE
+        )
 
     progress = tqdm(total=config.unet_steps, initial=step, desc="unet", mininterval=30)
     while step < config.unet_steps and not budget.expired():
