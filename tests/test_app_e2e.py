@@ -216,26 +216,40 @@ def _keywords(handler_name: str) -> set[str]:
 @pytest.mark.parametrize(
     "endpoint, request_fields",
     [
-        ("txt2img", dict(prompt="a red heart", negative_prompt="blurry", scheduler="Euler a", steps=4, seed=51)),
+        ("unconditional", dict(steps=4, seed=41, scheduler="DDPM")),
         ("color_guided", dict(steps=4, seed=61, color="#00ff00", color_scale=0.5, scheduler="DDPM")),
+        ("clip_guided", dict(steps=3, seed=71, prompt="a heart", clip_scale=2, cuts=2, recurrence=2)),
+        ("txt2img", dict(prompt="a red heart", negative_prompt="blurry", scheduler="Euler a", steps=4, seed=51)),
+        ("img2img", dict(prompt="a green apple", steps=4, strength=0.5, seed=52)),
+        ("inpaint", dict(prompt="a red apple", steps=4, seed=53, mask_blur=0)),
     ],
 )
 def test_read_parameters_gives_values_that_reproduce_an_image_bit_for_bit(
-    client, tiny_models, endpoint, request_fields
+    client, tiny_models, endpoint, request_fields, tmp_path
 ):
-    """Generate two images, read the second one's parameters back, send them to the tab's endpoint: the same
-    pixels (the second image's own seed, as a batch of one)."""
+    """Generate two images, read the second one's parameters back, send its values as they are to the tab's
+    endpoint (img2img and inpainting get their pictures again): the same pixels."""
     from gradio_client import handle_file
 
-    if endpoint == "color_guided":
+    from ui.controls import APPLE
+
+    pictures = {}
+    if endpoint in ("img2img", "inpaint"):
+        pictures["image"] = handle_file(APPLE)
+    if endpoint == "inpaint":
+        mask = Image.new("L", Image.open(APPLE).size, 0)
+        mask.paste(255, (8, 8, 40, 40))
+        mask.save(tmp_path / "mask.png")
+        pictures["mask"] = handle_file(str(tmp_path / "mask.png"))
+    if endpoint in ("unconditional", "color_guided", "clip_guided"):
         request_fields |= {"model": tiny_models["unet"]}
-    gallery, _ = client.predict(**request_fields, batch_size=2, api_name=f"/{endpoint}")
+    gallery, _ = client.predict(**request_fields, **pictures, batch_size=2, api_name=f"/{endpoint}")
     read = client.predict(image=handle_file(gallery[1]["image"]), api_name="/read_parameters")
-    assert read["source"] == "studio" and read["tab"] == endpoint
+    assert read["source"] == "studio" and read["tab"] == endpoint and read["not_used"] == []
     assert read["values"]["seed"] == request_fields["seed"] and read["values"]["batch_size"] == 2
     assert read["image_index"] == 1 and read["parameters"]["seed"] == request_fields["seed"] + 1
-    values = {key: value for key, value in read["values"].items() if key in _keywords(endpoint)}
-    again, _ = client.predict(**values, api_name=f"/{endpoint}")
+    assert set(read["values"]) <= _keywords(endpoint) and "elapsed_seconds" in read["recorded"]
+    again, _ = client.predict(**read["values"], **pictures, api_name=f"/{read['tab']}")
     np.testing.assert_array_equal(pixels(again[1]), pixels(gallery[1]))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 import gradio as gr
@@ -48,8 +49,9 @@ def read_parameters(image) -> dict:
     """How a PNG was made: {"source": "studio", "parameters": the studio's JSON}, {"source":
     "stable-diffusion-webui", "parameters": the fields of its `parameters` text, "text": the text}, or {"source":
     "none"}; with "tab" and "values", the tab and API keyword values that reproduce it, where it has parameters
-    (for a studio image, its batch, in which it is image "image_index"), and "not_used": what could not be read or
-    used, each naming its key (metadata is never a reason to fail).
+    (for a studio image, its batch, in which it is image "image_index": `values` holds exactly the endpoint's
+    keywords, "recorded" the other recorded facts), and "not_used": what could not be read or used, each naming its
+    key (metadata is never a reason to fail).
 
     Args:
         image: a PNG made by this studio or by stable-diffusion-webui (or any image: then "source" is "none")
@@ -77,9 +79,26 @@ def parameters_answer(image) -> dict:
         read["tab"], values, skipped = request_values(read["parameters"])
     else:
         return read | ({"not_used": listed(not_used)} if not_used else {})
-    read["values"] = usable_values(values, skipped)
+    read["values"], read["recorded"] = split_keywords(read["tab"], usable_values(values, skipped))
     read["not_used"] = listed(not_used + skipped)
     return read
+
+
+def endpoint_keywords(tab: str) -> set[str]:
+    """The keywords `tab`'s endpoint takes (its handler's parameters)."""
+    from ui.sweep import TAB_HANDLERS
+
+    return set(inspect.signature(TAB_HANDLERS[tab]).parameters) - {"request", "progress"}
+
+
+def split_keywords(tab: str, values: dict) -> tuple[dict, dict]:
+    """(`values` the endpoint takes, the others: recorded facts such as the device or the time), so that
+    `client.predict(**read["values"], api_name="/" + read["tab"])` reproduces the image."""
+    keywords = endpoint_keywords(tab)
+    return (
+        {key: value for key, value in values.items() if key in keywords},
+        {key: value for key, value in values.items() if key not in keywords},
+    )
 
 
 def listed(messages: list[str]) -> list[str]:
