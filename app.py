@@ -10,7 +10,7 @@ import gradio as gr
 
 from pipelines import stable_diffusion as sd
 from pipelines import unconditional as uncond
-from pipelines.bundled import bundled_path, hub_unreachable, status_text
+from pipelines.bundled import BUNDLED_LABEL, bundled_path, hub_unreachable, status_text
 from pipelines.clip import get_clip
 from pipelines.config import setting, uncond_models
 from pipelines.device import default_device
@@ -54,8 +54,13 @@ INTRO = (
 def device_note() -> str:
     """The status line for this process (device, Space or not, bundled models present, Hub reachable); read when the
     page loads."""
-    bundled = tuple(name for name in ("ddpm", "sd") if bundled_path(name) is not None)
-    return status_text(default_device().type, bool(os.environ.get("SPACE_ID")), bundled, hub_unreachable())
+    offline = hub_unreachable()
+    if offline:  # the bundled models that are the defaults (a configured model is the default even offline)
+        defaults = {"ddpm": uncond_models()[0], "sd": sd.sd_models()[0]}
+        bundled = tuple(name for name in ("ddpm", "sd") if defaults[name] == BUNDLED_LABEL)
+    else:  # the bundled models offered
+        bundled = tuple(name for name in ("ddpm", "sd") if bundled_path(name) is not None)
+    return status_text(default_device().type, bool(os.environ.get("SPACE_ID")), bundled, offline)
 
 
 # Ctrl+Enter (Cmd+Enter on a Mac), in a prompt or anywhere on the page, clicks the visible tab's Generate; a plain

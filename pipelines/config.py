@@ -29,12 +29,14 @@ def uncond_models() -> list[str]:
     """The unconditional models users may pick, the default first.
 
     `UNCOND_MODELS` (comma-separated), plus the bundled emoji preset when its weights are present; the preset is
-    the default when the Hub is unreachable.
+    the default when the Hub is unreachable and no model is configured (a configured one is the default, online
+    or offline).
     """
-    raw = os.environ.get("UNCOND_MODELS", "")
-    models = [entry.strip() for entry in raw.split(",") if entry.strip()] or list(DEFAULT_UNCOND_MODELS)
+    configured = [entry.strip() for entry in os.environ.get("UNCOND_MODELS", "").split(",") if entry.strip()]
+    models = configured or list(DEFAULT_UNCOND_MODELS)
     if bundled_path("ddpm") is not None:
-        models = [BUNDLED_LABEL, *models] if prefer_bundled("ddpm") else [*models, BUNDLED_LABEL]
+        first = prefer_bundled("ddpm") and not configured
+        models = [BUNDLED_LABEL, *models] if first else [*models, BUNDLED_LABEL]
     return models
 
 

@@ -120,10 +120,12 @@ def sd_inpaint_model() -> str:
 
 def sd_models() -> list[str]:
     """The Stable Diffusion model choices, the default first: `SD_MODEL`, and the bundled emoji preset when its
-    weights are present (the default when the Hub is unreachable)."""
+    weights are present (the default when the Hub is unreachable and `SD_MODEL` is not set: a configured model is
+    the default, online or offline)."""
     if bundled_path("sd") is None:
         return [sd_model()]
-    return [BUNDLED_LABEL, sd_model()] if prefer_bundled("sd") else [sd_model(), BUNDLED_LABEL]
+    configured = bool(os.environ.get("SD_MODEL", "").strip())
+    return [BUNDLED_LABEL, sd_model()] if prefer_bundled("sd") and not configured else [sd_model(), BUNDLED_LABEL]
 
 
 def model_locations(model: str | None) -> tuple[str, str]:

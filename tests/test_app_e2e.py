@@ -69,6 +69,38 @@ def test_clip_guided_endpoint(client, tiny_models):
     assert info["prompt"] == "a red heart" and info["cuts"] == 4 and info["color_scale"] == 1
 
 
+def test_only_pictures_are_required_and_a_reference_picture_alone_guides(client, tiny_models):
+    from gradio_client import handle_file
+
+    from ui.controls import APPLE
+
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    required = {
+        name: [
+            parameter["parameter_name"]
+            for parameter in endpoint["parameters"]
+            if not parameter["parameter_has_default"]
+        ]
+        for name, endpoint in api.items()
+    }
+    assert {name: names for name, names in required.items() if names} == {
+        "/img2img": ["image"],
+        "/inpaint": ["image"],
+        "/read_parameters": ["image"],
+    }
+    # The call a new user writes: no prompt, the picture alone pulls.
+    gallery, info = client.predict(
+        model=tiny_models["unet"],
+        clip_image=handle_file(APPLE),
+        clip_image_scale=3,
+        steps=3,
+        seed=1,
+        api_name="/clip_guided",
+    )
+    check_pngs(gallery, [1])
+    assert info["clip_image_scale"] == 3 and info["clip_scale"] == 0 and info["clip_image"].startswith("128x128 sha256:")
+
+
 def test_bad_requests_are_errors_and_the_server_keeps_serving(client, tiny_models):
     with pytest.raises(AppError, match="notacolor"):
         client.predict(

@@ -111,7 +111,13 @@ def test_bundled_presets_are_defaults_offline_and_selectable_online(configured, 
     from pipelines.config import clip_model, uncond_models
 
     monkeypatch.setenv("BUNDLED_MODELS_DIR", str(toy_bundle))
+    # Configured models are the defaults, online or offline; with none configured, offline, the presets are.
+    assert uncond_models()[0] == configured["unet"] and sd.sd_models() == [configured["sd"], BUNDLED_LABEL]
+    monkeypatch.delenv("UNCOND_MODELS")
+    monkeypatch.delenv("SD_MODEL")
     assert uncond_models()[0] == BUNDLED_LABEL and sd.sd_models()[0] == BUNDLED_LABEL  # tests run offline
+    monkeypatch.setenv("UNCOND_MODELS", f"{configured['unet']},{configured['unet_v']}")
+    monkeypatch.setenv("SD_MODEL", configured["sd"])
     assert clip_model(BUNDLED_LABEL) == (f"local-dir:{toy_bundle / 'clip'}", None)
     assert clip_model(configured["unet"]) == (configured["clip"], None)
     monkeypatch.setattr(bundled, "hub_unreachable", lambda: False)

@@ -15,7 +15,7 @@ def build(page: PageParts) -> Tab:
     """The prompt first, then the sampling controls, CLIP strength and cutouts, an optional color and reference."""
     with gr.Row():
         with gr.Column():
-            prompt = Textbox(label="Prompt", placeholder="a smiling face with red hair", elem_id="clip-prompt")
+            prompt = Textbox("", label="Prompt", placeholder="a smiling face with red hair", elem_id="clip-prompt")
             controls = sampling_controls("clip", page)
             with gr.Row():
                 clip_scale = Slider(

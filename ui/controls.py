@@ -140,7 +140,9 @@ def wire(fn, inputs, tab_outputs, api_name: str):
 
 def prompts(prefix: str):
     """Prompt and negative prompt boxes."""
-    prompt = Textbox(label="Prompt", lines=2, placeholder="a watercolor fox in the snow", elem_id=f"{prefix}-prompt")
+    prompt = Textbox(
+        "", label="Prompt", lines=2, placeholder="a watercolor fox in the snow", elem_id=f"{prefix}-prompt"
+    )
     negative = Textbox("", label="Negative prompt", placeholder="blurry, low quality")
     return prompt, negative
 
