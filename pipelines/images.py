@@ -108,24 +108,6 @@ def paste_outside_mask(original: Image.Image, generated: Image.Image, alpha: Ima
     return Image.composite(generated, original, alpha)
 
 
-def mask_from_editor(editor_value: dict | None) -> tuple[Image.Image, Image.Image]:
-    """(image, mask) from a gr.ImageEditor/gr.ImageMask value: painted layer pixels (alpha above 0, however
-    transparent the brush) are the mask, 255; the rest 0."""
-    if not editor_value or editor_value.get("background") is None:
-        raise ValueError("image is empty: upload an image, then paint the part to repaint")
-    background = editor_value["background"]
-    mask = np.zeros((background.height, background.width), dtype=np.uint8)
-    for layer in editor_value.get("layers") or []:
-        if layer is None:
-            continue
-        alpha = layer.convert("RGBA").getchannel("A")
-        if alpha.size != background.size:
-            alpha = alpha.resize(background.size, Image.Resampling.NEAREST)
-        mask = np.maximum(mask, np.asarray(alpha))
-    # Any paint counts: the page's brush is semi-transparent (the picture stays visible under the mask).
-    return background, Image.fromarray(np.where(mask > 0, 255, 0).astype(np.uint8))
-
-
 MAX_OUTPAINT = 512  # px added on one side at most
 OUTPAINT_NOISE = 0.1  # std of the noise on the pre-filled area, in [0, 1] pixel units
 

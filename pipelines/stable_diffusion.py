@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -299,7 +298,7 @@ def sd_work(request: SDRequest) -> Work:
     """The compute a checked request asks for: img2img and inpainting run only strength x steps of the schedule and
     encode their input; guidance through the VAE decoder (color with the "vae" decoder, CLIP) adds decoder passes;
     a size above the model's native one costs more per pixel."""
-    steps = request.steps if request.task == "txt2img" else max(1, math.ceil(request.steps * request.strength))
+    steps = denoising_steps(request)
     clip_guided = request.clip_scale > 0 or request.clip_image_scale > 0
     passes = 1.0
     if request.color_scale > 0 and request.color_decoder == "vae":

@@ -12,7 +12,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from guidance import ClipLoss, ColorLoss, GuidanceTerm, SamplingInterrupted, guided_sample, stop_checks
-from guidance.sampler import GRADIENT_METHODS
+from guidance.sampler import GRADIENT_METHODS, RECURRENT_SCHEDULERS
 from pipelines.budget import unconditional_seconds
 from pipelines.bundled import recorded_name
 from pipelines.cache import MODELS
@@ -35,16 +35,18 @@ from pipelines.validation import (
     text,
 )
 
-# Schedulers that work in the alphas_cumprod parameterisation the guidance math assumes.
-SCHEDULERS: dict[str, Callable] = {
-    "DDIM": lambda config: DDIMScheduler.from_config(config),
-    "DDPM": lambda config: DDPMScheduler.from_config(config),
-    "DPM++ 2M": lambda config: DPMSolverMultistepScheduler.from_config(
-        config, algorithm_type="dpmsolver++", solver_order=2
-    ),
+# Schedulers that work in the alphas_cumprod parameterisation the guidance math assumes: class and options.
+SCHEDULER_CLASSES: dict[str, tuple[type, dict]] = {
+    "DDIM": (DDIMScheduler, {}),
+    "DDPM": (DDPMScheduler, {}),
+    "DPM++ 2M": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
 }
-# The schedulers that can retake a step (guidance.sampler.RECURRENT_SCHEDULERS): no state between steps.
-RECURRENT = ("DDIM", "DDPM")
+SCHEDULERS: dict[str, Callable] = {
+    name: (lambda config, kind=kind, options=options: kind.from_config(config, **options))
+    for name, (kind, options) in SCHEDULER_CLASSES.items()
+}
+# The choices that can retake a step: those whose scheduler keeps no state between steps.
+RECURRENT = tuple(name for name, (kind, _) in SCHEDULER_CLASSES.items() if kind.__name__ in RECURRENT_SCHEDULERS)
 MAX_STEPS = 1000
 DEFAULT_STEPS = 50
 MAX_BATCH = 8

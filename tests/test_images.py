@@ -6,13 +6,13 @@ from PIL import Image
 
 from pipelines.images import (
     feathered_mask,
-    mask_from_editor,
     paste_outside_mask,
     prepare_image,
     prepare_mask,
     to_rgb,
     working_size,
 )
+from ui.inpaint import mask_from_editor
 
 
 @pytest.mark.parametrize(

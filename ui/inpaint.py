@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gradio as gr
+import numpy as np
+import PIL.Image
 
 from pipelines import stable_diffusion as sd
-from pipelines.images import MAX_OUTPAINT, mask_from_editor
+from pipelines.images import MAX_OUTPAINT
 from ui.controls import (
     PageParts,
     Tab,
@@ -21,6 +23,24 @@ from ui.handlers import inpaint
 from ui.jobs import GPU_QUEUE
 from ui.sweep import sweep_controls, wire_sweep
 from ui_components import Image, ImageMask, Slider, name_inputs
+
+
+def mask_from_editor(editor_value: dict | None) -> tuple[PIL.Image.Image, PIL.Image.Image]:
+    """(image, mask) from a gr.ImageEditor/gr.ImageMask value: painted layer pixels (alpha above 0, however
+    transparent the brush) are the mask, 255; the rest 0."""
+    if not editor_value or editor_value.get("background") is None:
+        raise ValueError("image is empty: upload an image, then paint the part to repaint")
+    background = editor_value["background"]
+    mask = np.zeros((background.height, background.width), dtype=np.uint8)
+    for layer in editor_value.get("layers") or []:
+        if layer is None:
+            continue
+        alpha = layer.convert("RGBA").getchannel("A")
+        if alpha.size != background.size:
+            alpha = alpha.resize(background.size, PIL.Image.Resampling.NEAREST)
+        mask = np.maximum(mask, np.asarray(alpha))
+    # Any paint counts: the page's brush is semi-transparent (the picture stays visible under the mask).
+    return background, PIL.Image.fromarray(np.where(mask > 0, 255, 0).astype(np.uint8))
 
 
 def split_editor(editor_value):
