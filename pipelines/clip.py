@@ -8,10 +8,16 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from guidance import ClipLoss
 from guidance.clip import image_input_dtype
 from pipelines.cache import MODELS
 from pipelines.config import clip_model
 from pipelines.device import default_device, model_dtype
+from pipelines.seeds import seeded_generators
+
+MAX_CUTS = 64  # cutouts per image and step
+DEFAULT_CUTS = 4
+CUTOUT_SEED_OFFSET = 2**40  # cutouts draw from generators of their own: guided and unguided runs share the noise
 
 
 @dataclass
@@ -68,3 +74,24 @@ def get_clip(model: str | None = None) -> ClipBundle:
     name, pretrained = clip_model(model)
     device = default_device()
     return MODELS.get(("clip", name, pretrained, str(device)), lambda: load_clip(name, pretrained, device))
+
+
+def clip_targets(
+    clip: ClipBundle, prompt: str, prompt_scale: float, image: Image.Image | None, image_scale: float
+) -> tuple[torch.Tensor, list[float], float]:
+    """(target embeddings (K, D), their weights, the CLIP term's strength) for guidance toward a text prompt and/or
+    a reference picture, each with its own strength: one term moves x0 by the sum of the strengths, in the
+    direction of the two distances weighted by their strengths (one CLIP pass over the cutouts serves both)."""
+    targets = [(clip.encode_text(prompt), prompt_scale)] if prompt_scale > 0 else []
+    targets += [(clip.encode_image(image), image_scale)] if image_scale > 0 else []
+    embeds, weights = zip(*targets)
+    return torch.cat(embeds), list(weights), float(sum(weights))
+
+
+def clip_loss(
+    clip: ClipBundle, targets: torch.Tensor, weights: list[float], cuts: int, seed: int, batch_size: int
+) -> ClipLoss:
+    """The CLIP loss toward `targets` for a batch whose image i has seed `seed` + i (its cutouts drawn from a
+    generator of its own, so an image gets the same cutouts in any batch)."""
+    generators = seeded_generators(seed, batch_size, CUTOUT_SEED_OFFSET)
+    return ClipLoss(clip.model, targets, cuts, generators, clip.image_size, clip.mean, clip.std, weights)

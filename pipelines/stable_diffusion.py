@@ -29,7 +29,7 @@ from guidance.sampler import schedule
 from pipelines.budget import SD_CLIP_STEP_FRACTION, SD_DECODER_PASS_STEPS, sd_seconds
 from pipelines.bundled import BUNDLED_LABEL, bundled_path, prefer_bundled, recorded_name
 from pipelines.cache import MODELS, reporting_unreachable_hub
-from pipelines.clip import get_clip
+from pipelines.clip import DEFAULT_CUTS, MAX_CUTS, clip_loss, clip_targets, get_clip
 from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
 from pipelines.images import (
@@ -47,7 +47,6 @@ from pipelines.jobs import JobFailed, Preview, StepDone, StopToken, stream_job
 from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package
 from pipelines.previews import PreviewCallback, latent_previews, previewing
-from pipelines.unconditional import MAX_CUTS, clip_loss, clip_targets
 from pipelines.validation import (
     choice,
     clip_text_scale,
@@ -165,7 +164,7 @@ class SDRequest:
     color_decoder: str = "auto"  # what the color loss sees: "cheap" latent-to-RGB map, "vae" decoder, "auto"
     clip_prompt: str = ""  # CLIP guidance toward this text (the CLIP_MODEL, or the bundled emoji CLIP)
     clip_scale: float = 0.0
-    cuts: int = 4
+    cuts: int = DEFAULT_CUTS
     clip_image: Image.Image | None = field(default=None, repr=False)  # CLIP guidance toward this picture too
     clip_image_scale: float = 0.0
     outpaint_left: int = 0  # inpaint: px added on each side of the image (multiples of 8), repainted; the original's

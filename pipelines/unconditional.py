@@ -16,7 +16,7 @@ from guidance.sampler import GRADIENT_METHODS, RECURRENT_SCHEDULERS
 from pipelines.budget import unconditional_seconds
 from pipelines.bundled import recorded_name
 from pipelines.cache import MODELS
-from pipelines.clip import get_clip
+from pipelines.clip import DEFAULT_CUTS, MAX_CUTS, clip_loss, clip_targets, get_clip
 from pipelines.config import check_model, model_location
 from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
@@ -24,6 +24,7 @@ from pipelines.jobs import JobFailed, Preview, StepDone, StopToken, stream_job
 from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package, tensor_to_pil, upscale_for_display
 from pipelines.previews import PreviewCallback, pixel_previews, previewing
+from pipelines.seeds import seeded_generators
 from pipelines.validation import (
     choice,
     clip_text_scale,
@@ -56,7 +57,6 @@ MAX_BATCH = 8
 # adversarial texture.
 MAX_COLOR_SCALE = 2.0
 MAX_CLIP_SCALE = 10.0
-MAX_CUTS = 64
 DEFAULT_COLOR_SCALE = 0.75
 DEFAULT_CLIP_SCALE = 3.0
 # Recurrence (each guided step taken again after re-noising it back, see guidance.sampler): 1 is plain guidance. The
@@ -65,8 +65,6 @@ DEFAULT_CLIP_SCALE = 3.0
 # unguided with 2 takes; about 0.85 with 3), and the retakes let the model turn them back into emoji (README, "Bars").
 MAX_RECURRENCE = 4
 DEFAULT_CLIP_RECURRENCE = 3
-# Cutout draws use their own generators so guided and unguided runs of one seed share the same noise.
-CUTOUT_SEED_OFFSET = 2**40
 
 
 # DDIM's eta by default: ancestral (1) rather than deterministic (0). On the bundled emoji DDPM at 25 steps about a
@@ -89,7 +87,7 @@ class SamplingRequest:
     color_scale: float = 0.0
     prompt: str = ""  # text for CLIP guidance ("" = none)
     clip_scale: float = 0.0
-    cuts: int = 4
+    cuts: int = DEFAULT_CUTS
     compare: bool = False  # also return the unguided images of the same seeds
     gradient_method: str = "x0"  # "x0": fast, no UNet backprop; "unet": gradient through the UNet
     clip_image: Image.Image | None = field(default=None, repr=False)  # CLIP guidance toward this picture's embedding
@@ -205,11 +203,6 @@ def make_scheduler(name: str, config: dict):
     return SCHEDULERS[name](config)
 
 
-def seeded_generators(seed: int, count: int, offset: int = 0) -> list[torch.Generator]:
-    """One CPU generator per image, seeded seed + i (+ offset): images reproduce across devices and batches."""
-    return [torch.Generator("cpu").manual_seed(seed + index + offset) for index in range(count)]
-
-
 def guidance_terms(request: SamplingRequest, batch_size: int) -> list[GuidanceTerm]:
     """The color and CLIP loss terms a validated request asks for."""
     terms = []
@@ -223,25 +216,6 @@ def guidance_terms(request: SamplingRequest, batch_size: int) -> list[GuidanceTe
         loss = clip_loss(clip, embeds, weights, request.cuts, request.seed, batch_size)
         terms.append(GuidanceTerm("clip", loss, scale))
     return terms
-
-
-def clip_targets(
-    clip, prompt: str, prompt_scale: float, image: Image.Image | None, image_scale: float
-) -> tuple[torch.Tensor, list[float], float]:
-    """(target embeddings (K, D), their weights, the CLIP term's strength) for guidance toward a text prompt and/or
-    a reference picture, each with its own strength: one term moves x0 by the sum of the strengths, in the
-    direction of the two distances weighted by their strengths (one CLIP pass over the cutouts serves both)."""
-    targets = [(clip.encode_text(prompt), prompt_scale)] if prompt_scale > 0 else []
-    targets += [(clip.encode_image(image), image_scale)] if image_scale > 0 else []
-    embeds, weights = zip(*targets)
-    return torch.cat(embeds), list(weights), float(sum(weights))
-
-
-def clip_loss(clip, targets: torch.Tensor, weights: list[float], cuts: int, seed: int, batch_size: int) -> ClipLoss:
-    """The CLIP loss toward `targets` for a batch whose image i has seed `seed` + i (its cutouts drawn from a
-    generator of its own, so an image gets the same cutouts in any batch)."""
-    generators = seeded_generators(seed, batch_size, CUTOUT_SEED_OFFSET)
-    return ClipLoss(clip.model, targets, cuts, generators, clip.image_size, clip.mean, clip.std, weights)
 
 
 def run_sampler(

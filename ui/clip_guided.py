@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from pipelines import unconditional as uncond
+from pipelines.clip import DEFAULT_CUTS, MAX_CUTS
 from ui.controls import PageParts, Tab, examples, guidance_options, outputs, reference_controls, sampling_controls, wire
 from ui.handlers import clip_guided
 from ui.sweep import sweep_controls, wire_sweep
@@ -25,7 +26,7 @@ def build(page: PageParts) -> Tab:
                     step=0.1,
                     label="CLIP guidance strength (0 = off)",
                 )
-                cuts = Slider(1, uncond.MAX_CUTS, value=4, step=1, label="Cutouts per image")
+                cuts = Slider(1, MAX_CUTS, value=DEFAULT_CUTS, step=1, label="Cutouts per image")
             with gr.Row():
                 color = gr.ColorPicker("#ff8800", label="Also pull toward a color")
                 color_scale = Slider(

@@ -13,6 +13,7 @@ from pipelines import stable_diffusion as sd
 from pipelines import unconditional as uncond
 from pipelines.batches import MAX_BATCH_COUNT
 from pipelines.bundled import BUNDLED_LABEL
+from pipelines.clip import DEFAULT_CUTS, MAX_CUTS
 from pipelines.config import uncond_models
 from pipelines.images import MAX_UPLOAD_PIXELS
 from pipelines.outputs import image_parameters, zip_max_megabytes, zip_outputs
@@ -199,7 +200,7 @@ def sd_guidance_controls(prefix: str):
                 step=0.1,
                 label=f"CLIP guidance strength (0 = off, {sd.DEFAULT_SD_CLIP_SCALE:g} = clear)",
             )
-            cuts = Slider(1, uncond.MAX_CUTS, value=4, step=1, label="Cutouts per image")
+            cuts = Slider(1, MAX_CUTS, value=DEFAULT_CUTS, step=1, label="Cutouts per image")
         clip_image, clip_image_scale = reference_controls(prefix, sd.DEFAULT_SD_CLIP_SCALE, sd.MAX_SD_CLIP_SCALE)
     return color, color_scale, decoder, clip_prompt, clip_scale, cuts, clip_image, clip_image_scale
 

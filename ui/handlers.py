@@ -9,6 +9,7 @@ import gradio as gr
 from pipelines import stable_diffusion as sd
 from pipelines import unconditional as uncond
 from pipelines.batches import MAX_BATCH_COUNT
+from pipelines.clip import DEFAULT_CUTS, MAX_CUTS
 from pipelines.images import MAX_OUTPAINT
 from ui.jobs import HANDLER_ONLY, run_job
 
@@ -29,7 +30,7 @@ PIXEL_ARGS = {
     "gradient_method": "how guidance reaches the sample: x0 (fast, no UNet backward pass) or unet (exact, slower)",
     "prompt": "the text CLIP guidance pulls toward (empty: only the reference picture guides)",
     "clip_scale": f"CLIP guidance strength toward the prompt, 0 (off) to {uncond.MAX_CLIP_SCALE:g}",
-    "cuts": f"random crops of each image CLIP judges per step, 1 to {uncond.MAX_CUTS}; more is steadier and slower",
+    "cuts": f"random crops of each image CLIP judges per step, 1 to {MAX_CUTS}; more is steadier and slower",
     "clip_image": "a reference picture CLIP guidance pulls toward (its CLIP image embedding), or none",
     "clip_image_scale": f"CLIP guidance strength toward the reference picture, 0 (off) to {uncond.MAX_CLIP_SCALE:g}",
     "batch_count": f"batches run one after another, 1 to {MAX_BATCH_COUNT}, seeds continuing",
@@ -191,7 +192,7 @@ def txt2img(
     color_decoder: str = "auto",
     clip_prompt: str = "",
     clip_scale: float = 0.0,
-    cuts: int = 4,
+    cuts: int = DEFAULT_CUTS,
     clip_image=None,
     clip_image_scale: float = 0.0,
     batch_count: int = 1,
@@ -224,7 +225,7 @@ def img2img(
     color_decoder: str = "auto",
     clip_prompt: str = "",
     clip_scale: float = 0.0,
-    cuts: int = 4,
+    cuts: int = DEFAULT_CUTS,
     clip_image=None,
     clip_image_scale: float = 0.0,
     batch_count: int = 1,
@@ -262,7 +263,7 @@ def inpaint(
     color_decoder: str = "auto",
     clip_prompt: str = "",
     clip_scale: float = 0.0,
-    cuts: int = 4,
+    cuts: int = DEFAULT_CUTS,
     clip_image=None,
     clip_image_scale: float = 0.0,
     outpaint_left: int = 0,

@@ -10,6 +10,7 @@ import gradio as gr
 from guidance.colors import shown
 from pipelines import stable_diffusion as sd
 from pipelines import unconditional as uncond
+from pipelines.clip import MAX_CUTS
 from pipelines.infotext import decoder_choice, pixel_task, request_values, unrecorded_defaults
 from pipelines.outputs import image_parameters
 from pipelines.validation import MAX_SEED, number, text, wrong_kind
@@ -31,7 +32,7 @@ NUMBERS: dict[str, tuple[type, float, float]] = {
     "color_scale": (float, 0.0, max(uncond.MAX_COLOR_SCALE, sd.MAX_SD_COLOR_SCALE)),
     "clip_scale": (float, 0.0, max(uncond.MAX_CLIP_SCALE, sd.MAX_SD_CLIP_SCALE)),
     "clip_image_scale": (float, 0.0, max(uncond.MAX_CLIP_SCALE, sd.MAX_SD_CLIP_SCALE)),
-    "cuts": (int, 1, uncond.MAX_CUTS),
+    "cuts": (int, 1, MAX_CUTS),
     "eta": (float, 0.0, 1.0),
     "recurrence": (int, 1, uncond.MAX_RECURRENCE),
     **{f"outpaint_{side}": (int, 0, sd.MAX_OUTPAINT) for side in ("left", "right", "top", "bottom")},
