@@ -132,9 +132,9 @@ def queue_poll_seconds() -> float:
 
 
 def poll_queue_gently(demo: gr.Blocks, seconds: float) -> None:
-    """Let Gradio's queue look for work every `seconds` instead of every millisecond (its Linux default): that
-    loop alone keeps an idle server at 9% of a core (`bench/idle_cpu.py`), taken from the sampler on a CPU Space;
-    a job then waits at most `seconds` more to start. A Gradio without the attribute is left as it is."""
+    """Let Gradio's queue look for work every `seconds` instead of every millisecond (its Linux default), which alone
+    keeps an idle server busy and takes CPU from the sampler (docs/benchmarks.md); a job then waits at most `seconds`
+    more to start. A Gradio without the attribute is left as it is."""
     queue = getattr(demo, "_queue", None)
     if queue is not None and isinstance(getattr(queue, "sleep_when_free", None), float):
         queue.sleep_when_free = seconds

@@ -285,7 +285,7 @@ def run_jobs(jobs: list[Job], out: str, report: Callable[[str], None]) -> dict[s
 def main(argv: list[str] | None = None) -> int:
     """Run the command; 0 when every line ran (or had run), 1 when a line was bad or failed."""
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], epilog="Job options: see the module docstring or the README."
+        description=__doc__.splitlines()[0], epilog="Job options: see the module docstring or docs/api.md."
     )
     parser.add_argument("--file", help="a file of jobs, one per line")
     parser.add_argument("--out", default="outputs", help="folder for the PNGs (default: outputs)")

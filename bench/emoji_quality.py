@@ -163,7 +163,7 @@ class ProjectionJudge:
     image: the mean absolute pixel change in [0, 1] at 64 px, less its mean per channel (a uniform tint). Emoji move
     little; blotches, colour blobs and noise are repainted into emoji and move far. A judge independent of the DDPM
     and of the scoring CLIP (a pixel-level generative model, though trained on the same emoji), and the first that
-    ranks the held-out undertrained DDPM below the shipped one (see "Bars" in the README)."""
+    ranks the held-out undertrained DDPM below the shipped one (docs/bundled-models.md, "Bars")."""
 
     def __init__(self, path: str):
         from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline

@@ -1,9 +1,8 @@
 """How long a request may hold a ZeroGPU slice: a duration computed from the request, not a fixed 120 s, so short
 jobs do not burn a visitor's daily quota and long ones are not killed.
 
-The per-step costs are estimates for one H200 slice (fp16), with a margin: a 256x256 DDPM UNet (celebahq size)
-runs about 40 image-steps a second, Stable Diffusion 1.5 at 512x512 with classifier-free guidance about 15. They
-are not measured on ZeroGPU (no session here has one); `bench/` measures the local device.
+The per-step costs are estimates for one H200 slice (fp16) with a margin, not ZeroGPU measurements (docs/zerogpu.md):
+a 256x256 DDPM UNet (celebahq size) runs about 40 image-steps a second, SD 1.5 at 512x512 with CFG about 15.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Input images and masks for Stable Diffusion: any mode and size in, RGB at a multiple of 8 out.
 
-Size rule (documented in the README): an input is scaled, keeping its aspect ratio, down so that its longer side
+Size rule (docs/stable-diffusion.md): an input is scaled, keeping its aspect ratio, down so that its longer side
 is at most 1024 px and up so that its shorter side is at least 64 px; each side is then rounded to the nearest
 multiple of 8 (a change of at most 4 px per side). Results are resized back to the input's own size, so the user
 gets the size they gave. A mask of another size than its image is stretched to the image's size.

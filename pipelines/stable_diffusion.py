@@ -86,18 +86,15 @@ MAX_GUIDANCE = 30.0
 # The page's, the API's and SDRequest's defaults (the sliders' values; inpaint's handler names them too).
 DEFAULT_SD_SCHEDULER, DEFAULT_SD_STEPS, DEFAULT_GUIDANCE = "DPM++ 2M Karras", 25, 7.5
 # Color guidance strength on the predicted latents (RMS latent units over a run), calibrated on the bundled emoji SD
-# model (README, "Guidance for Stable Diffusion").
+# model (docs/stable-diffusion.md, "Color guidance").
 MAX_SD_COLOR_SCALE = 10.0
 DEFAULT_SD_COLOR_SCALE = 1.5
 # CLIP guidance acts on the last half of the steps, where the "signal" weighting puts most of its movement:
 # measured on the bundled model (bench sd-clip, 20 names), rank 1 in 70% of images at x1.50 the unguided time,
 # against 80% at x2.05 when it acts on every step.
 SD_CLIP_GUIDED_FRACTION = 0.5
-# Color guidance through the VAE decoder acts on the last 8% of the steps (2 of 25), where the "signal" weighting
-# puts most of its movement anyway. Measured on the bundled model (bench sd-color, 20 names, 25 steps, strength
-# 1.5): distance ratio to unguided 0.44 at x1.05 the unguided time, where guiding every step took x1.68 for 0.48
-# at strength 2. Strength 2 on 2 steps (0.39) washes backgrounds and small shapes (pizza, banana) into flat blue;
-# 1.5 keeps them (grids compared by eye). The cheap map costs nothing, so it acts on every step.
+# Color guidance through the VAE decoder acts on the last 8% of the steps (2 of 25), where the "signal" weighting puts
+# most of its movement, for a fraction of the time (measured in docs/stable-diffusion.md); the cheap map, every step.
 SD_COLOR_VAE_FRACTION = 0.08
 MAX_SD_CLIP_SCALE = 20.0
 DEFAULT_SD_CLIP_SCALE = 4.0
@@ -700,7 +697,7 @@ def generate_sd(
                     begin_index=run.begin_index,
                     clean=run.clean,
                     after_step=run.after_step,
-                    weighting="signal",  # with CFG, edits made at high noise do not survive (README)
+                    weighting="signal",  # with CFG, edits made at high noise do not survive (docs/stable-diffusion.md)
                 )
             generated, nsfw = _decode(pipeline, latents, generators)
         except (SamplingInterrupted, StopRequested) as stop:

@@ -51,18 +51,15 @@ RECURRENT = tuple(name for name, (kind, _) in SCHEDULER_CLASSES.items() if kind.
 MAX_STEPS = 1000
 DEFAULT_STEPS = 50
 MAX_BATCH = 8
-# Strength ranges calibrated on the bundled 32x32 emoji DDPM + emoji CLIP (see the README): color 0.75 brings the
-# mean distance to the target to 0.17-0.33x of unguided (0.5: 0.47-0.58x, too close to the halving bar; 1.0:
-# 0.03-0.11x, a flat wash), 2 recolours everything; CLIP 3 is clearly visible, beyond ~10 it turns into
-# adversarial texture.
+# Strength ranges calibrated on the bundled emoji DDPM and CLIP (docs/bundled-models.md): color 0.75 pulls clearly
+# without a flat wash, CLIP 3 is clearly visible, beyond about 10 CLIP turns into adversarial texture.
 MAX_COLOR_SCALE = 2.0
 MAX_CLIP_SCALE = 10.0
 DEFAULT_COLOR_SCALE = 0.75
 DEFAULT_CLIP_SCALE = 3.0
 # Recurrence (each guided step taken again after re-noising it back, see guidance.sampler): 1 is plain guidance. The
-# CLIP-guided tab takes each guided step three times by default: on the bundled DDPM at 50 steps, CLIP guidance at
-# strength 3 left textured smudges that the projection judge rejects (accepted 0.725 of guided samples against 0.912
-# unguided with 2 takes; about 0.85 with 3), and the retakes let the model turn them back into emoji (README, "Bars").
+# CLIP-guided tab takes each guided step three times: the retakes turn CLIP's textured smudges back into images of
+# the model's data (docs/bundled-models.md, "Bars").
 MAX_RECURRENCE = 4
 DEFAULT_CLIP_RECURRENCE = 3
 

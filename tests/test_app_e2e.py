@@ -218,7 +218,7 @@ def test_bad_stable_diffusion_requests_are_errors(client, tmp_path):
 def test_submit_streams_previews_before_the_final_images_and_predict_returns_only_those(client, tiny_models):
     kwargs = dict(model=tiny_models["unet"], steps=24, batch_size=2, seed=41, api_name="/unconditional")
     job = client.submit(**kwargs)
-    iterated = [output for output in job]  # as the README shows: previews, then the final images
+    iterated = [output for output in job]  # as docs/api.md shows: previews, then the final images
     gallery, info = job.result()
     outputs = job.outputs()
     assert [output[1] for output in iterated] == [output[1] for output in outputs]

@@ -15,7 +15,8 @@ from pipelines.outputs import read_parameters
 from tests.conftest import MODEL_SETTINGS, running_app
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-README_URL = "http://127.0.0.1:7860/"  # the URL the README's snippets call
+API_PAGE = os.path.join(REPO_ROOT, "docs", "api.md")  # the runnable API page
+API_PAGE_URL = "http://127.0.0.1:7860/"  # the URL its snippets call
 
 MIN_PIXEL_STD = 4.0  # of 255: a flat (all-black, all-white, NaN-gray) image is far below this
 
@@ -72,15 +73,14 @@ def test_a_hub_model_that_is_not_cached_is_one_sentence(offline_client, endpoint
     check_images(gallery, 1)
 
 
-def readme_api_snippets() -> list[str]:
-    """The Python blocks of the README's API section, in order."""
-    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as readme:
-        section = readme.read().split("\n## API")[1].split("\n## ")[0]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
+def api_page_snippets() -> list[str]:
+    """Every Python block of docs/api.md, in page order."""
+    with open(API_PAGE, encoding="utf-8") as page:
+        return re.findall(r"```python\n(.*?)```", page.read(), re.S)
 
 
-def test_every_python_snippet_of_the_readme_api_section_runs_as_written(offline_client, monkeypatch):
-    """The README's API page, run block by block against a new user's server (only its URL swapped): every endpoint
+def test_every_python_snippet_of_the_api_page_runs_as_written(offline_client, monkeypatch):
+    """docs/api.md, run block by block against a new user's server (only its URL swapped): every endpoint
     is called, and each call that makes images makes real ones (the MCP and /stop snippets assert nothing of their
     own, so their printed results are checked here)."""
     from gradio_client import Client
@@ -97,11 +97,11 @@ def test_every_python_snippet_of_the_readme_api_section_runs_as_written(offline_
     monkeypatch.chdir(REPO_ROOT)  # the snippets name examples/apple.png
     printed = []
     namespace = {"print": lambda *values, **_: printed.append(values)}
-    snippets = readme_api_snippets()
+    snippets = api_page_snippets()
     assert len(snippets) >= 4
     for snippet in snippets:
-        code = snippet.replace(README_URL, offline_client.src)
-        exec(compile(code, "README.md (API section)", "exec"), namespace)  # noqa: S102 - the README's own code
+        code = snippet.replace(API_PAGE_URL, offline_client.src)
+        exec(compile(code, "docs/api.md", "exec"), namespace)  # noqa: S102 - the page's own code
 
     endpoints = {name for name, _ in calls}
     generation = {"/unconditional", "/color_guided", "/clip_guided", "/txt2img", "/img2img", "/inpaint"}
