@@ -15,13 +15,14 @@ from pipelines.clip import get_clip
 from pipelines.config import setting, uncond_models
 from pipelines.device import default_device
 from pipelines.gpu import on_zero_gpu, simulating
+from pipelines.tabs import LABELS
 from ui import clip_guided as clip_guided_tab
 from ui import color_guided as color_guided_tab
 from ui import img2img as img2img_tab
 from ui import inpaint as inpaint_tab
 from ui import txt2img as txt2img_tab
 from ui import unconditional as unconditional_tab
-from ui.controls import TAB_LABELS, PageParts, wire_gallery_tools
+from ui.controls import PageParts, wire_gallery_tools
 from ui.handlers import clip_guided, color_guided, img2img, inpaint, txt2img, unconditional  # noqa: F401 (the API)
 from ui.jobs import stop
 from ui.png_info import png_info_tab, read_parameters  # noqa: F401 (the API)
@@ -89,7 +90,7 @@ def build_demo() -> gr.Blocks:
         tabs_built = {}
         with gr.Tabs() as tabs:
             for tab_id, module in TABS.items():
-                with gr.Tab(TAB_LABELS[tab_id], id=tab_id):
+                with gr.Tab(LABELS[tab_id], id=tab_id):
                     tabs_built[tab_id] = module.build(page)
             # Stop sets the session's flag (the running job ends within one step and shows its current images) and
             # marks its queued jobs; it is never queued behind a job (a concurrency group of its own, no limit) and

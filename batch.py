@@ -28,6 +28,9 @@ import shlex
 import sys
 from collections.abc import Callable
 
+from guidance.colors import shown
+from pipelines.tabs import PIXEL_TABS, TABS, family, is_sd
+
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 # stable-diffusion-webui's option -> the studio's keyword
@@ -60,7 +63,6 @@ WEBUI_IGNORED = {
     "do_not_save_samples",
     "do_not_save_grid",
 }
-TABS = ("txt2img", "img2img", "inpaint", "unconditional", "color_guided", "clip_guided")
 PICTURES = ("image", "mask", "clip_image")
 INTERNAL = ("task", "color_rgb", "outpainted")
 MANIFEST = "batch-manifest.json"
@@ -109,19 +111,15 @@ def split_options(words: list[str]) -> tuple[dict[str, str], list[str]]:
 
 def request_type(tab: str):
     """The request dataclass of a tab's endpoint."""
-    from pipelines import stable_diffusion as sd
-    from pipelines import unconditional as uncond
-
-    return sd.SDRequest if tab in sd.TASKS else uncond.SamplingRequest
+    return family(tab).request_type
 
 
 def tab_defaults(tab: str) -> dict:
     """What the page's controls start at where the request's own default differs (guidance on in guided tabs)."""
     from pipelines import unconditional as uncond
-    from pipelines.config import uncond_models
 
-    if tab in ("unconditional", "color_guided", "clip_guided"):
-        defaults = {"model": uncond_models()[0]}
+    if tab in PIXEL_TABS:
+        defaults = {"model": family(tab).models()[0]}
         if tab == "color_guided":
             defaults.update(color="#ff8800", color_scale=uncond.DEFAULT_COLOR_SCALE)
         if tab == "clip_guided":
@@ -133,8 +131,6 @@ def tab_defaults(tab: str) -> dict:
 def typed_values(tab: str, options: dict[str, str]) -> dict:
     """The options as the tab's keyword values: numbers and booleans converted by the keyword's default, a picture
     checked to exist; ValueError names an unknown keyword or a value of the wrong kind."""
-    from pipelines import stable_diffusion as sd
-
     fields = {field.name: field for field in dataclasses.fields(request_type(tab)) if field.name not in INTERNAL}
     keywords = [*fields, "batch_count"]
     values = tab_defaults(tab)
@@ -146,7 +142,7 @@ def typed_values(tab: str, options: dict[str, str]) -> dict:
             if not os.path.isfile(text):
                 raise ValueError(f"--{name} {text}: no such file")
             values[name] = text
-        elif name == "scheduler" and tab in sd.TASKS:
+        elif name == "scheduler" and is_sd(tab):
             values[name] = webui_scheduler(text)
         elif isinstance(default, bool):
             if text.lower() not in ("true", "false"):
@@ -185,7 +181,7 @@ def parse_job(line: int, words: list[str]) -> tuple[Job, list[str]]:
     options, ignored = split_options(words)
     tab = options.pop("tab", "txt2img")
     if tab not in TABS:
-        raise ValueError(f"--tab {tab!r} is not one of {', '.join(TABS)}")
+        raise ValueError(f"--tab {shown(tab)} is not one of {', '.join(TABS)}")
     return Job(line, tab, typed_values(tab, options)), ignored
 
 
@@ -193,8 +189,6 @@ def checked_requests(job: Job) -> tuple[Callable, list]:
     """(generate, the checked requests of each of its batches) of a job; ValueError names a bad value."""
     from PIL import Image
 
-    from pipelines import stable_diffusion as sd
-    from pipelines import unconditional as uncond
     from pipelines.batches import batch_requests
 
     values = dict(job.values)
@@ -204,9 +198,8 @@ def checked_requests(job: Job) -> tuple[Callable, list]:
             with Image.open(values[name]) as picture:
                 picture.load()
                 values[name] = picture.copy()
-    if job.tab in sd.TASKS:
-        return sd.generate_sd, batch_requests(sd.validate_sd, sd.SDRequest(task=job.tab, **values), batch_count)
-    return uncond.generate, batch_requests(uncond.validate, uncond.SamplingRequest(**values), batch_count)
+    runs = family(job.tab)
+    return runs.generate, batch_requests(runs.validate, runs.request(job.tab, values), batch_count)
 
 
 def free_path(folder: str, name: str, taken: set[str]) -> str:

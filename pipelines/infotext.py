@@ -20,6 +20,7 @@ import re
 from bisect import bisect_right
 
 from guidance.colors import shown
+from pipelines.tabs import PIXEL_TABS, SD_TABS
 
 # The pieces of one "Key: value" pair of the last line (stable-diffusion-webui's regex
 # `\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)`, read piece by piece: that regex, tried at every position,
@@ -127,8 +128,6 @@ SD_SAMPLERS = {
     "DDIM": ("DDIM", None),
     "UniPC": ("UniPC", None),
 }
-SD_TASKS = ("txt2img", "img2img", "inpaint")
-PIXEL_TASKS = ("unconditional", "color_guided", "clip_guided")
 TASK_KEY = "Studio task"  # which tab made the image: txt2img, img2img, inpaint, unconditional, color_guided, ...
 # The studio's own keys, after the standard ones: parameter name in the JSON -> key in the parameters line.
 STUDIO_KEYS = {
@@ -204,7 +203,7 @@ def pixel_infotext(parameters: dict, size: tuple[int, int]) -> str:
 def infotext(parameters: dict, size: tuple[int, int]) -> str:
     """The `parameters` text of an image of `size` (width, height) from the studio parameters stored with it (a
     missing parameter is left out, never an error: a PNG is always written)."""
-    return sd_infotext(parameters) if parameters.get("task") in SD_TASKS else (pixel_infotext(parameters, size))
+    return sd_infotext(parameters) if parameters.get("task") in SD_TABS else (pixel_infotext(parameters, size))
 
 
 # Keys of the parameters line -> (API keyword, type) of the value read back.
@@ -271,7 +270,7 @@ def request_values(fields: dict[str, str]) -> tuple[str, dict, list[str]]:
     task = fields.get(TASK_KEY) or "txt2img"
     values: dict = {}
     skipped: list[str] = []
-    if task not in (*SD_TASKS, *PIXEL_TASKS):
+    if task not in (*SD_TABS, *PIXEL_TABS):
         skipped.append(f"{TASK_KEY}: {shown(task)} is not a tab")
         task = "txt2img"
     for key, (name, kind) in READ_NUMBERS.items():
@@ -282,7 +281,7 @@ def request_values(fields: dict[str, str]) -> tuple[str, dict, list[str]]:
                 skipped.append(f"{key}: {shown(fields[key])} {reason}")
     values.update({name: fields[key] for key, name in READ_TEXTS.items() if key in fields})
     sampler = fields.get("Sampler")
-    if task in SD_TASKS:
+    if task in SD_TABS:
         values["prompt"], values["negative_prompt"] = fields.get("Prompt", ""), fields.get("Negative prompt", "")
         scheduler = sd_scheduler(sampler, fields.get("Schedule type"))
         if scheduler:

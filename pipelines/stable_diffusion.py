@@ -47,6 +47,7 @@ from pipelines.jobs import JobFailed, Preview, StepDone, StopToken, stream_job
 from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package
 from pipelines.previews import PreviewCallback, latent_previews, previewing
+from pipelines.tabs import SD_TABS
 from pipelines.validation import (
     choice,
     clip_text_scale,
@@ -62,7 +63,6 @@ from pipelines.validation import (
 
 DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_SD_INPAINT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
-TASKS = ("txt2img", "img2img", "inpaint")
 SD_SCHEDULERS: dict[str, Callable] = {
     "DPM++ 2M Karras": lambda config: DPMSolverMultistepScheduler.from_config(
         config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True
@@ -193,7 +193,7 @@ def _size(name: str, value) -> int:
 
 def validate_sd(request: SDRequest) -> SDRequest:
     """A checked copy with the seed resolved and images prepared; ValueError names the bad field and value."""
-    choice("task", request.task, TASKS)
+    choice("task", request.task, SD_TABS)
     model = request.model or sd_models()[0]
     choice("model", model, sd_models())
     choice("scheduler", request.scheduler, SD_SCHEDULERS)

@@ -7,6 +7,7 @@ from PIL import Image
 
 from pipelines import stable_diffusion as sd
 from pipelines.cache import MODELS
+from pipelines.tabs import SD_TABS
 
 
 def noise_image(size, mode="RGB", seed=0):
@@ -33,7 +34,7 @@ def test_native_size_comes_from_the_config(configured):
 
 def test_three_tasks_share_one_copy_of_the_weights(configured, monkeypatch):
     monkeypatch.setenv("SD_INPAINT_MODEL", configured["sd"])  # inpaint with the base model
-    pipelines = [sd.build_pipeline(task, "DDIM")[0] for task in sd.TASKS]
+    pipelines = [sd.build_pipeline(task, "DDIM")[0] for task in SD_TABS]
     for name in ("unet", "vae", "text_encoder"):
         assert len({id(getattr(pipeline, name)) for pipeline in pipelines}) == 1
     assert len({id(pipeline.scheduler) for pipeline in pipelines}) == 3  # each request gets its own

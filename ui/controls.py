@@ -17,6 +17,7 @@ from pipelines.clip import DEFAULT_CUTS, MAX_CUTS
 from pipelines.config import uncond_models
 from pipelines.images import MAX_UPLOAD_PIXELS
 from pipelines.outputs import image_parameters, zip_max_megabytes, zip_outputs
+from pipelines.tabs import family
 from ui.jobs import GPU_QUEUE
 from ui_components import Dropdown, Image, Number, Radio, Slider, Textbox, name_inputs
 
@@ -26,14 +27,6 @@ GRADIENT_LABELS = [
 ]
 
 
-TAB_LABELS = {
-    "unconditional": "Unconditional",
-    "color_guided": "Color-guided",
-    "clip_guided": "CLIP-guided",
-    "txt2img": "txt2img",
-    "img2img": "img2img",
-    "inpaint": "Inpainting",
-}
 
 
 @dataclass
@@ -281,7 +274,7 @@ EXAMPLES = {
 def examples(tab: str, inputs: list) -> None:
     """Clickable examples that fill a tab's controls, for the models the page runs with (the bundled emoji models'
     names when they are the default). Not cached: caching would run every example at start-up."""
-    default = sd.sd_models()[0] if tab in sd.TASKS else uncond_models()[0]
+    default = family(tab).models()[0]
     rows = EXAMPLES[tab]["bundled" if default == BUNDLED_LABEL else "hub"]
     gr.Examples(rows, inputs, label="Examples (click to fill the controls)", cache_examples=False)
 

@@ -277,3 +277,14 @@ def inpaint(
 ):
     job = sd_request("inpaint", locals())
     yield from run_job(sd.generate_sd_steps, sd.validate_sd, job, previews, request, progress, batch_count)
+
+
+# Each tab's endpoint (pipelines.tabs lists the tabs).
+HANDLERS = {
+    "unconditional": unconditional,
+    "color_guided": color_guided,
+    "clip_guided": clip_guided,
+    "txt2img": txt2img,
+    "img2img": img2img,
+    "inpaint": inpaint,
+}

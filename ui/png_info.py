@@ -13,8 +13,8 @@ from pipelines import unconditional as uncond
 from pipelines.clip import MAX_CUTS
 from pipelines.infotext import decoder_choice, pixel_task, request_values, unrecorded_defaults
 from pipelines.outputs import image_parameters
+from pipelines.tabs import LABELS, is_sd
 from pipelines.validation import MAX_SEED, number, text, wrong_kind
-from ui.controls import TAB_LABELS
 from ui_components import Image
 
 logger = logging.getLogger("studio")
@@ -87,9 +87,9 @@ def parameters_answer(image) -> dict:
 
 def endpoint_keywords(tab: str) -> set[str]:
     """The keywords `tab`'s endpoint takes (its handler's parameters)."""
-    from ui.sweep import TAB_HANDLERS
+    from ui.handlers import HANDLERS
 
-    return set(inspect.signature(TAB_HANDLERS[tab]).parameters) - {"request", "progress"}
+    return set(inspect.signature(HANDLERS[tab]).parameters) - {"request", "progress"}
 
 
 def split_keywords(tab: str, values: dict) -> tuple[dict, dict]:
@@ -167,7 +167,7 @@ def studio_values(parameters: dict) -> tuple[str, dict, int, list[str]]:
         values["seed"], values["batch_size"] = seeds[0], len(seeds)
     index = seeds.index(parameters["seed"]) if parameters.get("seed") in seeds else 0
     task = parameters.get("task")
-    if task in sd.TASKS:
+    if is_sd(task):
         # A choice's checkpoints: the base model, and the inpainting model that the inpaint tab loads for it.
         locations = {choice: sd.model_locations(choice) for choice in sd.sd_models()}
         choices = {locations[choice][task == "inpaint"]: choice for choice in locations}
@@ -217,7 +217,7 @@ def png_info_tab(tabs, tab_inputs: dict[str, list]) -> None:
         with gr.Column():
             read = gr.JSON(label="Parameters", elem_id="png-parameters")
             with gr.Row():
-                buttons = {tab: gr.Button(f"Send to {TAB_LABELS[tab]}", elem_id=f"send-{tab}") for tab in tab_inputs}
+                buttons = {tab: gr.Button(f"Send to {LABELS[tab]}", elem_id=f"send-{tab}") for tab in tab_inputs}
     png.change(read_parameters_or_none, png, read, api_visibility="private")
     gr.Button("Read parameters", visible=False).click(read_parameters, png, read, api_name="read_parameters")
     for tab, button in buttons.items():

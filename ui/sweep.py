@@ -9,14 +9,12 @@ import typing
 import gradio as gr
 
 from guidance.colors import shown
-from pipelines import stable_diffusion as sd
-from pipelines import unconditional as uncond
 from pipelines.limits import check_total, server_limits
 from pipelines.outputs import save_png
 from pipelines.sweep import MAX_CELLS, SWEEPABLE, plan_sweep, sweep_grid, value_label
+from pipelines.tabs import LABELS, family
 from pipelines.validation import resolve_seed, typed
-from ui.controls import TAB_LABELS
-from ui.handlers import clip_guided, color_guided, img2img, inpaint, txt2img, unconditional
+from ui.handlers import HANDLERS
 from ui.jobs import (
     GPU_QUEUE,
     HANDLER_ONLY,
@@ -30,21 +28,11 @@ from ui.jobs import (
 )
 from ui_components import Dropdown, Image, KeywordValues, Textbox, name_inputs
 
-TAB_HANDLERS = {
-    "unconditional": unconditional,
-    "color_guided": color_guided,
-    "clip_guided": clip_guided,
-    "txt2img": txt2img,
-    "img2img": img2img,
-    "inpaint": inpaint,
-}
-
 
 def tab_job(tab: str, fields: dict):
     """(generate_steps, validate, job) of one request to `tab`'s endpoint with keyword `fields`."""
-    if tab in sd.TASKS:
-        return sd.generate_sd_steps, sd.validate_sd, sd.SDRequest(task=tab, **fields)
-    return uncond.generate_steps, uncond.validate, uncond.SamplingRequest(**fields)
+    runs = family(tab)
+    return runs.generate_steps, runs.validate, runs.request(tab, fields)
 
 
 PICTURES = ("image", "mask", "clip_image")  # given as the sweep's own arguments, uploaded as files
@@ -61,7 +49,7 @@ def setting_kind(annotation) -> tuple[type | None, bool]:
 def typed_settings(tab: str, settings: dict) -> dict:
     """`settings` checked as the endpoint checks its own arguments: each value of its keyword's type (2, not "2" or
     True, for steps), pictures refused (they are the sweep's image, mask and clip_image arguments)."""
-    hints = typing.get_type_hints(TAB_HANDLERS[tab])
+    hints = typing.get_type_hints(HANDLERS[tab])
     checked = {}
     for key, value in settings.items():
         if key in PICTURES:
@@ -80,7 +68,7 @@ def typed_settings(tab: str, settings: dict) -> dict:
 def tab_settings(tab: str, settings: dict | None, pictures: dict) -> dict:
     """A tab's keyword values for a sweep: the endpoint's defaults, then `settings` (typed as the endpoint's own
     arguments), then the pictures given; an unknown keyword is refused by name."""
-    parameters = inspect.signature(TAB_HANDLERS[tab]).parameters
+    parameters = inspect.signature(HANDLERS[tab]).parameters
     keywords = [name for name in parameters if name not in HANDLER_ONLY]
     if settings is not None and not isinstance(settings, dict):
         raise ValueError(f"settings must be a dict of {tab} keyword values, got {type(settings).__name__}")
@@ -128,8 +116,8 @@ def sweep(
         return
     with job_token(request) as token:
         try:
-            if tab not in TAB_HANDLERS:
-                raise ValueError(f"tab {shown(tab)} is not one of {', '.join(TAB_HANDLERS)}")
+            if tab not in HANDLERS:
+                raise ValueError(f"tab {shown(tab)} is not one of {', '.join(HANDLERS)}")
             fields = tab_settings(tab, settings, {"image": image, "mask": mask, "clip_image": clip_image})
             seed = resolve_seed(fields.get("seed", -1), 1)
             plan = plan_sweep(tab, parameter, values, seeds, seed)
@@ -153,7 +141,7 @@ def sweep(
     stopped = stopped_note(results[-1].info)
     record = {"tab": tab, "parameter": parameter, "values": list(plan.values), "seeds": list(plan.seeds)}
     cells = [(result.images[0], result.image_parameters[0]) for result in results]
-    title = f"{TAB_LABELS[tab]}: {parameter} sweep" + (f" · {fields['prompt']}" if fields.get("prompt") else "")
+    title = f"{LABELS[tab]}: {parameter} sweep" + (f" · {fields['prompt']}" if fields.get("prompt") else "")
     grid = sweep_grid([image for image, _ in cells], plan, title)
     gallery = [(save_png(grid, {**cells[0][1], "kind": "sweep grid", "sweep": record}), "sweep grid")]
     for (image, parameters), cell in zip(cells, plan.cells()):
