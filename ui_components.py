@@ -42,7 +42,8 @@ class _GradioFrontend:
         return gradio_class.__name__.lower()
 
     def get_block_class(self) -> str:
-        return self.get_block_name()
+        # What view_api names the component: its own class, except a template's (ImageMask), named as Gradio does.
+        return self.get_block_name() if getattr(self, "is_template", False) else type(self).__name__.lower()
 
 
 class _Bounded:
