@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable
 
 from guidance.colors import shown
-from pipelines.tabs import PIXEL_TABS, TABS, family, is_sd
+from pipelines.tabs import PICTURES, PIXEL_TABS, TABS, family, is_sd
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
@@ -63,7 +63,6 @@ WEBUI_IGNORED = {
     "do_not_save_samples",
     "do_not_save_grid",
 }
-PICTURES = ("image", "mask", "clip_image")
 INTERNAL = ("task", "color_rgb", "outpainted")
 MANIFEST = "batch-manifest.json"
 

@@ -12,6 +12,7 @@ from guidance.colors import shown
 PIXEL_TABS = ("unconditional", "color_guided", "clip_guided")  # DDPM-family pixel models
 SD_TABS = ("txt2img", "img2img", "inpaint")  # Stable Diffusion
 TABS = PIXEL_TABS + SD_TABS
+PICTURES = ("image", "mask", "clip_image")  # the endpoints' picture keywords: uploads, never plain values
 LABELS = {
     "unconditional": "Unconditional",
     "color_guided": "Color-guided",

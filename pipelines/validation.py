@@ -114,9 +114,7 @@ def text(name: str, value) -> str:
     long, or text that is not valid Unicode."""
     if value is None:
         return ""
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be text, got {type(value).__name__}{in_page(name)}")
-    check_length(name, value)
+    check_length(name, typed(name, value, str))
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as error:

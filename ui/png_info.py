@@ -14,7 +14,7 @@ from pipelines.clip import MAX_CUTS
 from pipelines.infotext import decoder_choice, pixel_task, request_values, unrecorded_defaults
 from pipelines.outputs import image_parameters
 from pipelines.tabs import LABELS, is_sd
-from pipelines.validation import MAX_SEED, number, text, wrong_kind
+from pipelines.validation import MAX_SEED, number, text, typed
 from ui_components import Image
 
 logger = logging.getLogger("studio")
@@ -114,13 +114,11 @@ def control_value(name: str, value):
     value when no tab's control takes it. A name with no control, or a text or flag that is null, passes as it is."""
     if name in NUMBERS:
         kind, low, high = NUMBERS[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise wrong_kind(name, value, kind)
-        return number(name, value, kind, low, high)
+        return number(name, typed(name, value, kind), kind, low, high)
     if value is not None and name in TEXTS:
         text(name, value)
-    if value is not None and name in FLAGS and not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {shown(value)}")
+    if value is not None and name in FLAGS:
+        typed(name, value, bool)
     return value
 
 

@@ -12,7 +12,7 @@ from guidance.colors import shown
 from pipelines.limits import check_total, server_limits
 from pipelines.outputs import save_png
 from pipelines.sweep import MAX_CELLS, SWEEPABLE, plan_sweep, sweep_grid, value_label
-from pipelines.tabs import LABELS, family
+from pipelines.tabs import LABELS, PICTURES, family
 from pipelines.validation import resolve_seed, typed
 from ui.handlers import HANDLERS
 from ui.jobs import (
@@ -33,9 +33,6 @@ def tab_job(tab: str, fields: dict):
     """(generate_steps, validate, job) of one request to `tab`'s endpoint with keyword `fields`."""
     runs = family(tab)
     return runs.generate_steps, runs.validate, runs.request(tab, fields)
-
-
-PICTURES = ("image", "mask", "clip_image")  # given as the sweep's own arguments, uploaded as files
 
 
 def setting_kind(annotation) -> tuple[type | None, bool]:
