@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 
@@ -16,28 +17,17 @@ from pipelines.config import setting, uncond_models
 from pipelines.device import default_device
 from pipelines.gpu import on_zero_gpu, simulating
 from pipelines.tabs import LABELS
-from ui import clip_guided as clip_guided_tab
-from ui import color_guided as color_guided_tab
-from ui import img2img as img2img_tab
-from ui import inpaint as inpaint_tab
-from ui import txt2img as txt2img_tab
-from ui import unconditional as unconditional_tab
+from pipelines.tabs import TABS as TAB_IDS
 from ui.controls import PageParts, wire_gallery_tools
-from ui.handlers import clip_guided, color_guided, img2img, inpaint, txt2img, unconditional  # noqa: F401 (the API)
+from ui.handlers import HANDLERS  # noqa: F401 (the API)
 from ui.jobs import stop
 from ui.png_info import png_info_tab, read_parameters  # noqa: F401 (the API)
 from ui.sessions import guard_queue, keep_sessions_small, session_capacity, session_idle_seconds
 from ui.sweep import sweep, sweep_endpoint  # noqa: F401 (the API)
 from ui.txt2img import native_size_update  # noqa: F401
 
-TABS = {
-    "unconditional": unconditional_tab,
-    "color_guided": color_guided_tab,
-    "clip_guided": clip_guided_tab,
-    "txt2img": txt2img_tab,
-    "img2img": img2img_tab,
-    "inpaint": inpaint_tab,
-}
+# Each tab's page module, named as the tab (ui/txt2img.py, ...).
+TABS = {tab: importlib.import_module(f"ui.{tab}") for tab in TAB_IDS}
 
 logger = logging.getLogger("studio")
 
@@ -135,7 +125,8 @@ def queue_poll_seconds() -> float:
 def poll_queue_gently(demo: gr.Blocks, seconds: float) -> None:
     """Let Gradio's queue look for work every `seconds` instead of every millisecond (its Linux default), which alone
     keeps an idle server busy and takes CPU from the sampler (docs/benchmarks.md); a job then waits at most `seconds`
-    more to start. A Gradio without the attribute is left as it is."""
+    more to start. Gradio has no public setting for it: its private queue's attribute is set, and a Gradio without it is
+    left as it is."""
     queue = getattr(demo, "_queue", None)
     if queue is not None and isinstance(getattr(queue, "sleep_when_free", None), float):
         queue.sleep_when_free = seconds

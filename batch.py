@@ -29,7 +29,8 @@ import sys
 from collections.abc import Callable
 
 from guidance.colors import shown
-from pipelines.tabs import PICTURES, PIXEL_TABS, TABS, family, is_sd
+from pipelines.params import PICTURE, PICTURES, defaults, keywords, param
+from pipelines.tabs import TABS, family, is_sd
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
@@ -63,7 +64,6 @@ WEBUI_IGNORED = {
     "do_not_save_samples",
     "do_not_save_grid",
 }
-INTERNAL = ("task", "color_rgb", "outpainted")
 MANIFEST = "batch-manifest.json"
 
 
@@ -108,51 +108,30 @@ def split_options(words: list[str]) -> tuple[dict[str, str], list[str]]:
     return options, ignored
 
 
-def request_type(tab: str):
-    """The request dataclass of a tab's endpoint."""
-    return family(tab).request_type
-
-
-def tab_defaults(tab: str) -> dict:
-    """What the page's controls start at where the request's own default differs (guidance on in guided tabs)."""
-    from pipelines import unconditional as uncond
-
-    if tab in PIXEL_TABS:
-        defaults = {"model": family(tab).models()[0]}
-        if tab == "color_guided":
-            defaults.update(color="#ff8800", color_scale=uncond.DEFAULT_COLOR_SCALE)
-        if tab == "clip_guided":
-            defaults.update(clip_scale=uncond.DEFAULT_CLIP_SCALE, recurrence=uncond.DEFAULT_CLIP_RECURRENCE)
-        return defaults
-    return {}
-
-
 def typed_values(tab: str, options: dict[str, str]) -> dict:
-    """The options as the tab's keyword values: numbers and booleans converted by the keyword's default, a picture
-    checked to exist; ValueError names an unknown keyword or a value of the wrong kind."""
-    fields = {field.name: field for field in dataclasses.fields(request_type(tab)) if field.name not in INTERNAL}
-    keywords = [*fields, "batch_count"]
-    values = tab_defaults(tab)
+    """The options as the tab's keyword values, typed as its parameter table entries say (numbers, true/false, a
+    picture's file checked to exist); ValueError names an unknown keyword or a value of the wrong kind."""
+    names = [name for name in keywords(tab) if name != "previews"]
+    values = {}
     for name, text in options.items():
-        if name not in keywords:
-            raise ValueError(f"--{name} is not an option of {tab} (its options: {', '.join(keywords)})")
-        default = 1 if name == "batch_count" else fields[name].default
-        if name in PICTURES:
+        if name not in names:
+            raise ValueError(f"--{name} is not an option of {tab} (its options: {', '.join(names)})")
+        kind = param(tab, name).kind
+        if kind is PICTURE:
             if not os.path.isfile(text):
                 raise ValueError(f"--{name} {text}: no such file")
             values[name] = text
         elif name == "scheduler" and is_sd(tab):
             values[name] = webui_scheduler(text)
-        elif isinstance(default, bool):
+        elif kind is bool:
             if text.lower() not in ("true", "false"):
                 raise ValueError(f"--{name} must be true or false, got {text!r}")
             values[name] = text.lower() == "true"
-        elif isinstance(default, (int, float)) or name in ("width", "height"):
+        elif kind in (int, float):
             try:
                 number = float(text)
             except ValueError:
                 raise ValueError(f"--{name} must be a number, got {text!r}") from None
-            kind = float if isinstance(default, float) else int
             if kind is int and not number.is_integer():
                 raise ValueError(f"--{name} must be a whole number, got {text!r}")
             values[name] = kind(number)
@@ -190,10 +169,10 @@ def checked_requests(job: Job) -> tuple[Callable, list]:
 
     from pipelines.batches import batch_requests
 
-    values = dict(job.values)
-    batch_count = values.pop("batch_count", 1)
+    values = {name: value for name, value in defaults(job.tab).items() if name != "previews"} | job.values
+    batch_count = values.pop("batch_count")
     for name in PICTURES:
-        if name in values:
+        if values.get(name) is not None:
             with Image.open(values[name]) as picture:
                 picture.load()
                 values[name] = picture.copy()

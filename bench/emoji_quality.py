@@ -241,7 +241,7 @@ class Sampler:
             else:
                 runs.append([seed])
         for run in runs:
-            request = uncond.SamplingRequest(
+            request = uncond.Request(
                 model=BUNDLED_LABEL,
                 steps=steps,
                 batch_size=len(run),
@@ -269,7 +269,7 @@ def failed_model_samples(folder: str, seeds: list[int]) -> np.ndarray:
     for start in range(0, len(seeds), uncond.MAX_BATCH):
         run = seeds[start : start + uncond.MAX_BATCH]
         request = uncond.validate(
-            uncond.SamplingRequest(model=BUNDLED_LABEL, steps=STEPS, batch_size=len(run), seed=run[0])
+            uncond.Request(model=BUNDLED_LABEL, steps=STEPS, batch_size=len(run), seed=run[0])
         )
         images += tensor_to_pil(uncond.run_sampler(model, request, []))
     return as_display(images)
@@ -678,7 +678,7 @@ def section_txt2img(bench: Bench) -> None:
     for index, name in enumerate(NAMES):
         images = []
         for start in range(0, per_name, sd.MAX_SD_BATCH):
-            request = sd.SDRequest(
+            request = sd.Request(
                 task="txt2img",
                 model=BUNDLED_LABEL,
                 prompt=name,
@@ -686,7 +686,7 @@ def section_txt2img(bench: Bench) -> None:
                 batch_size=min(sd.MAX_SD_BATCH, per_name - start),
                 seed=1000 + 10 * index + start,
             )
-            images += sd.generate_sd(request).images
+            images += sd.generate(request).images
         hits += rank_one_hits(bench.scorer.images(as_display(images)), text, [index] * len(images))
         total += len(images)
     bench.rows.append(
@@ -709,11 +709,11 @@ def sd_guided_and_unguided(scale: float, guidance: dict) -> tuple[dict[float, li
     seconds: dict[float, float] = {0.0: 0.0, scale: 0.0}
     for index, name in enumerate(NAMES):
         for strength in (0.0, scale):
-            request = sd.SDRequest(
+            request = sd.Request(
                 task="txt2img", model=BUNDLED_LABEL, steps=STEPS, seed=1000 + 10 * index, **guidance(name, strength)
             )
             started = time.perf_counter()
-            results[strength].append(sd.generate_sd(request))
+            results[strength].append(sd.generate(request))
             seconds[strength] += time.perf_counter() - started
     return results, seconds
 
@@ -820,12 +820,12 @@ def section_previews(bench: Bench) -> None:
     ddpm_steps = 50
     jobs = {  # what -> (index, name) -> (run, request)
         f"SD txt2img, {STEPS} steps": lambda index, name: (
-            sd.generate_sd,
-            sd.validate_sd(sd.SDRequest(task="txt2img", model=BUNDLED_LABEL, prompt=name, steps=STEPS, seed=index)),
+            sd.generate,
+            sd.validate(sd.Request(task="txt2img", model=BUNDLED_LABEL, prompt=name, steps=STEPS, seed=index)),
         ),
         f"DDPM, 2 images, {ddpm_steps} steps": lambda index, name: (
             uncond.generate,
-            uncond.validate(uncond.SamplingRequest(model=BUNDLED_LABEL, steps=ddpm_steps, batch_size=2, seed=index)),
+            uncond.validate(uncond.Request(model=BUNDLED_LABEL, steps=ddpm_steps, batch_size=2, seed=index)),
         ),
     }
     every_step = {preview_settings.PREVIEW_STEPS_ENV: "1", preview_settings.PREVIEW_SECONDS_ENV: "0"}
@@ -868,7 +868,7 @@ def section_speed(bench: Bench) -> None:
 
     log("speed")
     if bundled_path("ddpm"):
-        request = uncond.SamplingRequest(model=BUNDLED_LABEL, steps=STEPS, batch_size=4, seed=0)
+        request = uncond.Request(model=BUNDLED_LABEL, steps=STEPS, batch_size=4, seed=0)
         seconds = timed_twice(uncond.generate, request)
         bench.rows.append(
             (f"unconditional, batch of 4, {STEPS} steps", f"{seconds:.2f} s" + verdict(seconds < 3), "< 3 s on CPU")
@@ -876,7 +876,7 @@ def section_speed(bench: Bench) -> None:
         if bundled_path("clip"):
             clip_seconds = {}
             for recurrence in (1, uncond.DEFAULT_CLIP_RECURRENCE):  # side by side, the same request otherwise
-                request = uncond.SamplingRequest(
+                request = uncond.Request(
                     model=BUNDLED_LABEL,
                     prompt="red heart",
                     clip_scale=uncond.DEFAULT_CLIP_SCALE,
@@ -896,8 +896,8 @@ def section_speed(bench: Bench) -> None:
     else:
         bench.skipped.append("skipped unconditional speed: no bundled ddpm")
     if bundled_path("sd"):
-        request = sd.SDRequest(task="txt2img", model=BUNDLED_LABEL, prompt="red heart", steps=STEPS, seed=0)
-        seconds = timed_twice(sd.generate_sd, request)
+        request = sd.Request(task="txt2img", model=BUNDLED_LABEL, prompt="red heart", steps=STEPS, seed=0)
+        seconds = timed_twice(sd.generate, request)
         bench.rows.append(
             (f"txt2img, 1 image, {STEPS} steps", f"{seconds:.2f} s" + verdict(seconds < 3), "< 3 s on CPU")
         )

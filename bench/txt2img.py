@@ -97,9 +97,9 @@ def install_guiding_clip(real_size: bool, device: torch.device) -> None:
         os.environ["CLIP_MODEL"] = save_tiny_clip(tempfile.mkdtemp())
 
 
-def streamed(request: sd.SDRequest, previews: bool) -> None:
+def streamed(request: sd.Request, previews: bool) -> None:
     """One job as the app streams it, each preview encoded to PNG as Gradio does."""
-    for event in stream_job(sd.generate_sd, request, previews=previews):
+    for event in stream_job(sd.generate, request, previews=previews):
         if isinstance(event, Preview):
             for image in event.images:
                 image.save(io.BytesIO(), format="png")
@@ -203,8 +203,8 @@ def main() -> None:
             generator=[torch.Generator().manual_seed(0)],
         )
 
-    def request(**guidance) -> sd.SDRequest:
-        return sd.SDRequest(
+    def request(**guidance) -> sd.Request:
+        return sd.Request(
             task="txt2img",
             prompt=prompt,
             scheduler=args.scheduler,
@@ -219,9 +219,9 @@ def main() -> None:
     clip = dict(clip_prompt="a red fox", clip_scale=sd.DEFAULT_SD_CLIP_SCALE, cuts=4)
     rows = {
         "bare diffusers": bare,
-        "our wrapper": lambda: sd.generate_sd(request()),
-        f"color-guided ({sd.DEFAULT_SD_COLOR_SCALE:g})": lambda: sd.generate_sd(request(**color)),
-        f"CLIP-guided ({sd.DEFAULT_SD_CLIP_SCALE:g}, 4 cuts)": lambda: sd.generate_sd(request(**clip)),
+        "our wrapper": lambda: sd.generate(request()),
+        f"color-guided ({sd.DEFAULT_SD_COLOR_SCALE:g})": lambda: sd.generate(request(**color)),
+        f"CLIP-guided ({sd.DEFAULT_SD_CLIP_SCALE:g}, 4 cuts)": lambda: sd.generate(request(**clip)),
         "streamed, previews off": lambda: streamed(request(), False),
         "streamed, previews on": lambda: streamed(request(), True),
     }
@@ -243,7 +243,7 @@ def main() -> None:
     print(f"CLIP-guided x{ratio(clip_row, 'our wrapper'):.3f} (bar 2)")
     print(f"previews on vs off x{ratio('streamed, previews on', 'streamed, previews off'):.3f} (bar 1.03)\n")
     if args.speed_options and device.type == "cuda":
-        speed_options(base, lambda: sd.generate_sd(request()), args.repeats, device)
+        speed_options(base, lambda: sd.generate(request()), args.repeats, device)
 
 
 def speed_options(base: StableDiffusionPipeline, wrapper, repeats: int, device: torch.device) -> None:

@@ -143,6 +143,12 @@ def _loss_gradients(terms: Sequence[GuidanceTerm], predicted_x0: torch.Tensor, w
     return gradients
 
 
+def strength_steps(steps: int, strength: float) -> int:
+    """How many of `steps` an img2img strength runs: the last `int(steps * strength)`, as diffusers' img2img and
+    inpainting pipelines count them."""
+    return min(int(steps * strength), steps)
+
+
 def schedule(scheduler, num_inference_steps: int, device: torch.device, begin_index: int | None = None) -> torch.Tensor:
     """Set the scheduler's timesteps and return those the run takes: all, or from step `begin_index` on (whose
     first timestep is where img2img noises its input), exactly as diffusers' pipelines set them."""

@@ -108,7 +108,6 @@ def paste_outside_mask(original: Image.Image, generated: Image.Image, alpha: Ima
     return Image.composite(generated, original, alpha)
 
 
-MAX_OUTPAINT = 512  # px added on one side at most
 OUTPAINT_NOISE = 0.1  # std of the noise on the pre-filled area, in [0, 1] pixel units
 
 

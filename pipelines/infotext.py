@@ -20,6 +20,7 @@ import re
 from bisect import bisect_right
 
 from guidance.colors import shown
+from pipelines.params import png_keys
 from pipelines.tabs import PIXEL_TABS, SD_TABS
 
 # The pieces of one "Key: value" pair of the last line (stable-diffusion-webui's regex
@@ -129,26 +130,29 @@ SD_SAMPLERS = {
     "UniPC": ("UniPC", None),
 }
 TASK_KEY = "Studio task"  # which tab made the image: txt2img, img2img, inpaint, unconditional, color_guided, ...
+# stable-diffusion-webui's keys the studio writes in its order, first: the keyword each holds, or a record.
+STANDARD = (
+    "Steps",
+    "Sampler",
+    "Schedule type",
+    "CFG scale",
+    "Seed",
+    "Size",
+    "Model",
+    "Denoising strength",
+    "Mask blur",
+)
+# The keys of the studio's records that are no keyword: the CLIP model that guided, an image's role in its batch.
+RECORDED_KEYS = {"clip_model": "CLIP model", "kind": "Studio image"}
+# PNG key -> (API keyword, kind) of every keyword recorded under a key of its own (parameter table).
+KEYWORD_KEYS = png_keys()
 # The studio's own keys, after the standard ones: parameter name in the JSON -> key in the parameters line.
-STUDIO_KEYS = {
-    "color": "Color",
-    "color_scale": "Color strength",
-    "color_decoder": "Color decoder",
-    "clip_prompt": "CLIP prompt",
-    "clip_scale": "CLIP strength",
-    "clip_image": "Reference image",
-    "clip_image_scale": "Reference strength",
-    "cuts": "Cutouts",
-    "clip_model": "CLIP model",
-    "eta": "Eta",
-    "gradient_method": "Guidance gradient",
-    "recurrence": "Recurrence",
-    "outpaint_left": "Outpaint left",
-    "outpaint_right": "Outpaint right",
-    "outpaint_top": "Outpaint top",
-    "outpaint_bottom": "Outpaint bottom",
-    "kind": "Studio image",
-}
+STUDIO_KEYS = {name: key for key, (name, _) in KEYWORD_KEYS.items() if key not in STANDARD} | RECORDED_KEYS
+
+
+def recorded(parameters: dict, keys) -> dict:
+    """{key: the recorded value of the keyword each of `keys` holds} (None where nothing is recorded)."""
+    return {key: parameters.get(KEYWORD_KEYS[key][0]) for key in keys if key in KEYWORD_KEYS}
 
 
 def decoder_choice(description: str) -> str:
@@ -162,15 +166,11 @@ def sd_infotext(parameters: dict) -> str:
     sampler, schedule = SD_SAMPLERS.get(scheduler, (scheduler, None))
     size = parameters.get("working_size") or [parameters.get("width"), parameters.get("height")]
     pairs = {
-        "Steps": parameters.get("steps"),
+        **dict.fromkeys(STANDARD),
+        **recorded(parameters, STANDARD),
         "Sampler": sampler,
         "Schedule type": schedule,
-        "CFG scale": parameters.get("guidance_scale"),
-        "Seed": parameters.get("seed"),
         "Size": f"{size[0]}x{size[1]}",
-        "Model": parameters.get("model"),
-        "Denoising strength": parameters.get("strength"),
-        "Mask blur": parameters.get("mask_blur"),
         TASK_KEY: parameters.get("task"),
     }
     pairs.update({label: parameters.get(key) for key, label in STUDIO_KEYS.items() if key != "kind"})
@@ -189,11 +189,10 @@ def pixel_task(parameters: dict) -> str:
 def pixel_infotext(parameters: dict, size: tuple[int, int]) -> str:
     """The `parameters` text of one image of a pixel-model tab (its CLIP prompt, if any, stands as the prompt)."""
     pairs = {
-        "Steps": parameters.get("steps"),
+        **dict.fromkeys(STANDARD),
+        **recorded(parameters, STANDARD),
         "Sampler": parameters.get("scheduler"),
-        "Seed": parameters.get("seed"),
         "Size": f"{size[0]}x{size[1]}",
-        "Model": parameters.get("model"),
         TASK_KEY: pixel_task(parameters),
     }
     pairs.update({label: parameters.get(key) for key, label in STUDIO_KEYS.items()})
@@ -206,31 +205,10 @@ def infotext(parameters: dict, size: tuple[int, int]) -> str:
     return sd_infotext(parameters) if parameters.get("task") in SD_TABS else (pixel_infotext(parameters, size))
 
 
-# Keys of the parameters line -> (API keyword, type) of the value read back.
-READ_NUMBERS = {
-    "Steps": ("steps", int),
-    "CFG scale": ("guidance_scale", float),
-    "Seed": ("seed", int),
-    "Denoising strength": ("strength", float),
-    "Mask blur": ("mask_blur", int),
-    "Color strength": ("color_scale", float),
-    "CLIP strength": ("clip_scale", float),
-    "Reference strength": ("clip_image_scale", float),
-    "Cutouts": ("cuts", int),
-    "Eta": ("eta", float),
-    "Recurrence": ("recurrence", int),
-    "Outpaint left": ("outpaint_left", int),
-    "Outpaint right": ("outpaint_right", int),
-    "Outpaint top": ("outpaint_top", int),
-    "Outpaint bottom": ("outpaint_bottom", int),
-}
-READ_TEXTS = {
-    "Color": "color",
-    "Color decoder": "color_decoder",
-    "CLIP prompt": "clip_prompt",
-    "Guidance gradient": "gradient_method",
-    "Model": "model",
-}
+# Keys of the parameters line -> (API keyword, type) of the numbers and texts read back (a picture's fingerprint is
+# not: the picture must be uploaded again).
+READ_NUMBERS = {key: (name, kind) for key, (name, kind) in KEYWORD_KEYS.items() if kind in (int, float)}
+READ_TEXTS = {key: name for key, (name, kind) in KEYWORD_KEYS.items() if kind is str}
 
 
 def sd_scheduler(sampler: str | None, schedule: str | None) -> str | None:

@@ -22,18 +22,17 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img impo
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image, ImageChops
 
-from guidance import ColorLoss, GuidanceTerm, SamplingInterrupted, StopRequested, guided_sample, stop_checks
+from guidance import SamplingInterrupted, StopRequested, guided_sample, stop_checks
 from guidance.latent_rgb import LatentRGB, latent_rgb_for
 from guidance.models import ClassifierFreeGuidance
-from guidance.sampler import schedule
+from guidance.sampler import schedule, strength_steps
 from pipelines.budget import SD_CLIP_STEP_FRACTION, SD_DECODER_PASS_STEPS, sd_seconds
 from pipelines.bundled import BUNDLED_LABEL, bundled_path, prefer_bundled, recorded_name
 from pipelines.cache import MODELS, reporting_unreachable_hub
-from pipelines.clip import DEFAULT_CUTS, MAX_CUTS, clip_loss, clip_targets, get_clip
+from pipelines.clip import get_clip
 from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
 from pipelines.images import (
-    MAX_OUTPAINT,
     border_mask,
     eroded_mask,
     feathered_mask,
@@ -46,19 +45,21 @@ from pipelines.images import (
 from pipelines.jobs import JobFailed, Preview, StepDone, StopToken, stream_job
 from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package
+from pipelines.params import OUTPAINT, SD, request_fields
 from pipelines.previews import PreviewCallback, latent_previews, previewing
 from pipelines.tabs import SD_TABS
+from pipelines.terms import View, clip_guided, guidance_terms
 from pipelines.validation import (
+    checked,
+    checked_values,
     choice,
     clip_text_scale,
     color_target,
     image_fingerprint,
     in_page,
-    number,
     reference_image,
     resolve_seed,
     shown,
-    text,
 )
 
 DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -80,27 +81,14 @@ PIPELINE_CLASSES = {
     "img2img": StableDiffusionImg2ImgPipeline,
     "inpaint": StableDiffusionInpaintPipeline,
 }
-MAX_SD_STEPS = 150
-MAX_SD_BATCH = 4
-MAX_GUIDANCE = 30.0
-# The page's, the API's and SDRequest's defaults (the sliders' values; inpaint's handler names them too).
-DEFAULT_SD_SCHEDULER, DEFAULT_SD_STEPS, DEFAULT_GUIDANCE = "DPM++ 2M Karras", 25, 7.5
-# Color guidance strength on the predicted latents (RMS latent units over a run), calibrated on the bundled emoji SD
-# model (docs/stable-diffusion.md, "Color guidance").
-MAX_SD_COLOR_SCALE = 10.0
-DEFAULT_SD_COLOR_SCALE = 1.5
-# CLIP guidance acts on the last half of the steps, where the "signal" weighting puts most of its movement:
-# measured on the bundled model (bench sd-clip, 20 names), rank 1 in 70% of images at x1.50 the unguided time,
-# against 80% at x2.05 when it acts on every step.
+MAX_SD_STEPS, MAX_SD_BATCH, MAX_GUIDANCE = SD["steps"].high, SD["batch_size"].high, SD["guidance_scale"].high
+MAX_SD_COLOR_SCALE, MAX_SD_CLIP_SCALE = SD["color_scale"].high, SD["clip_scale"].high
+DEFAULT_SD_COLOR_SCALE, DEFAULT_SD_CLIP_SCALE = SD["color_scale"].clear, SD["clip_scale"].clear
+MIN_SIZE, MAX_SIZE = SD["width"].low, SD["width"].high
+# CLIP guidance acts on the last half of the steps, where the "signal" weighting puts most of its movement; color
+# guidance through the VAE decoder on the last 8% (the cheap map: every step). Measured in docs/stable-diffusion.md.
 SD_CLIP_GUIDED_FRACTION = 0.5
-# Color guidance through the VAE decoder acts on the last 8% of the steps (2 of 25), where the "signal" weighting puts
-# most of its movement, for a fraction of the time (measured in docs/stable-diffusion.md); the cheap map, every step.
 SD_COLOR_VAE_FRACTION = 0.08
-MAX_SD_CLIP_SCALE = 20.0
-DEFAULT_SD_CLIP_SCALE = 4.0
-COLOR_DECODERS = ("auto", "cheap", "vae")  # auto: what the model's latent_rgb.json recommends, else the cheap map
-MAX_MASK_BLUR = 64
-MIN_SIZE, MAX_SIZE = 64, 1024
 
 
 def sd_model() -> str:
@@ -138,36 +126,11 @@ def safety_checker_enabled() -> bool:
 
 
 @dataclass
-class SDRequest:
-    """One Stable Diffusion generation; field names are the API's keyword names."""
+class Request(request_fields("SDKeywords", SD, first=(("task", str),))):
+    """One Stable Diffusion generation: its tab (`task`: txt2img, img2img or inpaint), a field for every keyword of
+    the Stable Diffusion tabs but batch_count and previews (pipelines.params.SD: defaults and meanings; a model of
+    None is the first choice, a width or height of None the model's native size), then what validation sets."""
 
-    task: str  # txt2img, img2img or inpaint
-    prompt: str = ""
-    negative_prompt: str = ""
-    scheduler: str = DEFAULT_SD_SCHEDULER
-    steps: int = DEFAULT_SD_STEPS
-    guidance_scale: float = DEFAULT_GUIDANCE
-    width: int | None = None  # txt2img only; None = the model's native size
-    height: int | None = None
-    batch_size: int = 1
-    seed: int = -1
-    strength: float = 0.75  # img2img and inpaint: how much of the input is re-noised (0 keeps it, 1 replaces it)
-    mask_blur: int = 4  # inpaint: px of inward feathering where the result meets the original
-    model: str | None = None  # a choice from sd_models(); None = the default
-    image: Image.Image | None = field(default=None, repr=False)
-    mask: Image.Image | None = field(default=None, repr=False)
-    color: str = ""  # color guidance target ("" = none), on the cheap latent-to-RGB image of the predicted latents
-    color_scale: float = 0.0
-    color_decoder: str = "auto"  # what the color loss sees: "cheap" latent-to-RGB map, "vae" decoder, "auto"
-    clip_prompt: str = ""  # CLIP guidance toward this text (the CLIP_MODEL, or the bundled emoji CLIP)
-    clip_scale: float = 0.0
-    cuts: int = DEFAULT_CUTS
-    clip_image: Image.Image | None = field(default=None, repr=False)  # CLIP guidance toward this picture too
-    clip_image_scale: float = 0.0
-    outpaint_left: int = 0  # inpaint: px added on each side of the image (multiples of 8), repainted; the original's
-    outpaint_right: int = 0  # pixels come back unchanged (outpainting)
-    outpaint_top: int = 0
-    outpaint_bottom: int = 0
     color_rgb: tuple[float, float, float] | None = field(default=None, repr=False)
     outpainted: bool = field(default=False, repr=False)  # set by validation: image and mask are already the canvas
 
@@ -182,8 +145,8 @@ class SDRequest:
 
 
 def _size(name: str, value) -> int:
-    """A width or height: a multiple of 8 from 64 to 1024."""
-    size = number(name, value, int, MIN_SIZE, MAX_SIZE) if value is not None else None
+    """A width or height: a multiple of 8 within its range."""
+    size = checked(name, value, SD[name]) if value is not None else None
     if size is None or size % 8:
         raise ValueError(
             f"{name} must be a multiple of 8 from {MIN_SIZE} to {MAX_SIZE}, got {shown(value)}{in_page(name)}"
@@ -191,68 +154,52 @@ def _size(name: str, value) -> int:
     return size
 
 
-def validate_sd(request: SDRequest) -> SDRequest:
+def validate(request: Request) -> Request:
     """A checked copy with the seed resolved and images prepared; ValueError names the bad field and value."""
     choice("task", request.task, SD_TABS)
     model = request.model or sd_models()[0]
-    choice("model", model, sd_models())
-    choice("scheduler", request.scheduler, SD_SCHEDULERS)
-    batch_size = number("batch_size", request.batch_size, int, 1, MAX_SD_BATCH, label="Number of images")
-    checked = SDRequest(
-        task=request.task,
-        prompt=text("prompt", request.prompt),
-        negative_prompt=text("negative_prompt", request.negative_prompt),
-        scheduler=request.scheduler,
-        steps=number("steps", request.steps, int, 1, MAX_SD_STEPS),
-        guidance_scale=number("guidance_scale", request.guidance_scale, float, 0.0, MAX_GUIDANCE),
-        batch_size=batch_size,
-        seed=resolve_seed(request.seed, batch_size),
-        strength=number("strength", request.strength, float, 0.0, 1.0),
-        mask_blur=number("mask_blur", request.mask_blur, int, 0, MAX_MASK_BLUR),
-        model=model,
-        color=text("color", request.color),
-        color_scale=number("color_scale", request.color_scale, float, 0.0, MAX_SD_COLOR_SCALE),
-        color_decoder=choice("color_decoder", request.color_decoder, COLOR_DECODERS),
-        clip_prompt=text("clip_prompt", request.clip_prompt),
-        clip_scale=number("clip_scale", request.clip_scale, float, 0.0, MAX_SD_CLIP_SCALE),
-        cuts=number("cuts", request.cuts, int, 1, MAX_CUTS),
-        clip_image_scale=number("clip_image_scale", request.clip_image_scale, float, 0.0, MAX_SD_CLIP_SCALE),
+    checked("model", model, SD["model"])
+    values = checked_values(request, SD, own=("task", "model", "seed", "width", "height", *OUTPAINT))
+    checked_request = Request(
+        task=request.task, model=model, **values, seed=resolve_seed(request.seed, values["batch_size"])
     )
-    checked.clip_image = reference_image(request.clip_image, checked.clip_image_scale)
-    checked.clip_scale = clip_text_scale("clip_prompt", checked.clip_prompt, checked.clip_scale, checked.clip_image)
-    checked.color_rgb = color_target(checked.color, checked.color_scale)
+    checked_request.clip_image = reference_image(request.clip_image, checked_request.clip_image_scale)
+    checked_request.clip_scale = clip_text_scale(
+        "clip_prompt", checked_request.clip_prompt, checked_request.clip_scale, checked_request.clip_image
+    )
+    checked_request.color_rgb = color_target(checked_request.color, checked_request.color_scale)
     if request.task == "txt2img":
         native = native_size(model) if not (request.width and request.height) else None  # 0/None = native
         native = slider_size(native) if native else None
-        checked.width = _size("width", request.width or native)
-        checked.height = _size("height", request.height or native)
+        checked_request.width = _size("width", request.width or native)
+        checked_request.height = _size("height", request.height or native)
     else:
-        checked.image = prepare_image(request.image)
-        checked.width, checked.height = working_size(*checked.image.size)
+        checked_request.image = prepare_image(request.image)
+        checked_request.width, checked_request.height = working_size(*checked_request.image.size)
     if request.task == "inpaint":
-        _outpaint_or_mask(request, checked)
-        if checked.mask_blur and eroded_mask(checked.mask, checked.mask_blur).getbbox() is None:
+        _outpaint_or_mask(request, checked_request)
+        blur = checked_request.mask_blur
+        if blur and eroded_mask(checked_request.mask, blur).getbbox() is None:
             raise ValueError(
-                f"mask_blur {checked.mask_blur} erases this whole mask (it feathers inward by that many pixels): "
+                f"mask_blur {blur} erases this whole mask (it feathers inward by that many pixels): "
                 "lower mask_blur or paint a larger mask"
             )
-    check_work(checked.work(), server_limits())
-    return checked
+    check_work(checked_request.work(), server_limits())
+    return checked_request
 
 
-def _outpaint_margins(request: SDRequest) -> tuple[int, int, int, int]:
-    """The checked outpainting margins: multiples of 8 from 0 to MAX_OUTPAINT."""
+def _outpaint_margins(request: Request) -> tuple[int, int, int, int]:
+    """The checked outpainting margins: multiples of 8 within their range."""
     margins = []
-    for side in ("left", "right", "top", "bottom"):
-        name = f"outpaint_{side}"
-        value = number(name, getattr(request, name), int, 0, MAX_OUTPAINT)
+    for name in OUTPAINT:
+        value = checked(name, getattr(request, name), SD[name])
         if value % 8:
-            raise ValueError(f"{name} must be a multiple of 8 from 0 to {MAX_OUTPAINT}, got {shown(value)}")
+            raise ValueError(f"{name} must be a multiple of 8 from 0 to {SD[name].high:g}, got {shown(value)}")
         margins.append(value)
     return tuple(margins)
 
 
-def _outpaint_or_mask(request: SDRequest, checked: SDRequest) -> None:
+def _outpaint_or_mask(request: Request, checked: Request) -> None:
     """Set the checked inpainting image and mask: with outpainting margins, the image grown onto a pre-filled canvas
     and the mask covering the new margins (plus any painted part of the original, then optional)."""
     margins = _outpaint_margins(request)
@@ -290,16 +237,15 @@ def known_native_size(model: str | None) -> int:
     return _NATIVE_SIZES[location]
 
 
-def sd_work(request: SDRequest) -> Work:
+def sd_work(request: Request) -> Work:
     """The compute a checked request asks for: img2img and inpainting run only strength x steps of the schedule and
     encode their input; guidance through the VAE decoder (color with the "vae" decoder, CLIP) adds decoder passes;
     a size above the model's native one costs more per pixel."""
     steps = denoising_steps(request)
-    clip_guided = request.clip_scale > 0 or request.clip_image_scale > 0
     passes = 1.0
     if request.color_scale > 0 and request.color_decoder == "vae":
         passes += SD_DECODER_PASS_STEPS
-    if clip_guided:
+    if clip_guided(request):
         passes += SD_CLIP_STEP_FRACTION * SD_DECODER_PASS_STEPS
     native = known_native_size(request.model)
     return Work(
@@ -307,7 +253,7 @@ def sd_work(request: SDRequest) -> Work:
         request.batch_size,
         request.width,
         request.height,
-        cuts=request.cuts if clip_guided else 0,
+        cuts=request.cuts if clip_guided(request) else 0,
         passes=passes,
         native_pixels=native * native,
         coder_passes=1.0 if request.task == "txt2img" else 2.0,
@@ -411,14 +357,12 @@ def prompt_warnings(tokenizer, prompt: str, name: str) -> list[str]:
     return [f"{name} has {len(ids)} tokens; the text encoder takes {limit}: truncated after {kept[-40:]!r}"]
 
 
-def denoising_steps(request: SDRequest) -> int:
-    """How many steps actually run: img2img and inpaint run `int(steps * strength)` of them."""
-    if request.task == "txt2img":
-        return request.steps
-    return min(int(request.steps * request.strength), request.steps)
+def denoising_steps(request: Request) -> int:
+    """How many steps actually run: img2img and inpaint run only the last `strength_steps` of them."""
+    return request.steps if request.task == "txt2img" else strength_steps(request.steps, request.strength)
 
 
-def _info(request: SDRequest, ref: str, warnings: list[str]) -> dict:
+def _info(request: Request, ref: str, warnings: list[str]) -> dict:
     """The parameters recorded in the info panel and every PNG."""
     info = {
         "task": request.task,
@@ -454,7 +398,7 @@ def _info(request: SDRequest, ref: str, warnings: list[str]) -> dict:
     return info
 
 
-def _call_arguments(request: SDRequest) -> dict:
+def _call_arguments(request: Request) -> dict:
     """Task-specific pipeline arguments, with the input resized to the working size."""
     if request.task == "txt2img":
         return {"width": request.width, "height": request.height}
@@ -465,7 +409,7 @@ def _call_arguments(request: SDRequest) -> dict:
     return arguments
 
 
-def _finisher(request: SDRequest) -> Callable[[Image.Image], Image.Image]:
+def _finisher(request: Request) -> Callable[[Image.Image], Image.Image]:
     """What brings each generated image back to the size the user gave, with the input's exact pixels outside the
     mask (the feathered mask is computed once per request, not once per image)."""
     if request.task == "txt2img":
@@ -490,7 +434,7 @@ class LatentRun:
     region: torch.Tensor | None = None  # inpainting: the repainted area at latent size (B, 1, h, w), 1 inside
 
 
-def _prepare(pipeline, request: SDRequest, generators: list[torch.Generator]) -> LatentRun:
+def _prepare(pipeline, request: Request, generators: list[torch.Generator]) -> LatentRun:
     """Prompt embeddings, starting noise and (img2img, inpaint) input latents and mask, with the same calls on the
     same generators in the same order as StableDiffusion(Img2Img|Inpaint)Pipeline.__call__, so that the loop
     reproduces their images exactly."""
@@ -554,34 +498,27 @@ def _prepare(pipeline, request: SDRequest, generators: list[torch.Generator]) ->
     return LatentRun(model, noise, begin_index, clean, put_back_known_region, repainted)
 
 
-def guidance_terms(
-    pipeline, latent_rgb: LatentRGB | None, request: SDRequest, region: torch.Tensor | None, info: dict
-) -> list:
-    """The color and CLIP loss terms a checked request asks for, each with what it sees of the latents (recorded in
-    `info`): color through `color_decoder`, CLIP always through the VAE decoder (cutouts need real detail);
-    `latent_rgb` is the model's cheap map (`model_latent_rgb`)."""
-    terms = []
+def guidance_views(
+    pipeline, latent_rgb: LatentRGB | None, request: Request, region: torch.Tensor | None, info: dict
+) -> tuple[View, View]:
+    """(What the color loss sees, what CLIP sees) of the predicted latents for a checked request, recorded in
+    `info`: color through `color_decoder`, CLIP always through the VAE decoder (cutouts need real detail), only the
+    repainted region where there is one; `latent_rgb` is the model's cheap map (`model_latent_rgb`)."""
+    color, clip = View(), View()
     if request.color_rgb is not None:
         decode, info["color_decoder"] = guidance_decoder(pipeline, latent_rgb, request.color_decoder)
-        fraction = SD_COLOR_VAE_FRACTION if info["color_decoder"].startswith("vae") else 1.0
-        loss = ColorLoss(request.color_rgb, region)
-        terms.append(GuidanceTerm("color", loss, request.color_scale, decode, fraction=fraction))
-    if request.clip_scale > 0 or request.clip_image_scale > 0:
-        clip = get_clip(request.model)
-        embeds, weights, scale = clip_targets(
-            clip, request.clip_prompt, request.clip_scale, request.clip_image, request.clip_image_scale
-        )
-        loss = clip_loss(clip, embeds, weights, request.cuts, request.seed, request.batch_size)
+        color = View(decode, SD_COLOR_VAE_FRACTION if info["color_decoder"].startswith("vae") else 1.0)
+    if clip_guided(request):
         decode = guidance_decoder(pipeline, latent_rgb, "vae")[0]
         if region is not None:  # inpainting: CLIP judges the repainted area over the input's own pixels elsewhere
             decode = _repainted_only(decode, region)
-        terms.append(GuidanceTerm("clip", loss, scale, decode, fraction=SD_CLIP_GUIDED_FRACTION))
+        clip = View(decode, SD_CLIP_GUIDED_FRACTION)
         if request.clip_scale > 0:
             info.update(clip_prompt=request.clip_prompt, clip_scale=request.clip_scale)
         if request.clip_image_scale > 0:
             info.update(clip_image=image_fingerprint(request.clip_image), clip_image_scale=request.clip_image_scale)
-        info.update(cuts=request.cuts, clip_model=recorded_name(clip.name))
-    return terms
+        info.update(cuts=request.cuts, clip_model=recorded_name(get_clip(request.model).name))
+    return color, clip
 
 
 def _repainted_only(decode: Callable, region: torch.Tensor) -> Callable:
@@ -635,15 +572,15 @@ def _decode(pipeline, latents: torch.Tensor, generators: list[torch.Generator]) 
     return pipeline.image_processor.postprocess(decoded, output_type="pil", do_denormalize=denormalize), nsfw
 
 
-def _unstarted(request: SDRequest) -> list[Image.Image]:
+def _unstarted(request: Request) -> list[Image.Image]:
     """The images of a run stopped before its first step: the input (img2img, inpaint) or mid-gray."""
     if request.task == "txt2img":
         return [Image.new("RGB", (request.width, request.height), (128, 128, 128)) for _ in range(request.batch_size)]
     return [request.image.resize((request.width, request.height)) for _ in range(request.batch_size)]
 
 
-def generate_sd(
-    request: SDRequest,
+def generate(
+    request: Request,
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_preview: PreviewCallback | None = None,
@@ -653,7 +590,7 @@ def generate_sd(
     has no map); `should_stop()` ends the run at the end of a step or inside it, at the next block of the text
     encoder, VAE, UNet or guiding CLIP, with the images the last completed step predicted."""
     started = time.perf_counter()
-    request = validate_sd(request)
+    request = validate(request)
     pipeline, ref = build_pipeline(request.task, request.scheduler, request.model)
     warnings = prompt_warnings(pipeline.tokenizer, request.prompt, "prompt")
     if not request.prompt:
@@ -681,11 +618,11 @@ def generate_sd(
         try:
             checked = [pipeline.text_encoder, pipeline.vae.encoder, pipeline.unet]
             # Guidance passes: the VAE decoder (forward and backward) and the guiding CLIP.
-            clip_guided = request.clip_scale > 0 or request.clip_image_scale > 0
-            checked += [pipeline.vae.decoder, *([get_clip(request.model).model] if clip_guided else [])]
+            checked += [pipeline.vae.decoder, *([get_clip(request.model).model] if clip_guided(request) else [])]
             with stop_checks(checked, should_stop):
                 run = _prepare(pipeline, request, generators)
-                terms = guidance_terms(pipeline, latent_rgb, request, run.region, info)
+                views = guidance_views(pipeline, latent_rgb, request, run.region, info)
+                terms = guidance_terms(request, request.clip_prompt, run.region, *views)
                 latents = guided_sample(
                     run.model,
                     pipeline.scheduler,
@@ -717,10 +654,10 @@ def generate_sd(
 
 
 @gpu(duration=sd_seconds)
-def generate_sd_steps(
-    request: SDRequest, stop: StopToken | None = None, previews: bool = False
+def generate_steps(
+    request: Request, stop: StopToken | None = None, previews: bool = False
 ) -> Iterator[StepDone | Preview | JobFailed | GenerationResult]:
-    """`generate_sd` as the app (and ZeroGPU) runs it: picklable arguments in, a StepDone per step (and a Preview
+    """`generate` as the app (and ZeroGPU) runs it: picklable arguments in, a StepDone per step (and a Preview
     now and then, with `previews`), then the result or a JobFailed; a set `stop` token, or closing the generator,
     ends the run within one step."""
-    yield from stream_job(generate_sd, request, stop, previews)
+    yield from stream_job(generate, request, stop, previews)

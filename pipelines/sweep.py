@@ -9,27 +9,10 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw, ImageFont
 
 from guidance.colors import shown
+from pipelines.params import param, sweepable
+from pipelines.tabs import TABS
 
 MAX_CELLS = 16
-# Parameters a sweep may vary, per tab (API keyword names), and their types.
-SWEEPABLE = {
-    "unconditional": ("steps", "eta"),
-    "color_guided": ("color_scale", "steps", "eta", "recurrence"),
-    "clip_guided": ("clip_scale", "clip_image_scale", "color_scale", "cuts", "steps", "eta", "recurrence"),
-    "txt2img": ("guidance_scale", "color_scale", "clip_scale", "clip_image_scale", "cuts", "steps"),
-    "img2img": ("strength", "guidance_scale", "color_scale", "clip_scale", "clip_image_scale", "cuts", "steps"),
-    "inpaint": (
-        "strength",
-        "guidance_scale",
-        "color_scale",
-        "clip_scale",
-        "clip_image_scale",
-        "cuts",
-        "steps",
-        "mask_blur",
-    ),
-}
-INTEGER_PARAMETERS = ("steps", "cuts", "mask_blur", "recurrence")
 GRID_CELL_MIN_SIDE = 128  # cells smaller than this (the bundled 32 and 64 px models) are enlarged in the grid
 LABEL_HEIGHT = 28
 
@@ -71,13 +54,13 @@ def plan_sweep(tab: str, parameter: str, values: str, seeds: str, default_seed: 
     """Check a sweep request: a tab that sweeps, one of its parameters, 1 to 16 values, and seeds (none: the
     settings' seed, `default_seed`); at most MAX_CELLS cells in all. Values are range-checked by each cell's own
     validation, with the message a single request gets."""
-    if tab not in SWEEPABLE:
-        raise ValueError(f"tab {shown(tab)} is not one of {', '.join(SWEEPABLE)}")
-    if parameter not in SWEEPABLE[tab]:
+    if tab not in TABS:
+        raise ValueError(f"tab {shown(tab)} is not one of {', '.join(TABS)}")
+    if parameter not in sweepable(tab):
         raise ValueError(
-            f"parameter {shown(parameter)} cannot be swept in {tab}; choose one of {', '.join(SWEEPABLE[tab])}"
+            f"parameter {shown(parameter)} cannot be swept in {tab}; choose one of {', '.join(sweepable(tab))}"
         )
-    kind = int if parameter in INTEGER_PARAMETERS else float
+    kind = param(tab, parameter).kind
     swept = _numbers("values", values, kind)
     if not swept:
         raise ValueError("values is empty: give the values to compare, like 1, 2.5, 4")

@@ -12,7 +12,6 @@ from guidance.colors import shown
 PIXEL_TABS = ("unconditional", "color_guided", "clip_guided")  # DDPM-family pixel models
 SD_TABS = ("txt2img", "img2img", "inpaint")  # Stable Diffusion
 TABS = PIXEL_TABS + SD_TABS
-PICTURES = ("image", "mask", "clip_image")  # the endpoints' picture keywords: uploads, never plain values
 LABELS = {
     "unconditional": "Unconditional",
     "color_guided": "Color-guided",
@@ -49,10 +48,10 @@ def family(tab: str) -> Family:
     if tab not in TABS:
         raise ValueError(f"tab {shown(tab)} is not one of {', '.join(TABS)}")
     if is_sd(tab):
-        from pipelines import stable_diffusion as sd
+        from pipelines import stable_diffusion as module
 
-        return Family(sd.SDRequest, sd.validate_sd, sd.generate_sd, sd.generate_sd_steps, sd.sd_models, True)
-    from pipelines import unconditional as uncond
-    from pipelines.config import uncond_models
-
-    return Family(uncond.SamplingRequest, uncond.validate, uncond.generate, uncond.generate_steps, uncond_models, False)
+        models = module.sd_models
+    else:
+        from pipelines import unconditional as module
+        from pipelines.config import uncond_models as models
+    return Family(module.Request, module.validate, module.generate, module.generate_steps, models, is_sd(tab))

@@ -9,31 +9,30 @@ from dataclasses import asdict, dataclass, field
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
-from PIL import Image
 
-from guidance import ClipLoss, ColorLoss, GuidanceTerm, SamplingInterrupted, guided_sample, stop_checks
-from guidance.sampler import GRADIENT_METHODS, RECURRENT_SCHEDULERS
+from guidance import ClipLoss, GuidanceTerm, SamplingInterrupted, guided_sample, stop_checks
+from guidance.sampler import RECURRENT_SCHEDULERS
 from pipelines.budget import unconditional_seconds
 from pipelines.bundled import recorded_name
 from pipelines.cache import MODELS
-from pipelines.clip import DEFAULT_CUTS, MAX_CUTS, clip_loss, clip_targets, get_clip
-from pipelines.config import check_model, model_location
+from pipelines.clip import get_clip
+from pipelines.config import check_model, model_location, uncond_models
 from pipelines.device import default_device, model_dtype
 from pipelines.gpu import gpu
 from pipelines.jobs import JobFailed, Preview, StepDone, StopToken, stream_job
 from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package, tensor_to_pil, upscale_for_display
+from pipelines.params import PIXEL, request_fields
 from pipelines.previews import PreviewCallback, pixel_previews, previewing
 from pipelines.seeds import seeded_generators
+from pipelines.terms import clip_guided, guidance_terms
 from pipelines.validation import (
-    choice,
+    checked_values,
     clip_text_scale,
     color_target,
     image_fingerprint,
-    number,
     reference_image,
     resolve_seed,
-    text,
 )
 
 # Schedulers that work in the alphas_cumprod parameterisation the guidance math assumes: class and options.
@@ -48,48 +47,18 @@ SCHEDULERS: dict[str, Callable] = {
 }
 # The choices that can retake a step: those whose scheduler keeps no state between steps.
 RECURRENT = tuple(name for name, (kind, _) in SCHEDULER_CLASSES.items() if kind.__name__ in RECURRENT_SCHEDULERS)
-MAX_STEPS = 1000
-DEFAULT_STEPS = 50
-MAX_BATCH = 8
-# Strength ranges calibrated on the bundled emoji DDPM and CLIP (docs/bundled-models.md): color 0.75 pulls clearly
-# without a flat wash, CLIP 3 is clearly visible, beyond about 10 CLIP turns into adversarial texture.
-MAX_COLOR_SCALE = 2.0
-MAX_CLIP_SCALE = 10.0
-DEFAULT_COLOR_SCALE = 0.75
-DEFAULT_CLIP_SCALE = 3.0
-# Recurrence (each guided step taken again after re-noising it back, see guidance.sampler): 1 is plain guidance. The
-# CLIP-guided tab takes each guided step three times: the retakes turn CLIP's textured smudges back into images of
-# the model's data (docs/bundled-models.md, "Bars").
-MAX_RECURRENCE = 4
-DEFAULT_CLIP_RECURRENCE = 3
-
-
-# DDIM's eta by default: ancestral (1) rather than deterministic (0). On the bundled emoji DDPM at 25 steps about a
-# third of deterministic samples are grey smudges where the same seeds at eta 1 are nameable emoji (grids compared
-# by eye, seeds 100-115); deterministic DDIM stays one slider move away.
-DEFAULT_ETA = 1.0
+MAX_STEPS, MAX_BATCH = PIXEL["steps"].high, PIXEL["batch_size"].high
+MAX_COLOR_SCALE, MAX_CLIP_SCALE = PIXEL["color_scale"].high, PIXEL["clip_scale"].high
+DEFAULT_COLOR_SCALE, DEFAULT_CLIP_SCALE = PIXEL["color_scale"].clear, PIXEL["clip_scale"].clear
+MAX_RECURRENCE = PIXEL["recurrence"].high
 
 
 @dataclass
-class SamplingRequest:
-    """Everything one unconditional/guided generation needs; field names are the API's keyword names."""
+class Request(request_fields("PixelKeywords", PIXEL)):
+    """Everything one unconditional/guided generation needs: a field for every keyword of the pixel tabs but
+    batch_count and previews (pipelines.params.PIXEL: defaults and meanings; a model of None is the first
+    configured), then what validation sets."""
 
-    model: str
-    scheduler: str = "DDIM"
-    steps: int = DEFAULT_STEPS
-    eta: float = DEFAULT_ETA  # DDIM only: 0 is deterministic, 1 is DDPM-like (ancestral)
-    batch_size: int = 1
-    seed: int = -1  # -1 draws a random seed; image i uses seed + i
-    color: str = ""  # target color for color guidance ("" = none)
-    color_scale: float = 0.0
-    prompt: str = ""  # text for CLIP guidance ("" = none)
-    clip_scale: float = 0.0
-    cuts: int = DEFAULT_CUTS
-    compare: bool = False  # also return the unguided images of the same seeds
-    gradient_method: str = "x0"  # "x0": fast, no UNet backprop; "unet": gradient through the UNet
-    clip_image: Image.Image | None = field(default=None, repr=False)  # CLIP guidance toward this picture's embedding
-    clip_image_scale: float = 0.0
-    recurrence: int = 1  # guided steps are taken this many times (re-noised back in between); DDIM and DDPM only
     color_rgb: tuple[float, float, float] | None = field(default=None, repr=False)
     warnings: list[str] = field(default_factory=list, repr=False)  # set by validate: what changes what you get
 
@@ -98,43 +67,29 @@ class SamplingRequest:
         return request_work(self, native_side(self.model))
 
 
-def validate(request: SamplingRequest) -> SamplingRequest:
-    """A checked copy of `request` with the seed resolved and the color parsed; ValueError names bad fields."""
-    check_model(request.model)
-    choice("scheduler", request.scheduler, SCHEDULERS)
-    choice("gradient_method", request.gradient_method, GRADIENT_METHODS)
-    batch_size = number("batch_size", request.batch_size, int, 1, MAX_BATCH)
-    checked = SamplingRequest(
-        model=request.model,
-        scheduler=request.scheduler,
-        steps=number("steps", request.steps, int, 1, MAX_STEPS),
-        eta=number("eta", request.eta, float, 0.0, 1.0),
-        batch_size=batch_size,
-        seed=resolve_seed(request.seed, batch_size),
-        color=text("color", request.color),
-        color_scale=number("color_scale", request.color_scale, float, 0.0, MAX_COLOR_SCALE),
-        prompt=text("prompt", request.prompt),
-        clip_scale=number("clip_scale", request.clip_scale, float, 0.0, MAX_CLIP_SCALE),
-        cuts=number("cuts", request.cuts, int, 1, MAX_CUTS),
-        compare=bool(request.compare),
-        gradient_method=request.gradient_method,
-        clip_image_scale=number("clip_image_scale", request.clip_image_scale, float, 0.0, MAX_CLIP_SCALE),
-        recurrence=number("recurrence", request.recurrence, int, 1, MAX_RECURRENCE),
+def validate(request: Request) -> Request:
+    """A checked copy of `request` with the model and seed resolved and the color parsed; ValueError names bad
+    fields."""
+    model = request.model or uncond_models()[0]
+    check_model(model)
+    values = checked_values(request, PIXEL, own=("model", "seed"))
+    checked_request = Request(model=model, **values, seed=resolve_seed(request.seed, values["batch_size"]))
+    checked_request.clip_image = reference_image(request.clip_image, checked_request.clip_image_scale)
+    checked_request.color_rgb = color_target(checked_request.color, checked_request.color_scale)
+    checked_request.clip_scale = clip_text_scale(
+        "prompt", checked_request.prompt, checked_request.clip_scale, checked_request.clip_image
     )
-    checked.clip_image = reference_image(request.clip_image, checked.clip_image_scale)
-    checked.color_rgb = color_target(checked.color, checked.color_scale)
-    checked.clip_scale = clip_text_scale("prompt", checked.prompt, checked.clip_scale, checked.clip_image)
-    checked.recurrence, checked.warnings = effective_recurrence(checked)
-    check_work(checked.work(), server_limits())
-    return checked
+    checked_request.recurrence, checked_request.warnings = effective_recurrence(checked_request)
+    check_work(checked_request.work(), server_limits())
+    return checked_request
 
 
-def is_guided(request: SamplingRequest) -> bool:
+def is_guided(request: Request) -> bool:
     """Whether a request asks for any guidance (color, CLIP text or CLIP picture)."""
     return request.color_scale > 0 or request.clip_scale > 0 or request.clip_image_scale > 0
 
 
-def effective_recurrence(request: SamplingRequest) -> tuple[int, list[str]]:
+def effective_recurrence(request: Request) -> tuple[int, list[str]]:
     """(The recurrence a checked request runs with, warnings): 1 with a warning when guidance asks for more with a
     scheduler that cannot retake a step (DPM++ 2M keeps a history), so that its default never refuses a scheduler."""
     if request.recurrence > 1 and is_guided(request) and request.scheduler not in RECURRENT:
@@ -145,13 +100,12 @@ def effective_recurrence(request: SamplingRequest) -> tuple[int, list[str]]:
     return request.recurrence, []
 
 
-def request_work(request: SamplingRequest, side: int) -> Work:
+def request_work(request: Request, side: int) -> Work:
     """The compute a checked request asks for, on a model of native `side` pixels (0: unknown, counts no pixels)."""
-    clip_guided = request.clip_scale > 0 or request.clip_image_scale > 0
     guided = is_guided(request)
     guided_passes = (3 if request.gradient_method == "unet" else 1) * request.recurrence
     passes = (guided_passes if guided else 1) + (1 if guided and request.compare else 0)
-    cuts = request.cuts if clip_guided else 0
+    cuts = request.cuts if clip_guided(request) else 0
     takes = request.recurrence if guided else 1
     return Work(request.steps, request.batch_size, side, side, cuts=cuts, passes=passes, takes=takes)
 
@@ -200,24 +154,9 @@ def make_scheduler(name: str, config: dict):
     return SCHEDULERS[name](config)
 
 
-def guidance_terms(request: SamplingRequest, batch_size: int) -> list[GuidanceTerm]:
-    """The color and CLIP loss terms a validated request asks for."""
-    terms = []
-    if request.color_scale > 0:
-        terms.append(GuidanceTerm("color", ColorLoss(request.color_rgb), request.color_scale))
-    if request.clip_scale > 0 or request.clip_image_scale > 0:
-        clip = get_clip(request.model)
-        embeds, weights, scale = clip_targets(
-            clip, request.prompt, request.clip_scale, request.clip_image, request.clip_image_scale
-        )
-        loss = clip_loss(clip, embeds, weights, request.cuts, request.seed, batch_size)
-        terms.append(GuidanceTerm("clip", loss, scale))
-    return terms
-
-
 def run_sampler(
     model: UnconditionalModel,
-    request: SamplingRequest,
+    request: Request,
     terms: list[GuidanceTerm],
     callback=None,
 ) -> torch.Tensor:
@@ -247,7 +186,7 @@ def run_sampler(
     )
 
 
-def request_info(request: SamplingRequest) -> dict:
+def request_info(request: Request) -> dict:
     """The parameters recorded in the info panel and in every PNG."""
     info = {key: value for key, value in asdict(request).items() if key not in ("color_rgb", "clip_image", "warnings")}
     info["seeds"] = [request.seed + index for index in range(request.batch_size)]
@@ -273,7 +212,7 @@ def request_info(request: SamplingRequest) -> dict:
 
 
 def generate(
-    request: SamplingRequest,
+    request: Request,
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_preview: PreviewCallback | None = None,
@@ -288,7 +227,7 @@ def generate(
     started = time.perf_counter()
     request = validate(request)
     model = get_unconditional(request.model)
-    terms = guidance_terms(request, request.batch_size)
+    terms = guidance_terms(request, request.prompt)
     runs = [("guided" if terms else "unguided", terms)]
     if request.compare and terms:
         runs.append(("unguided", []))
@@ -333,7 +272,7 @@ def generate(
 
 @gpu(duration=unconditional_seconds)
 def generate_steps(
-    request: SamplingRequest, stop: StopToken | None = None, previews: bool = False
+    request: Request, stop: StopToken | None = None, previews: bool = False
 ) -> Iterator[StepDone | Preview | JobFailed | GenerationResult]:
     """`generate` as the app (and ZeroGPU) runs it: picklable arguments in, a StepDone per step (and a Preview now
     and then, with `previews`), then the result or a JobFailed; a set `stop` token, or closing the generator, ends

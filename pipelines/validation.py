@@ -2,42 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 
 from guidance.colors import parse_color, shown
+from pipelines.params import PICTURE, PIXEL, Param, labels
 
-MAX_SEED = 2**32 - 1
 # Longest text a field takes: generous (the text encoders read 77 tokens), finite, so that no text costs minutes to
 # lay out, store or parse.
 MAX_TEXT = 10_000
 # The page's label of each API keyword, added to every refusal: people see labels, scripts see keywords.
-LABELS = {
-    "model": "Model",
-    "scheduler": "Scheduler",
-    "steps": "Steps",
-    "eta": "Eta",
-    "batch_size": "Batch size",
-    "seed": "Seed",
-    "color": "Target color",
-    "color_scale": "Color strength",
-    "prompt": "Prompt",
-    "negative_prompt": "Negative prompt",
-    "clip_scale": "CLIP guidance strength",
-    "cuts": "Cutouts per image",
-    "gradient_method": "Guidance gradient",
-    "recurrence": "Recurrence",
-    "guidance_scale": "Guidance scale (CFG)",
-    "width": "Width",
-    "height": "Height",
-    "strength": "Strength",
-    "mask_blur": "Mask blur",
-    "image": "Input image",
-    "mask": "Mask",
-    "color_decoder": "Color decoder",
-    "clip_prompt": "CLIP prompt",
-    "clip_image": "Reference image",
-    "clip_image_scale": "Reference strength",
-}
+LABELS = labels()
+MAX_SEED = int(PIXEL["seed"].high)
 
 
 def in_page(name: str, label: str | None = None) -> str:
@@ -163,6 +139,30 @@ def clip_text_scale(name: str, prompt: str, clip_scale: float, reference) -> flo
             f'("{LABELS[name]}" and "CLIP guidance strength" in the page)'
         )
     return clip_scale
+
+
+def checked(name: str, value, entry: Param):
+    """`value` checked as the parameter table's `entry` for keyword `name` describes it: a number in its range, one
+    of its choices, text (stripped), or a flag; ValueError names the keyword and its label."""
+    if entry.choices is not None:
+        return choice(name, value, entry.options(), entry.label)
+    if entry.kind in (int, float):
+        return number(name, value, entry.kind, entry.low, entry.high, entry.label)
+    if entry.kind is str:
+        return text(name, value)
+    if entry.kind is bool:
+        return bool(value)
+    raise TypeError(f"{name}: a {entry.kind.__name__} is checked by its own code")
+
+
+def checked_values(request, entries: dict[str, Param], own: tuple[str, ...] = ()) -> dict:
+    """The keyword fields of a request dataclass checked by their table `entries`, except pictures and the `own`
+    fields its validation checks with code of its own."""
+    return {
+        item.name: checked(item.name, getattr(request, item.name), entries[item.name])
+        for item in dataclasses.fields(request)
+        if item.name in entries and item.name not in own and entries[item.name].kind is not PICTURE
+    }
 
 
 def image_fingerprint(image) -> str:

@@ -242,7 +242,7 @@ def _keywords(handler_name: str) -> set[str]:
 
     import app
 
-    return set(inspect.signature(getattr(app, handler_name)).parameters) - {"request", "progress"}
+    return set(inspect.signature(app.HANDLERS[handler_name]).parameters) - {"request", "progress"}
 
 
 @pytest.mark.parametrize(

@@ -58,10 +58,11 @@ def test_every_argument_of_every_generation_endpoint_is_described():
     import app
 
     for name in ("unconditional", "color_guided", "clip_guided", "txt2img", "img2img", "inpaint", "sweep"):
-        summary, arguments, _ = get_function_description(getattr(app, name))
+        handler = app.HANDLERS.get(name) or getattr(app, name)
+        summary, arguments, _ = get_function_description(handler)
         arguments = {key: text for key, text in arguments.items() if key not in ("request", "progress")}
         assert summary and all(len(text) > 20 for text in arguments.values()), (name, arguments)
-    _, arguments, _ = get_function_description(app.txt2img)
+    _, arguments, _ = get_function_description(app.HANDLERS["txt2img"])
     assert "DPM++ 2M Karras" in arguments["scheduler"] and "1 to 150" in arguments["steps"]
     assert "(default 'auto')" in arguments["color_decoder"]
 
@@ -75,7 +76,7 @@ def test_the_handlers_own_defaults_are_the_api_defaults():
 
     endpoints = app.demo.get_api_info()["named_endpoints"]
     for name in ("unconditional", "color_guided", "clip_guided", "txt2img", "img2img", "inpaint"):
-        signature = inspect.signature(getattr(app, name)).parameters
+        signature = inspect.signature(app.HANDLERS[name]).parameters
         for parameter in endpoints[f"/{name}"]["parameters"]:
             default = signature[parameter["parameter_name"]].default
             if default not in (inspect.Parameter.empty, None) and parameter["parameter_has_default"]:

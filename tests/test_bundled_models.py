@@ -38,7 +38,7 @@ def test_color_guidance_at_the_default_strength_halves_the_distance(shipped_bund
     from pipelines import unconditional as uncond
 
     def distance(scale: float) -> float:
-        request = uncond.SamplingRequest(
+        request = uncond.Request(
             model=BUNDLED_LABEL, steps=STEPS, batch_size=4, seed=7, color="#1e90ff", color_scale=scale
         )
         return color_distance(_pixels(uncond.generate(request).images), parse_color("#1e90ff")).mean().item()
@@ -56,7 +56,7 @@ def test_clip_guidance_raises_the_scoring_clips_similarity_to_the_prompt(shipped
     prompt = "red heart"
 
     def similarity(scale: float) -> float:
-        request = uncond.SamplingRequest(
+        request = uncond.Request(
             model=BUNDLED_LABEL, steps=STEPS, batch_size=4, seed=11, prompt=prompt, clip_scale=scale
         )
         pixels = _pixels(uncond.generate(request).images)
@@ -77,7 +77,7 @@ def test_sd_color_guidance_at_the_default_strength_halves_the_distance_and_keeps
     from pipelines import stable_diffusion as sd
 
     def images(scale: float) -> torch.Tensor:
-        request = sd.SDRequest(
+        request = sd.Request(
             task="txt2img",
             model=BUNDLED_LABEL,
             prompt="red heart",
@@ -87,7 +87,7 @@ def test_sd_color_guidance_at_the_default_strength_halves_the_distance_and_keeps
             color="#1e90ff",
             color_scale=scale,
         )
-        result = sd.generate_sd(request)
+        result = sd.generate(request)
         assert scale == 0 or result.info["color_decoder"].startswith("vae")  # the bundle's latent_rgb.json says so
         return _pixels([image.convert("RGB") for image in result.images])
 
@@ -114,7 +114,7 @@ def test_sd_clip_guidance_makes_the_scoring_clip_name_the_prompt(shipped_bundle)
     def hits(scale: float) -> int:
         count = 0
         for index, name in enumerate(names):
-            request = sd.SDRequest(
+            request = sd.Request(
                 task="txt2img",
                 model=BUNDLED_LABEL,
                 prompt="",
@@ -123,7 +123,7 @@ def test_sd_clip_guidance_makes_the_scoring_clip_name_the_prompt(shipped_bundle)
                 clip_prompt=name,
                 clip_scale=scale,
             )
-            image = _pixels([sd.generate_sd(request).images[0].convert("RGB")])
+            image = _pixels([sd.generate(request).images[0].convert("RGB")])
             mean = torch.tensor(scorer.mean).view(1, 3, 1, 1)
             std = torch.tensor(scorer.std).view(1, 3, 1, 1)
             size = (scorer.image_size, scorer.image_size)
@@ -166,13 +166,13 @@ def test_guidance_toward_a_reference_picture_raises_the_scoring_clips_similarity
         return (torch.nn.functional.normalize(features, dim=-1) @ target.T).mean().item()
 
     def pixel_images(scale: float):
-        request = uncond.SamplingRequest(
+        request = uncond.Request(
             model=BUNDLED_LABEL, steps=STEPS, batch_size=2, seed=11, clip_image=reference, clip_image_scale=scale
         )
         return uncond.generate(request).images
 
     def sd_images(scale: float):
-        request = sd.SDRequest(
+        request = sd.Request(
             task="txt2img",
             model=BUNDLED_LABEL,
             prompt="",
@@ -182,7 +182,7 @@ def test_guidance_toward_a_reference_picture_raises_the_scoring_clips_similarity
             clip_image=reference,
             clip_image_scale=scale,
         )
-        return sd.generate_sd(request).images
+        return sd.generate(request).images
 
     for images, default in ((pixel_images, uncond.DEFAULT_CLIP_SCALE), (sd_images, sd.DEFAULT_SD_CLIP_SCALE)):
         unguided, guided = similarity(images(0.0)), similarity(images(default))

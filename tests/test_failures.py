@@ -41,7 +41,7 @@ def emptied(monkeypatch):
 )
 def test_out_of_memory_says_what_to_lower_and_the_next_request_succeeds(configured, monkeypatch, emptied, error):
     calls = _fail_once(monkeypatch, uncond, "run_sampler", error)
-    request = uncond.SamplingRequest(model=configured["unet"], steps=2, batch_size=2, seed=5)
+    request = uncond.Request(model=configured["unet"], steps=2, batch_size=2, seed=5)
     with pytest.raises(ValueError) as refused:
         jobs.run_steps(uncond.generate_steps(request))
     message = str(refused.value)
@@ -54,9 +54,9 @@ def test_out_of_memory_says_what_to_lower_and_the_next_request_succeeds(configur
 
 def test_out_of_memory_in_stable_diffusion_is_the_same_sentence(configured, monkeypatch, emptied):
     _fail_once(monkeypatch, sd, "guided_sample", torch.cuda.OutOfMemoryError("CUDA out of memory."))
-    request = sd.SDRequest(task="txt2img", prompt="a", steps=2, width=64, height=64, seed=1)
+    request = sd.Request(task="txt2img", prompt="a", steps=2, width=64, height=64, seed=1)
     with pytest.raises(ValueError, match="^out of GPU memory for this request"):
-        jobs.run_steps(sd.generate_sd_steps(request))
+        jobs.run_steps(sd.generate_steps(request))
     assert emptied == [1]
 
 

@@ -83,15 +83,15 @@ def test_a_long_sweep_title_is_fitted_in_a_few_measurements():
 
 
 def test_a_prompt_is_refused_by_name_above_the_text_limit(configured):
-    request = uncond.SamplingRequest(model=configured["unet"], prompt="a" * (MAX_TEXT + 1), clip_scale=1)
+    request = uncond.Request(model=configured["unet"], prompt="a" * (MAX_TEXT + 1), clip_scale=1)
     with pytest.raises(ValueError, match=rf"^prompt has {MAX_TEXT + 1} characters, above the limit of {MAX_TEXT}"):
         uncond.validate(request)
-    uncond.validate(uncond.SamplingRequest(model=configured["unet"], prompt="a" * MAX_TEXT, clip_scale=1))
+    uncond.validate(uncond.Request(model=configured["unet"], prompt="a" * MAX_TEXT, clip_scale=1))
 
 
 def test_batch_count_is_counted_against_the_limit_as_a_whole(configured):
     # steps 500 x batch 4 of the 32 px tiny model: 2.05 megapixel-steps, within the CPU's 3 on its own.
-    request = uncond.SamplingRequest(model=configured["unet"], steps=500, batch_size=4, seed=1)
+    request = uncond.Request(model=configured["unet"], steps=500, batch_size=4, seed=1)
     assert len(batch_requests(uncond.validate, request, 1)) == 1
     with pytest.raises(ValueError, match=r"this request's 16\.4 megapixel-steps \(8 batches together; lower batch_c"):
         batch_requests(uncond.validate, request, 8)

@@ -79,9 +79,9 @@ def test_a_bad_limit_variable_is_named(monkeypatch, raw):
 
 def test_the_cpu_held_slot_request_is_refused_before_loading(no_model_loads):
     # The request that held the only slot for 1469 s on a CPU: 1024x1024, 4 images, 150 steps.
-    request = sd.SDRequest(task="txt2img", prompt="a", width=1024, height=1024, batch_size=4, steps=150)
+    request = sd.Request(task="txt2img", prompt="a", width=1024, height=1024, batch_size=4, steps=150)
     with pytest.raises(ValueError) as refused:
-        sd.validate_sd(request)
+        sd.validate(request)
     message = str(refused.value)
     assert "megapixel-steps (steps 150 x batch_size 4 x 1024x1024 px" in message
     assert f"limit of {limits.CPU_MEGAPIXEL_STEPS:g} (set by STUDIO_MAX_MEGAPIXEL_STEPS)" in message
@@ -94,13 +94,13 @@ def test_on_a_cpu_the_bundled_models_large_sizes_are_refused_and_their_tabs_maxi
     # 1024x1024 at one step took 365 s (attention over 256 times the native pixels); img2img of a 4096x4096 input
     # works at 1024x1024: it ran past 240 s at 2 steps.
     with pytest.raises(ValueError, match="for a size above the model's native one"):
-        sd.validate_sd(sd.SDRequest(task="txt2img", model=BUNDLED_LABEL, width=1024, height=1024, steps=1))
+        sd.validate(sd.Request(task="txt2img", model=BUNDLED_LABEL, width=1024, height=1024, steps=1))
     black = Image.new("RGB", (4096, 4096))
     with pytest.raises(ValueError, match=r"1024x1024 px x .* for a size above the model's native one"):
-        sd.validate_sd(sd.SDRequest(task="img2img", model=BUNDLED_LABEL, image=black, steps=2, strength=1))
+        sd.validate(sd.Request(task="img2img", model=BUNDLED_LABEL, image=black, steps=2, strength=1))
     # What the tabs offer at the native size is served: 4 images of 150 steps, 1000 DDPM steps for 2 images.
-    sd.validate_sd(sd.SDRequest(task="txt2img", model=BUNDLED_LABEL, prompt="a", batch_size=4, steps=150))
-    uncond.validate(uncond.SamplingRequest(model=BUNDLED_LABEL, steps=1000, batch_size=2))
+    sd.validate(sd.Request(task="txt2img", model=BUNDLED_LABEL, prompt="a", batch_size=4, steps=150))
+    uncond.validate(uncond.Request(model=BUNDLED_LABEL, steps=1000, batch_size=2))
 
 
 def test_each_single_limit_names_its_parameter_and_label(monkeypatch, no_model_loads):
@@ -110,11 +110,11 @@ def test_each_single_limit_names_its_parameter_and_label(monkeypatch, no_model_l
         match=r"^steps 21 is above this server\'s limit of 20 \(set by STUDIO_MAX_STEPS\) "
         r'\("Steps" in the page\)$',
     ):
-        sd.validate_sd(sd.SDRequest(task="txt2img", width=64, height=64, steps=21))
+        sd.validate(sd.Request(task="txt2img", width=64, height=64, steps=21))
     monkeypatch.setenv("STUDIO_MAX_PIXELS", str(256 * 256))
     with pytest.raises(ValueError, match=r"width x height 512x256 px is above this server's limit of 65536"):
-        sd.validate_sd(sd.SDRequest(task="txt2img", width=512, height=256, steps=5))
-    sd.validate_sd(sd.SDRequest(task="txt2img", width=256, height=256, steps=10))  # at the limits: served
+        sd.validate(sd.Request(task="txt2img", width=512, height=256, steps=5))
+    sd.validate(sd.Request(task="txt2img", width=256, height=256, steps=10))  # at the limits: served
 
 
 def test_img2img_counts_only_the_steps_its_strength_runs(monkeypatch, no_model_loads):
@@ -122,19 +122,19 @@ def test_img2img_counts_only_the_steps_its_strength_runs(monkeypatch, no_model_l
 
     monkeypatch.setenv("STUDIO_MAX_STEPS", "10")
     image = Image.new("RGB", (64, 64), "white")
-    assert sd.sd_work(sd.validate_sd(sd.SDRequest(task="img2img", image=image, steps=20, strength=0.5))).steps == 10
+    assert sd.sd_work(sd.validate(sd.Request(task="img2img", image=image, steps=20, strength=0.5))).steps == 10
     with pytest.raises(ValueError, match="steps 11 is above"):
-        sd.validate_sd(sd.SDRequest(task="img2img", image=image, steps=20, strength=0.55))
+        sd.validate(sd.Request(task="img2img", image=image, steps=20, strength=0.55))
 
 
 @pytest.mark.skipif(bundled_path("ddpm") is None, reason="bundled DDPM not shipped")
 def test_unconditional_limits_read_the_native_size_and_count_cutouts_and_passes(monkeypatch, no_model_loads):
     assert uncond.native_side(BUNDLED_LABEL) == 32  # from the UNet config alone
-    request = uncond.SamplingRequest(model=BUNDLED_LABEL, steps=1000, batch_size=1, prompt="cat", clip_scale=1, cuts=32)
+    request = uncond.Request(model=BUNDLED_LABEL, steps=1000, batch_size=1, prompt="cat", clip_scale=1, cuts=32)
     with pytest.raises(ValueError, match=r"32000 cutout-steps \(steps 1000 x batch_size 1 x cuts 32; lower cuts"):
         uncond.validate(request)
     monkeypatch.setenv("STUDIO_MAX_MEGAPIXEL_STEPS", "2")
-    guided = uncond.SamplingRequest(
+    guided = uncond.Request(
         model=BUNDLED_LABEL, steps=300, batch_size=2, color="red", color_scale=1, gradient_method="unet", compare=True
     )
     # 300 x 2 x 32 x 32 = 0.61 megapixel-steps, x4 passes (3 for the UNet gradient, 1 for the comparison).

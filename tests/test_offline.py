@@ -114,20 +114,20 @@ def test_real_loaders_offline_say_which_model_and_what_to_set(configured, monkey
     monkeypatch.setenv("BUNDLED_MODELS_DIR", str(tmp_path))  # no bundled models: the message names the setting
     monkeypatch.setenv("UNCOND_MODELS", f"{NOT_CACHED},{configured['unet']}")
     with pytest.raises(ModelUnavailableError) as caught:
-        uncond.generate(uncond.SamplingRequest(model=NOT_CACHED, steps=1, seed=1))
+        uncond.generate(uncond.Request(model=NOT_CACHED, steps=1, seed=1))
     assert str(caught.value) == unavailable_message(NOT_CACHED, "unconditional", bundled_offered=False)
     monkeypatch.setenv("CLIP_MODEL", f"hf-hub:{NOT_CACHED}")
     with pytest.raises(ModelUnavailableError, match=f"^Cannot load CLIP hf-hub:{NOT_CACHED}: .* set CLIP_MODEL"):
-        uncond.generate(uncond.SamplingRequest(model=configured["unet"], steps=1, prompt="a cat", clip_scale=1))
+        uncond.generate(uncond.Request(model=configured["unet"], steps=1, prompt="a cat", clip_scale=1))
     monkeypatch.setenv("SD_MODEL", NOT_CACHED)
     for width in (64, None):  # None: the native size is read from the (uncached) config first
         with pytest.raises(ModelUnavailableError, match=f"^Cannot load {NOT_CACHED}: .* set SD_MODEL"):
-            sd.generate_sd(sd.SDRequest(task="txt2img", prompt="x", width=width, height=width, steps=1))
+            sd.generate(sd.Request(task="txt2img", prompt="x", width=width, height=width, steps=1))
     monkeypatch.setenv("SD_MODEL", configured["sd"])
     monkeypatch.setenv("SD_INPAINT_MODEL", NOT_CACHED)
     image, mask = Image.new("RGB", (64, 64)), Image.new("L", (64, 64), 255)
     with pytest.raises(ModelUnavailableError, match=f"^Cannot load {NOT_CACHED}: .* set SD_INPAINT_MODEL"):
-        sd.generate_sd(sd.SDRequest(task="inpaint", image=image, mask=mask, steps=1))
+        sd.generate(sd.Request(task="inpaint", image=image, mask=mask, steps=1))
 
 
 STATUS_CASES = {  # (device, on a Space, bundled models present, Hub unreachable) -> what the line must say

@@ -12,7 +12,7 @@ from pipelines.outputs import read_parameters, save_png
 def request(models, **overrides):
     fields = dict(model=models["unet"], steps=4, batch_size=1, seed=7)
     fields.update(overrides)
-    return uncond.SamplingRequest(**fields)
+    return uncond.Request(**fields)
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ def test_the_server_spacing_comes_from_the_environment(monkeypatch):
 
 
 def test_pixel_previews_show_each_steps_x0_and_leave_the_final_images_unchanged(configured, every_step, monkeypatch):
-    request = uncond.SamplingRequest(model=configured["unet"], steps=5, batch_size=2, seed=4)
+    request = uncond.Request(model=configured["unet"], steps=5, batch_size=2, seed=4)
     predicted = []
     original = uncond.guided_sample
 
@@ -80,23 +80,23 @@ def test_sd_previews_come_through_the_cheap_map_at_the_result_size_never_the_vae
     hook = pipeline.vae.decoder.register_forward_hook(lambda *args: decodes.append(1))
     try:
         shown = []
-        result = sd.generate_sd(sd.SDRequest(**fields), on_preview=lambda *event: shown.append(event))
+        result = sd.generate(sd.Request(**fields), on_preview=lambda *event: shown.append(event))
     finally:
         hook.remove()
     assert len(decodes) == 1  # the final decode only: previews cost no VAE pass
-    steps = sd.denoising_steps(sd.validate_sd(sd.SDRequest(**fields)))
+    steps = sd.denoising_steps(sd.validate(sd.Request(**fields)))
     assert [done for done, _, _ in shown] == list(range(1, steps))
     size = (result.info.get("width") or result.info["working_size"][0], result.info.get("height"))
     size = (size[0], size[1] or result.info["working_size"][1])
     assert all(len(images) == 2 and images[0].size == size for _, _, images in shown)
     assert shown[-1][2][0].getextrema() != shown[0][2][0].getextrema()  # the picture forms as it samples
-    plain = sd.generate_sd(sd.SDRequest(**fields))
+    plain = sd.generate(sd.Request(**fields))
     for one, two in zip(result.images, plain.images, strict=True):
         np.testing.assert_array_equal(np.asarray(one), np.asarray(two))
 
 
 def test_previews_are_streamed_as_events_and_skipped_by_run_steps(configured, every_step):
-    request = uncond.validate(uncond.SamplingRequest(model=configured["unet"], steps=4, seed=6))
+    request = uncond.validate(uncond.Request(model=configured["unet"], steps=4, seed=6))
     events = list(stream_job(uncond.generate, request, previews=True))
     kinds = [type(event).__name__ for event in events]
     assert kinds[:-1] == ["StepDone", "Preview"] * 3 + ["StepDone"] and kinds[-1] == "GenerationResult"
@@ -107,8 +107,8 @@ def test_previews_are_streamed_as_events_and_skipped_by_run_steps(configured, ev
 
 
 def test_previews_cross_the_zero_gpu_process_boundary(configured, every_step):
-    request = sd.validate_sd(sd.SDRequest(task="txt2img", prompt="a cat", steps=4, seed=8))
-    events = list(_simulated(sd.generate_sd_steps, budget.sd_seconds)(request, None, True))
+    request = sd.validate(sd.Request(task="txt2img", prompt="a cat", steps=4, seed=8))
+    events = list(_simulated(sd.generate_steps, budget.sd_seconds)(request, None, True))
     previews = [event for event in events if isinstance(event, Preview)]
     assert [event.done for event in previews] == [1, 2, 3]
     assert previews[0].images[0].size == (request.width, request.height)
@@ -118,7 +118,7 @@ def test_previews_cross_the_zero_gpu_process_boundary(configured, every_step):
 def test_a_latent_model_without_a_cheap_map_shows_no_previews(configured, every_step, monkeypatch):
     monkeypatch.setattr(sd, "latent_rgb_for", lambda folder, config: None)
     shown = []
-    result = sd.generate_sd(sd.SDRequest(task="txt2img", prompt="a cat", steps=4, seed=8), on_preview=shown.append)
+    result = sd.generate(sd.Request(task="txt2img", prompt="a cat", steps=4, seed=8), on_preview=shown.append)
     assert shown == [] and len(result.images) == 1
 
 

@@ -24,7 +24,7 @@ def box_mask(size, box):
 
 def run(task, **fields):
     fields = {"prompt": "a red heart", "steps": 4, "seed": 1, **fields}
-    return sd.generate_sd(sd.SDRequest(task=task, **fields))
+    return sd.generate(sd.Request(task=task, **fields))
 
 
 def test_native_size_comes_from_the_config(configured):
@@ -71,8 +71,8 @@ def test_the_one_loop_gives_the_bare_pipelines_pixels(configured, monkeypatch, t
         monkeypatch.setenv("SD_INPAINT_MODEL", configured["sd"])
     if task != "txt2img":
         fields.update(image=noise_image((64, 64), seed=2), mask=box_mask((64, 64), (8, 16, 48, 56)))
-    request = sd.validate_sd(
-        sd.SDRequest(
+    request = sd.validate(
+        sd.Request(
             task=task,
             prompt="a red heart",
             negative_prompt="blurry",
@@ -84,7 +84,7 @@ def test_the_one_loop_gives_the_bare_pipelines_pixels(configured, monkeypatch, t
             **fields,
         )
     )
-    ours = sd.generate_sd(request)
+    ours = sd.generate(request)
     pipeline = sd.build_pipeline(task, scheduler)[0]
     bare = pipeline(
         prompt="a red heart",
@@ -119,8 +119,8 @@ def test_img2img_strength_zero_returns_the_input(configured):
 def test_img2img_runs_steps_times_strength_denoising_steps(configured):
     # (A random VAE cannot reconstruct an image, so closeness to the input is only testable at strength 0.)
     seen = []
-    result = sd.generate_sd(
-        sd.SDRequest(task="img2img", image=noise_image((64, 64)), strength=0.25, steps=8, seed=1),
+    result = sd.generate(
+        sd.Request(task="img2img", image=noise_image((64, 64)), strength=0.25, steps=8, seed=1),
         on_step=lambda done, total: seen.append((done, total)),
     )
     assert result.info["denoising_steps"] == 2 and seen == [(1, 2), (2, 2)]
@@ -194,8 +194,8 @@ def test_outpainting_grows_the_canvas_and_keeps_every_original_pixel(configured,
     output = np.asarray(result.images[0])
     assert result.images[0].size == (66, 72)
     np.testing.assert_array_equal(output[8:48, 16:66], np.asarray(image))
-    checked = sd.validate_sd(sd.SDRequest(task="inpaint", image=image, seed=1, **margins))
-    again = sd.validate_sd(checked)  # the app validates, then the pipeline does: the canvas must not grow twice
+    checked = sd.validate(sd.Request(task="inpaint", image=image, seed=1, **margins))
+    again = sd.validate(checked)  # the app validates, then the pipeline does: the canvas must not grow twice
     assert again.image.size == checked.image.size == (66, 72) and again.mask.tobytes() == checked.mask.tobytes()
     pre_filled = np.asarray(checked.image)
     new_area = np.asarray(checked.mask) == 255
@@ -222,8 +222,8 @@ def test_long_prompt_is_truncated_with_a_warning(configured):
 
 def test_stop_interrupts_within_one_step(configured):
     seen = []
-    result = sd.generate_sd(
-        sd.SDRequest(task="txt2img", prompt="x", steps=30, seed=1),
+    result = sd.generate(
+        sd.Request(task="txt2img", prompt="x", steps=30, seed=1),
         on_step=lambda done, total: seen.append((done, total)),
         should_stop=lambda: len(seen) >= 2,
     )

@@ -108,7 +108,7 @@ def test_checks_act_only_in_the_thread_that_installed_them(unet):
 
 
 def test_unconditional_stop_inside_a_step_equals_a_stop_after_the_step_before(configured):
-    request = uncond.SamplingRequest(model=configured["unet"], steps=8, batch_size=2, seed=11)
+    request = uncond.Request(model=configured["unet"], steps=8, batch_size=2, seed=11)
     model = uncond.get_unconditional(configured["unet"])
     steps = []
     after_two = uncond.generate(request, on_step=lambda d, t: steps.append(d), should_stop=lambda: len(steps) >= 2)
@@ -134,14 +134,14 @@ def test_sd_stop_inside_a_step_equals_a_stop_after_the_step_before(configured, t
         from PIL import Image
 
         fields.update(image=Image.fromarray(image), mask=Image.fromarray(mask), strength=1.0)
-    request = sd.SDRequest(**fields)
+    request = sd.Request(**fields)
     unet = sd.build_pipeline(task, "DDIM")[0].unet
     steps = []
-    after_two = sd.generate_sd(request, on_step=lambda d, t: steps.append(d), should_stop=lambda: len(steps) >= 2)
+    after_two = sd.generate(request, on_step=lambda d, t: steps.append(d), should_stop=lambda: len(steps) >= 2)
     steps.clear()
     counts = {}
     with counting(unet.mid_block, counts, "mid"), counting(unet.up_blocks[-1], counts, "up"):
-        inside = sd.generate_sd(request, on_step=lambda d, t: steps.append(d), should_stop=lambda: counts["mid"] > 2)
+        inside = sd.generate(request, on_step=lambda d, t: steps.append(d), should_stop=lambda: counts["mid"] > 2)
     assert steps == [1, 2] and counts["up"] == 2  # the third step stopped inside its UNet pass
     assert inside.info["interrupted"] is True and inside.info["stopped_after_step"] == 2
     assert inside.info["total_steps"] == 8
@@ -150,7 +150,7 @@ def test_sd_stop_inside_a_step_equals_a_stop_after_the_step_before(configured, t
 
 
 def test_sd_stop_before_any_step_returns_the_input_or_gray(configured):
-    gray = sd.generate_sd(sd.SDRequest(task="txt2img", prompt="x", steps=4, seed=1), should_stop=lambda: True)
+    gray = sd.generate(sd.Request(task="txt2img", prompt="x", steps=4, seed=1), should_stop=lambda: True)
     assert gray.info["stopped_after_step"] == 0 and gray.info["interrupted"] is True
     assert np.unique(np.asarray(gray.images[0])).tolist() == [128]
 
@@ -158,12 +158,12 @@ def test_sd_stop_before_any_step_returns_the_input_or_gray(configured):
 def test_sd_clip_guidance_stops_inside_its_clip_pass(configured):
     from pipelines.clip import get_clip
 
-    request = sd.SDRequest(task="txt2img", prompt="x", steps=6, seed=4, clip_prompt="a cat", clip_scale=2, cuts=2)
+    request = sd.Request(task="txt2img", prompt="x", steps=6, seed=4, clip_prompt="a cat", clip_scale=2, cuts=2)
     visual = get_clip(None).model.visual
     steps, armed = [], []
     handle = visual.register_forward_hook(lambda *_: armed.append(len(steps) >= 1))
     try:
-        result = sd.generate_sd(request, on_step=lambda d, t: steps.append(d), should_stop=lambda: any(armed))
+        result = sd.generate(request, on_step=lambda d, t: steps.append(d), should_stop=lambda: any(armed))
     finally:
         handle.remove()
     # CLIP acts on the last half of the steps (4-6): its first pass is in step 4, whose backward pass is stopped.

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.sweep import MAX_CELLS, SWEEPABLE, plan_sweep, sweep_grid
+from pipelines.params import sweepable
+from pipelines.sweep import MAX_CELLS, plan_sweep, sweep_grid
 
 
 def test_a_plan_is_columns_of_values_and_rows_of_seeds_each_cell_one_image():
@@ -36,9 +37,9 @@ def test_a_bad_sweep_is_a_named_error(tab, parameter, values, seeds, message):
 
 
 def test_every_tab_with_a_strength_sweeps_it():
-    assert "color_scale" in SWEEPABLE["color_guided"] and "clip_scale" in SWEEPABLE["clip_guided"]
-    assert all("guidance_scale" in SWEEPABLE[tab] for tab in ("txt2img", "img2img", "inpaint"))
-    assert all("strength" in SWEEPABLE[tab] for tab in ("img2img", "inpaint"))
+    assert "color_scale" in sweepable("color_guided") and "clip_scale" in sweepable("clip_guided")
+    assert all("guidance_scale" in sweepable(tab) for tab in ("txt2img", "img2img", "inpaint"))
+    assert all("strength" in sweepable(tab) for tab in ("img2img", "inpaint"))
 
 
 def test_the_grid_holds_every_cell_enlarged_under_its_labels():

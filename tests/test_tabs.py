@@ -5,7 +5,7 @@ import dataclasses
 
 from pipelines import stable_diffusion as sd
 from pipelines import unconditional as uncond
-from pipelines.sweep import SWEEPABLE
+from pipelines.params import KEYWORDS
 from pipelines.tabs import LABELS, PIXEL_TABS, SD_TABS, TABS, family, is_sd
 
 
@@ -13,7 +13,7 @@ def test_every_list_of_tabs_is_the_registrys():
     import app
     from ui.handlers import HANDLERS
 
-    assert tuple(app.TABS) == tuple(HANDLERS) == tuple(SWEEPABLE) == tuple(LABELS) == TABS == PIXEL_TABS + SD_TABS
+    assert tuple(app.TABS) == tuple(HANDLERS) == tuple(KEYWORDS) == tuple(LABELS) == TABS == PIXEL_TABS + SD_TABS
 
 
 def test_each_family_builds_its_tabs_requests():
@@ -22,9 +22,7 @@ def test_each_family_builds_its_tabs_requests():
         request = runs.request(tab, {"model": None} if is_sd(tab) else {"model": "m"})
         assert isinstance(request, runs.request_type)
         if is_sd(tab):
-            assert (
-                request.task == tab and runs.validate is sd.validate_sd and runs.generate_steps is sd.generate_sd_steps
-            )
+            assert request.task == tab and runs.validate is sd.validate and runs.generate_steps is sd.generate_steps
         else:
             assert "task" not in {field.name for field in dataclasses.fields(request)}
             assert runs.validate is uncond.validate and runs.generate is uncond.generate

@@ -132,16 +132,16 @@ def test_every_tab_runs_on_the_bundled_models(configured, monkeypatch, toy_bundl
 
     monkeypatch.setenv("BUNDLED_MODELS_DIR", str(toy_bundle))
     result = uncond.generate(
-        uncond.SamplingRequest(
+        uncond.Request(
             model=BUNDLED_LABEL, steps=3, seed=1, prompt="red heart", clip_scale=3, color="red", color_scale=1
         )
     )
     assert result.images[0].size == (64, 64) and result.info["clip_model"] == f"{BUNDLED_LABEL}: clip"
-    text = sd.generate_sd(sd.SDRequest(task="txt2img", model=BUNDLED_LABEL, prompt="red heart", steps=3, seed=1))
+    text = sd.generate(sd.Request(task="txt2img", model=BUNDLED_LABEL, prompt="red heart", steps=3, seed=1))
     assert text.images[0].size == (64, 64) and text.info["model"] == BUNDLED_LABEL
     image, mask = Image.new("RGB", (64, 64), "white"), Image.new("L", (64, 64), 0)
     mask.paste(255, (8, 8, 40, 40))
-    painted = sd.generate_sd(sd.SDRequest(task="inpaint", model=BUNDLED_LABEL, image=image, mask=mask, steps=3))
+    painted = sd.generate(sd.Request(task="inpaint", model=BUNDLED_LABEL, image=image, mask=mask, steps=3))
     assert painted.info["model"] == BUNDLED_LABEL  # inpaints with the bundled base weights
     outside = np.asarray(mask) == 0
     np.testing.assert_array_equal(np.asarray(painted.images[0])[outside], np.asarray(image)[outside])

@@ -40,7 +40,7 @@ def _inpaint(mask, mask_blur=4, prompt="a cat"):
     from pipelines import stable_diffusion as sd
 
     image = Image.new("RGB", (64, 64), "white")
-    return sd.validate_sd(sd.SDRequest(task="inpaint", prompt=prompt, image=image, mask=mask, mask_blur=mask_blur))
+    return sd.validate(sd.Request(task="inpaint", prompt=prompt, image=image, mask=mask, mask_blur=mask_blur))
 
 
 def test_a_16_bit_mask_is_read_on_its_own_scale(configured):
@@ -70,17 +70,17 @@ def test_a_lone_surrogate_in_a_prompt_is_named(configured, field):
     from pipelines import unconditional as uncond
 
     with pytest.raises(ValueError, match=f"{field} has an invalid character at position 2"):
-        sd.validate_sd(sd.SDRequest(task="txt2img", **{field: "ab\ud800c"}, width=64, height=64))
+        sd.validate(sd.Request(task="txt2img", **{field: "ab\ud800c"}, width=64, height=64))
     with pytest.raises(ValueError, match="prompt has an invalid character"):
-        uncond.validate(uncond.SamplingRequest(model=configured["unet"], prompt="ab\ud800", clip_scale=1))
+        uncond.validate(uncond.Request(model=configured["unet"], prompt="ab\ud800", clip_scale=1))
     with pytest.raises(ValueError, match="color must be text"):
-        uncond.validate(uncond.SamplingRequest(model=configured["unet"], color=[1, 2], color_scale=1))
+        uncond.validate(uncond.Request(model=configured["unet"], color=[1, 2], color_scale=1))
 
 
 def test_an_empty_txt2img_prompt_runs_with_a_warning(configured):
     from pipelines import stable_diffusion as sd
 
-    result = sd.generate_sd(sd.SDRequest(task="txt2img", prompt="", steps=1, seed=1, width=64, height=64))
+    result = sd.generate(sd.Request(task="txt2img", prompt="", steps=1, seed=1, width=64, height=64))
     assert any("prompt is empty" in warning for warning in result.info["warnings"])
 
 
@@ -131,11 +131,11 @@ def test_refusals_name_the_page_label_beside_the_api_keyword(configured):
     from pipelines import unconditional as uncond
 
     with pytest.raises(ValueError, match=r'^steps must be between 1 and 1000, got 0 \("Steps" in the page\)$'):
-        uncond.validate(uncond.SamplingRequest(model=configured["unet"], steps=0))
+        uncond.validate(uncond.Request(model=configured["unet"], steps=0))
     with pytest.raises(ValueError, match=r'"CLIP guidance strength" in the page'):
-        uncond.validate(uncond.SamplingRequest(model=configured["unet"], clip_scale=2))
+        uncond.validate(uncond.Request(model=configured["unet"], clip_scale=2))
     with pytest.raises(ValueError, match=r'got 9 \("Number of images" in the page\)'):
-        sd.validate_sd(sd.SDRequest(task="txt2img", batch_size=9))
+        sd.validate(sd.Request(task="txt2img", batch_size=9))
 
 
 def test_erosion_equals_pils_min_filter_and_is_fast():
@@ -185,18 +185,18 @@ def test_recurrence_is_checked_and_needs_a_scheduler_that_can_retake_a_step(conf
 
     model = configured["unet"]
     with pytest.raises(ValueError, match=r'^recurrence must be between 1 and 4, got 5 \("Recurrence" in the page\)$'):
-        uncond.validate(uncond.SamplingRequest(model=model, color="red", color_scale=1, recurrence=5))
+        uncond.validate(uncond.Request(model=model, color="red", color_scale=1, recurrence=5))
     # A scheduler that cannot retake a step runs once per step, and says so (the CLIP tab's default is above 1).
     multistep = uncond.validate(
-        uncond.SamplingRequest(model=model, scheduler="DPM++ 2M", color="red", color_scale=1, recurrence=2, seed=1)
+        uncond.Request(model=model, scheduler="DPM++ 2M", color="red", color_scale=1, recurrence=2, seed=1)
     )
     assert multistep.recurrence == 1 and uncond.request_info(multistep)["recurrence"] == 1
     assert uncond.request_info(multistep)["warnings"] == [
         "recurrence 2 needs the DDIM or DDPM scheduler: DPM++ 2M ran with recurrence 1"
     ]
     # Unguided, nothing is retaken: any scheduler, and the parameters do not mention it.
-    plain = uncond.validate(uncond.SamplingRequest(model=model, scheduler="DPM++ 2M", recurrence=2, seed=1))
+    plain = uncond.validate(uncond.Request(model=model, scheduler="DPM++ 2M", recurrence=2, seed=1))
     assert "recurrence" not in uncond.request_info(plain)
-    guided = uncond.validate(uncond.SamplingRequest(model=model, color="red", color_scale=1, recurrence=3, seed=1))
+    guided = uncond.validate(uncond.Request(model=model, color="red", color_scale=1, recurrence=3, seed=1))
     assert uncond.request_info(guided)["recurrence"] == 3
     assert uncond.request_work(guided, 32).passes == 3

@@ -34,13 +34,13 @@ def test_off_zero_gpu_the_decorator_is_a_no_op(monkeypatch):
 
 def test_the_simulation_refuses_what_zero_gpu_cannot_pickle(configured):
     simulated = _simulate(uncond.generate_steps, budget.unconditional_seconds)
-    request = uncond.SamplingRequest(model=configured["unet"], steps=2, seed=1)
+    request = uncond.Request(model=configured["unet"], steps=2, seed=1)
     with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
         next(simulated(request, lambda: False))  # a callable cannot cross the process boundary
 
 
 def test_a_forked_worker_reports_every_step_and_returns_the_same_pixels(configured, tmp_path):
-    request = uncond.validate(uncond.SamplingRequest(model=configured["unet"], steps=4, seed=3, batch_size=2))
+    request = uncond.validate(uncond.Request(model=configured["unet"], steps=4, seed=3, batch_size=2))
     events = list(_simulate(uncond.generate_steps, budget.unconditional_seconds)(request, None))
     assert [(event.done, event.total) for event in events[:-1]] == [(step, 4) for step in range(1, 5)]
     in_process = uncond.generate(request)
@@ -51,7 +51,7 @@ def test_a_forked_worker_reports_every_step_and_returns_the_same_pixels(configur
 def test_a_stop_token_reaches_the_forked_worker_within_one_step(configured, tmp_path):
     flags = StopFlags(str(tmp_path))
     token = flags.start("session")
-    request = uncond.validate(uncond.SamplingRequest(model=configured["unet"], steps=50, seed=3))
+    request = uncond.validate(uncond.Request(model=configured["unet"], steps=50, seed=3))
     seen = []
 
     def on_step(done, total):
@@ -68,35 +68,35 @@ def test_a_stop_token_reaches_the_forked_worker_within_one_step(configured, tmp_
 def test_sd_requests_with_images_cross_the_boundary(configured):
     image, mask = Image.new("RGB", (64, 64), "white"), Image.new("L", (64, 64), 0)
     mask.paste(255, (8, 8, 40, 40))
-    request = sd.validate_sd(sd.SDRequest(task="inpaint", prompt="a cat", image=image, mask=mask, steps=2, seed=4))
-    events = list(_simulate(sd.generate_sd_steps, budget.sd_seconds)(request, StopToken("/nonexistent/stop")))
+    request = sd.validate(sd.Request(task="inpaint", prompt="a cat", image=image, mask=mask, steps=2, seed=4))
+    events = list(_simulate(sd.generate_steps, budget.sd_seconds)(request, StopToken("/nonexistent/stop")))
     assert isinstance(events[0], StepDone) and events[-1].info["task"] == "inpaint"
-    local = sd.generate_sd(request)
+    local = sd.generate(request)
     assert np.array_equal(np.asarray(events[-1].images[0]), np.asarray(local.images[0]))
 
 
 def test_an_error_in_the_worker_is_a_sentence_not_a_worker_error(configured):
-    request = uncond.SamplingRequest(model=configured["unet"], steps=2, seed=1, color_scale=1.0, color="not a color")
+    request = uncond.Request(model=configured["unet"], steps=2, seed=1, color_scale=1.0, color="not a color")
     with pytest.raises(ValueError, match="color"):
         run_steps(_simulate(uncond.generate_steps, budget.unconditional_seconds)(request, None))
 
 
 def test_durations_grow_with_the_work_and_stay_bounded():
-    small = budget.unconditional_seconds(uncond.SamplingRequest(model="m", steps=10))
-    large = budget.unconditional_seconds(uncond.SamplingRequest(model="m", steps=1000, batch_size=8))
-    clip = budget.unconditional_seconds(uncond.SamplingRequest(model="m", steps=500, clip_scale=3, cuts=64))
-    plain = budget.unconditional_seconds(uncond.SamplingRequest(model="m", steps=500))
+    small = budget.unconditional_seconds(uncond.Request(model="m", steps=10))
+    large = budget.unconditional_seconds(uncond.Request(model="m", steps=1000, batch_size=8))
+    clip = budget.unconditional_seconds(uncond.Request(model="m", steps=500, clip_scale=3, cuts=64))
+    plain = budget.unconditional_seconds(uncond.Request(model="m", steps=500))
     assert budget.MIN_SECONDS == small < plain < clip < large == budget.MAX_SECONDS
-    txt2img = budget.sd_seconds(sd.SDRequest(task="txt2img", steps=100, width=512, height=512))
-    img2img = budget.sd_seconds(sd.SDRequest(task="img2img", steps=100, width=512, height=512, strength=0.3))
+    txt2img = budget.sd_seconds(sd.Request(task="txt2img", steps=100, width=512, height=512))
+    img2img = budget.sd_seconds(sd.Request(task="img2img", steps=100, width=512, height=512, strength=0.3))
     assert (
         budget.MIN_SECONDS
         <= img2img
         < txt2img
-        < budget.sd_seconds(sd.SDRequest(task="txt2img", steps=25, width=1024, height=1024, batch_size=4))
+        < budget.sd_seconds(sd.Request(task="txt2img", steps=25, width=1024, height=1024, batch_size=4))
     )
     for hostile in (None, "abc", float("nan"), float("inf"), -5, [1]):
-        seconds = budget.sd_seconds(sd.SDRequest(task="txt2img", steps=hostile, width=hostile, batch_size=hostile))
+        seconds = budget.sd_seconds(sd.Request(task="txt2img", steps=hostile, width=hostile, batch_size=hostile))
         assert budget.MIN_SECONDS <= seconds <= budget.MAX_SECONDS
 
 

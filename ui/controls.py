@@ -9,15 +9,13 @@ import gradio as gr
 import PIL.Image
 from gradio.utils import get_upload_folder
 
-from pipelines import stable_diffusion as sd
 from pipelines import unconditional as uncond
-from pipelines.batches import MAX_BATCH_COUNT
 from pipelines.bundled import BUNDLED_LABEL
-from pipelines.clip import DEFAULT_CUTS, MAX_CUTS
-from pipelines.config import uncond_models
 from pipelines.images import MAX_UPLOAD_PIXELS
 from pipelines.outputs import image_parameters, zip_max_megabytes, zip_outputs
+from pipelines.params import PIXEL, SD, keywords, param
 from pipelines.tabs import family
+from ui.handlers import HANDLERS
 from ui.jobs import GPU_QUEUE
 from ui_components import Dropdown, Image, Number, Radio, Slider, Textbox, name_inputs
 
@@ -25,8 +23,6 @@ GRADIENT_LABELS = [
     ("x0 (fast: no backprop through the UNet)", "x0"),
     ("through the UNet (slower, more memory)", "unet"),
 ]
-
-
 
 
 @dataclass
@@ -48,39 +44,44 @@ class PageParts:
     galleries: dict = field(default_factory=dict)  # prefix -> (Gallery, selected index State, to img2img, to inpaint)
 
 
-def seed_box(prefix: str, page: PageParts) -> Number:
+def slider(tab: str, name: str, **options) -> Slider:
+    """The slider of keyword `name` in tab `tab`: range, step, starting value and label from the parameter table."""
+    entry = param(tab, name)
+    return Slider(
+        entry.low, entry.high, **(dict(value=entry.default, step=entry.step, label=entry.page_label()) | options)
+    )
+
+
+def dropdown(tab: str, name: str, **options) -> Dropdown:
+    """The menu of keyword `name` in tab `tab`: its choices, the tab's default (else the first choice) and label."""
+    entry = param(tab, name)
+    choices = list(entry.options())
+    value = choices[0] if entry.default is None else entry.default
+    return Dropdown(choices, **(dict(value=value, label=entry.page_label()) | options))
+
+
+def seed_box(tab: str, prefix: str, page: PageParts) -> Number:
     """The seed box every tab shares, with a button that puts the selected (or last) image's seed back in it."""
-    seed = Number(-1, precision=0, label="Seed (-1 = random; image i uses seed + i)", elem_id=f"{prefix}-seed")
+    entry = param(tab, "seed")
+    seed = Number(entry.default, precision=0, label=entry.page_label(), elem_id=f"{prefix}-seed")
     reuse = gr.Button("Reuse seed", size="sm", scale=0, min_width=90, elem_id=f"{prefix}-reuse-seed")
     page.seeds[prefix] = (seed, reuse)
     return seed
 
 
-def batch_count_slider(prefix: str) -> Slider:
-    """Batches run one after another in one click, seeds continuing."""
-    return Slider(
-        1, MAX_BATCH_COUNT, value=1, step=1, label="Batch count (seeds continue)", elem_id=f"{prefix}-batch-count"
-    )
-
-
-def sampling_controls(prefix: str, page: PageParts) -> dict[str, gr.components.Component]:
-    """Model, scheduler, steps, eta, batch size and seed controls shared by the three tabs."""
-    models = uncond_models()
+def sampling_controls(tab: str, prefix: str, page: PageParts) -> dict[str, gr.components.Component]:
+    """Model, scheduler, steps, eta, batch size, batch count and seed controls shared by the three pixel tabs."""
     controls = {
-        "model": Dropdown(models, value=models[0], label="Model", elem_id=f"{prefix}-model"),
-        "scheduler": Dropdown(list(uncond.SCHEDULERS), value="DDIM", label="Scheduler"),
+        "model": dropdown(tab, "model", elem_id=f"{prefix}-model"),
+        "scheduler": dropdown(tab, "scheduler"),
     }
     with gr.Row():
-        controls["steps"] = Slider(
-            1, uncond.MAX_STEPS, value=uncond.DEFAULT_STEPS, step=1, label="Steps", elem_id=f"{prefix}-steps"
-        )
-        controls["eta"] = Slider(
-            0, 1, value=uncond.DEFAULT_ETA, step=0.05, label="Eta (DDIM only; 0 = deterministic, 1 = ancestral)"
-        )
+        controls["steps"] = slider(tab, "steps", elem_id=f"{prefix}-steps")
+        controls["eta"] = slider(tab, "eta")
     with gr.Row():
-        controls["batch_size"] = Slider(1, uncond.MAX_BATCH, value=1, step=1, label="Batch size")
-        controls["batch_count"] = batch_count_slider(prefix)
-        controls["seed"] = seed_box(prefix, page)
+        controls["batch_size"] = slider(tab, "batch_size")
+        controls["batch_count"] = slider(tab, "batch_count", elem_id=f"{prefix}-batch-count")
+        controls["seed"] = seed_box(tab, prefix, page)
     return controls
 
 
@@ -112,131 +113,129 @@ def outputs(prefix: str, page: PageParts):
     gallery.select(selected_index, None, selected, api_visibility="private", concurrency_limit=None)
     generate_button.click(lambda: None, None, selected, api_visibility="private", concurrency_limit=None)
     page.galleries[prefix] = (gallery, selected, to_img2img, to_inpaint)
-    previews = gr.Checkbox(
-        True,
-        label="Live previews (the predicted image every few steps or about once a second, while it samples)",
-        elem_id=f"{prefix}-previews",
-    )
+    entry = PIXEL["previews"]
+    previews = gr.Checkbox(entry.default, label=entry.page_label(), elem_id=f"{prefix}-previews")
     info = gr.JSON(label="Info")
     return generate_button, stop_button, gallery, info, previews
 
 
-def wire(fn, inputs, tab_outputs, api_name: str):
-    """Connect Generate for one tab (all tabs share one GPU queue slot); returns (event, stop button)."""
-    generate_button, stop_button, gallery, info, previews = tab_outputs
-    inputs = [*inputs, previews]
-    name_inputs(fn, inputs)
-    event = generate_button.click(
-        fn, inputs, [gallery, info], api_name=api_name, concurrency_id=GPU_QUEUE, concurrency_limit=1
+def tab_inputs(tab: str, controls: dict) -> list:
+    """A tab's controls in its endpoint's argument order, each named by the keyword it fills."""
+    inputs = [controls[name] for name in keywords(tab)]
+    name_inputs(HANDLERS[tab], inputs)
+    return inputs
+
+
+def wire(tab: str, controls: dict, tab_outputs) -> list:
+    """Connect Generate for one tab to its endpoint (all tabs share one GPU queue slot); returns its inputs."""
+    generate_button, _, gallery, info, previews = tab_outputs
+    inputs = tab_inputs(tab, controls | {"previews": previews})
+    generate_button.click(
+        HANDLERS[tab], inputs, [gallery, info], api_name=tab, concurrency_id=GPU_QUEUE, concurrency_limit=1
     )
-    return event, stop_button
+    return inputs
 
 
-def prompts(prefix: str):
+def prompts(tab: str, prefix: str) -> dict[str, gr.components.Component]:
     """Prompt and negative prompt boxes."""
-    prompt = Textbox(
-        "", label="Prompt", lines=2, placeholder="a watercolor fox in the snow", elem_id=f"{prefix}-prompt"
-    )
-    negative = Textbox("", label="Negative prompt", placeholder="blurry, low quality")
-    return prompt, negative
+    return {
+        "prompt": Textbox(
+            param(tab, "prompt").default,
+            label=param(tab, "prompt").label,
+            lines=2,
+            placeholder="a watercolor fox in the snow",
+            elem_id=f"{prefix}-prompt",
+        ),
+        "negative_prompt": Textbox(
+            param(tab, "negative_prompt").default,
+            label=param(tab, "negative_prompt").label,
+            placeholder="blurry, low quality",
+        ),
+    }
 
 
-def sd_model_choice():
-    """The Stable Diffusion model dropdown (SD_MODEL, and the bundled emoji preset when present)."""
-    models = sd.sd_models()
-    return Dropdown(models, value=models[0], label="Model")
-
-
-def sd_sampling_controls(prefix: str):
+def sd_sampling_controls(tab: str) -> dict[str, gr.components.Component]:
     """Scheduler, steps and classifier-free guidance scale for the Stable Diffusion tabs."""
-    scheduler = Dropdown(list(sd.SD_SCHEDULERS), value=sd.DEFAULT_SD_SCHEDULER, label="Scheduler")
+    controls = {"scheduler": dropdown(tab, "scheduler")}
     with gr.Row():
-        steps = Slider(1, sd.MAX_SD_STEPS, value=sd.DEFAULT_SD_STEPS, step=1, label="Steps", elem_id=f"{prefix}-steps")
-        guidance = Slider(0, sd.MAX_GUIDANCE, value=sd.DEFAULT_GUIDANCE, step=0.5, label="Guidance scale (CFG)")
-    return scheduler, steps, guidance
+        controls["steps"] = slider(tab, "steps", elem_id=f"{tab}-steps")
+        controls["guidance_scale"] = slider(tab, "guidance_scale")
+    return controls
 
 
-def sd_batch_and_seed(prefix: str, page: PageParts):
+def sd_batch_and_seed(tab: str, page: PageParts) -> dict[str, gr.components.Component]:
     """Number of images, batch count and seed for the Stable Diffusion tabs."""
     with gr.Row():
-        batch_size = Slider(1, sd.MAX_SD_BATCH, value=1, step=1, label="Number of images")
-        batch_count = batch_count_slider(prefix)
-        seed = seed_box(prefix, page)
-    return batch_size, batch_count, seed
+        return {
+            "batch_size": slider(tab, "batch_size"),
+            "batch_count": slider(tab, "batch_count", elem_id=f"{tab}-batch-count"),
+            "seed": seed_box(tab, tab, page),
+        }
 
 
-def sd_guidance_controls(prefix: str):
+def color_picker(tab: str, prefix: str) -> gr.ColorPicker:
+    """The target color of color guidance."""
+    entry = param(tab, "color")
+    return gr.ColorPicker(entry.default, label=entry.page_label(), elem_id=f"{prefix}-color")
+
+
+def sd_guidance_controls(tab: str) -> dict[str, gr.components.Component]:
     """Optional guidance for a Stable Diffusion tab: a color (target, strength, what the loss sees) and a CLIP
-    prompt (text, strength, cutouts); strength 0 turns each off."""
+    prompt (text, strength, cutouts) or reference picture; strength 0 turns each off."""
+    controls = {}
     with gr.Accordion("Color guidance", open=False):
         with gr.Row():
-            color = gr.ColorPicker("#1e90ff", label="Target color", elem_id=f"{prefix}-color")
-            color_scale = Slider(
-                0,
-                sd.MAX_SD_COLOR_SCALE,
-                value=0,
-                step=0.1,
-                label=f"Color strength (0 = off, {sd.DEFAULT_SD_COLOR_SCALE:g} = clear)",
-            )
-        decoder = Radio(
-            list(sd.COLOR_DECODERS),
-            value="auto",
-            label="Color decoder (auto: the model's choice; cheap: linear latent-to-RGB map, nearly free; vae: exact)",
-        )
+            controls["color"] = color_picker(tab, tab)
+            controls["color_scale"] = slider(tab, "color_scale")
+        entry = param(tab, "color_decoder")
+        controls["color_decoder"] = Radio(list(entry.options()), value=entry.default, label=entry.page_label())
     with gr.Accordion("CLIP guidance", open=False):
-        clip_prompt = Textbox("", label="CLIP prompt", placeholder="a red heart", elem_id=f"{prefix}-clip-prompt")
+        controls["clip_prompt"] = Textbox(
+            param(tab, "clip_prompt").default,
+            label=param(tab, "clip_prompt").label,
+            placeholder="a red heart",
+            elem_id=f"{tab}-clip-prompt",
+        )
         with gr.Row():
-            clip_scale = Slider(
-                0,
-                sd.MAX_SD_CLIP_SCALE,
-                value=0,
-                step=0.1,
-                label=f"CLIP guidance strength (0 = off, {sd.DEFAULT_SD_CLIP_SCALE:g} = clear)",
-            )
-            cuts = Slider(1, MAX_CUTS, value=DEFAULT_CUTS, step=1, label="Cutouts per image")
-        clip_image, clip_image_scale = reference_controls(prefix, sd.DEFAULT_SD_CLIP_SCALE, sd.MAX_SD_CLIP_SCALE)
-    return color, color_scale, decoder, clip_prompt, clip_scale, cuts, clip_image, clip_image_scale
+            controls["clip_scale"] = slider(tab, "clip_scale")
+            controls["cuts"] = slider(tab, "cuts")
+        controls.update(reference_controls(tab, tab))
+    return controls
 
 
-def reference_controls(prefix: str, default: float, maximum: float):
-    """A reference picture for CLIP guidance and its strength; uploading one sets a strength of 0 to `default`."""
+def reference_controls(tab: str, prefix: str) -> dict[str, gr.components.Component]:
+    """A reference picture for CLIP guidance and its strength; uploading one sets a strength of 0 to a clear one."""
+    entry = param(tab, "clip_image_scale")
     with gr.Row():
         clip_image = Image(
             type="pil",
             image_mode=None,
             format="png",
-            label="Reference image (CLIP guidance toward a picture)",
+            label=param(tab, "clip_image").page_label(),
             height=160,
             elem_id=f"{prefix}-clip-image",
         )
-        clip_image_scale = Slider(
-            0, maximum, value=0, step=0.1, label=f"Reference strength (0 = off, {default:g} = clear)"
-        )
+        clip_image_scale = slider(tab, "clip_image_scale")
     clip_image.upload(
-        lambda scale: gr.update(value=default) if not scale else gr.update(),
+        lambda scale: gr.update(value=entry.clear) if not scale else gr.update(),
         clip_image_scale,
         clip_image_scale,
         api_visibility="private",
         concurrency_limit=None,
     )
-    return clip_image, clip_image_scale
+    return {"clip_image": clip_image, "clip_image_scale": clip_image_scale}
 
 
-def guidance_options(prefix: str, recurrence: int = 1):
-    """Compare toggle, gradient method and recurrence (starting at `recurrence`), shared by the guided tabs."""
+def guidance_options(tab: str, prefix: str) -> dict[str, gr.components.Component]:
+    """Compare toggle, gradient method and recurrence, shared by the guided pixel tabs."""
     with gr.Accordion("Options", open=False):
-        compare = gr.Checkbox(False, label="Also show the unguided image of the same seed", elem_id=f"{prefix}-compare")
-        method = Radio(GRADIENT_LABELS, value="x0", label="Guidance gradient")
-        retakes = Slider(
-            1,
-            uncond.MAX_RECURRENCE,
-            value=recurrence,
-            step=1,
-            label="Recurrence (each guided step taken this many times: slower, keeps images on the model's data; "
-            "DDIM and DDPM)",
-            elem_id=f"{prefix}-recurrence",
-        )
-    return compare, method, retakes
+        compare = param(tab, "compare")
+        method = param(tab, "gradient_method")
+        return {
+            "compare": gr.Checkbox(compare.default, label=compare.page_label(), elem_id=f"{prefix}-compare"),
+            "gradient_method": Radio(GRADIENT_LABELS, value=method.default, label=method.page_label()),
+            "recurrence": slider(tab, "recurrence", elem_id=f"{prefix}-recurrence"),
+        }
 
 
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
@@ -320,7 +319,7 @@ def reuse_seed(gallery: list | None, index: int | None):
 
 
 # The largest gallery a tab makes: batch_count batches of the largest batch, each image with its unguided twin.
-ZIP_MAX_IMAGES = MAX_BATCH_COUNT * max(uncond.MAX_BATCH, sd.MAX_SD_BATCH) * 2
+ZIP_MAX_IMAGES = int(PIXEL["batch_count"].high * max(PIXEL["batch_size"].high, SD["batch_size"].high) * 2)
 
 
 def zip_folder() -> str:

@@ -4,40 +4,43 @@ from __future__ import annotations
 
 import gradio as gr
 
+from pipelines.params import param
 from ui.controls import (
     PageParts,
     Tab,
+    dropdown,
     examples,
     outputs,
     prompts,
     sd_batch_and_seed,
     sd_guidance_controls,
-    sd_model_choice,
     sd_sampling_controls,
+    slider,
     wire,
 )
-from ui.handlers import img2img
 from ui.sweep import sweep_controls, wire_sweep
-from ui_components import Image, Slider
+from ui_components import Image
+
+TAB = "img2img"
 
 
 def build(page: PageParts) -> Tab:
     """An input image, prompts and a strength (how much of the input is re-noised); its input comes first."""
     with gr.Row():
         with gr.Column():
-            sd_model = sd_model_choice()
-            image = Image(type="pil", image_mode=None, format="png", label="Input image", elem_id="img2img-image")
-            prompt, negative = prompts("img2img")
-            strength = Slider(0, 1, value=0.75, step=0.01, label="Strength (0 keeps the input, 1 replaces it)")
-            scheduler, steps, guidance = sd_sampling_controls("img2img")
-            batch_size, batch_count, seed = sd_batch_and_seed("img2img", page)
-            color_controls = sd_guidance_controls("img2img")
-            sweep_parts = sweep_controls("img2img")
-            examples("img2img", [image, prompt, strength, seed])
+            controls = {"model": dropdown(TAB, "model")}
+            controls["image"] = Image(
+                type="pil", image_mode=None, format="png", label=param(TAB, "image").label, elem_id="img2img-image"
+            )
+            controls |= prompts(TAB, TAB)
+            controls["strength"] = slider(TAB, "strength")
+            controls |= sd_sampling_controls(TAB)
+            controls |= sd_batch_and_seed(TAB, page)
+            controls |= sd_guidance_controls(TAB)
+            sweep_parts = sweep_controls(TAB)
+            examples(TAB, [controls["image"], controls["prompt"], controls["strength"], controls["seed"]])
         with gr.Column():
-            tab_outputs = outputs("img2img", page)
-    inputs = [image, prompt, negative, scheduler, steps, guidance, strength, batch_size, seed, sd_model]
-    inputs += [*color_controls, batch_count]
-    wire(img2img, inputs, tab_outputs, "img2img")
-    wire_sweep("img2img", sweep_parts, inputs, *tab_outputs[2:4])
-    return Tab(inputs, tab_outputs[1], picture=image)
+            tab_outputs = outputs(TAB, page)
+    inputs = wire(TAB, controls, tab_outputs)
+    wire_sweep(TAB, sweep_parts, inputs, *tab_outputs[2:4])
+    return Tab(inputs, tab_outputs[1], picture=controls["image"])

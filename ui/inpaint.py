@@ -6,23 +6,26 @@ import gradio as gr
 import numpy as np
 import PIL.Image
 
-from pipelines import stable_diffusion as sd
-from pipelines.images import MAX_OUTPAINT
+from pipelines.params import OUTPAINT, param
 from ui.controls import (
     PageParts,
     Tab,
+    dropdown,
     examples,
     outputs,
     prompts,
     sd_batch_and_seed,
     sd_guidance_controls,
-    sd_model_choice,
     sd_sampling_controls,
+    slider,
+    tab_inputs,
 )
-from ui.handlers import inpaint
+from ui.handlers import HANDLERS
 from ui.jobs import GPU_QUEUE
 from ui.sweep import sweep_controls, wire_sweep
-from ui_components import Image, ImageMask, Slider, name_inputs
+from ui_components import Image, ImageMask
+
+TAB = "inpaint"
 
 
 def mask_from_editor(editor_value: dict | None) -> tuple[PIL.Image.Image, PIL.Image.Image]:
@@ -51,17 +54,14 @@ def split_editor(editor_value):
         raise gr.Error(str(error)) from None
 
 
-def outpaint_controls():
-    """Outpainting: px to add on each side of the image (0 = none)."""
+def outpaint_controls() -> dict[str, gr.components.Component]:
+    """Outpainting: px to add on each side of the image (0 = none), two sides a row."""
+    sliders = {}
     with gr.Accordion("Outpainting: extend the canvas (the new area is repainted, the image kept)", open=False):
-        with gr.Row():
-            sides = [
-                Slider(
-                    0, MAX_OUTPAINT, value=0, step=8, label=f"{side.title()} (px)", elem_id=f"inpaint-outpaint-{side}"
-                )
-                for side in ("left", "right", "top", "bottom")
-            ]
-    return sides
+        for pair in (OUTPAINT[:2], OUTPAINT[2:]):
+            with gr.Row():
+                sliders |= {name: slider(TAB, name, elem_id=f"inpaint-{name.replace('_', '-')}") for name in pair}
+    return sliders
 
 
 def build(page: PageParts) -> Tab:
@@ -69,7 +69,7 @@ def build(page: PageParts) -> Tab:
     the editor into image and mask first, so the page runs the same /inpaint code as the API."""
     with gr.Row():
         with gr.Column():
-            sd_model = sd_model_choice()
+            controls = {"model": dropdown(TAB, "model")}
             editor = ImageMask(
                 type="pil",
                 format="png",
@@ -80,36 +80,35 @@ def build(page: PageParts) -> Tab:
                 # Semi-transparent: the picture stays visible under the mask; the size follows the image.
                 brush=gr.Brush(colors=[("#ff3b30", 0.55)], default_size="auto", color_mode="fixed"),
             )
-            prompt, negative = prompts("inpaint")
+            controls |= prompts(TAB, TAB)
             with gr.Row():
-                strength = Slider(0, 1, value=1.0, step=0.01, label="Strength")
-                mask_blur = Slider(0, sd.MAX_MASK_BLUR, value=4, step=1, label="Mask blur (px, inward)")
-            scheduler, steps, guidance = sd_sampling_controls("inpaint")
-            batch_size, batch_count, seed = sd_batch_and_seed("inpaint", page)
-            color_controls = sd_guidance_controls("inpaint")
-            outpaint = outpaint_controls()
-            sweep_parts = sweep_controls("inpaint")
-            examples("inpaint", [editor, prompt, seed])
+                controls["strength"] = slider(TAB, "strength")
+                controls["mask_blur"] = slider(TAB, "mask_blur")
+            controls |= sd_sampling_controls(TAB)
+            controls |= sd_batch_and_seed(TAB, page)
+            controls |= sd_guidance_controls(TAB)
+            controls |= outpaint_controls()
+            sweep_parts = sweep_controls(TAB)
+            examples(TAB, [editor, controls["prompt"], controls["seed"]])
             with gr.Accordion("Image and mask sent to the model", open=False), gr.Row():
-                plain_image = Image(type="pil", image_mode=None, format="png", label="Image", interactive=False)
-                plain_mask = Image(
-                    type="pil", image_mode=None, format="png", label="Mask (white = repaint)", interactive=False
-                )
+                for name in ("image", "mask"):
+                    entry = param(TAB, name)
+                    controls[name] = Image(
+                        type="pil", image_mode=None, format="png", label=entry.page_label(), interactive=False
+                    )
         with gr.Column():
-            generate_button, stop_button, gallery, info, previews = outputs("inpaint", page)
+            generate_button, stop_button, gallery, info, controls["previews"] = outputs(TAB, page)
 
     editor.api_keyword = "image"  # what its refusals name: the picture it holds
 
     def split_first(button: gr.Button):
         return button.click(
-            split_editor, editor, [plain_image, plain_mask], api_visibility="private", concurrency_limit=2
+            split_editor, editor, [controls["image"], controls["mask"]], api_visibility="private", concurrency_limit=2
         )
 
-    inputs = [plain_image, plain_mask, prompt, negative, scheduler, steps, guidance, strength, batch_size, seed]
-    inputs += [mask_blur, sd_model, *color_controls, *outpaint, batch_count, previews]
-    name_inputs(inpaint, inputs)
+    inputs = tab_inputs(TAB, controls)
     split_first(generate_button).then(
-        inpaint, inputs, [gallery, info], api_name="inpaint", concurrency_id=GPU_QUEUE, concurrency_limit=1
+        HANDLERS[TAB], inputs, [gallery, info], api_name=TAB, concurrency_id=GPU_QUEUE, concurrency_limit=1
     )
-    wire_sweep("inpaint", sweep_parts, inputs, gallery, info, first=split_first)
+    wire_sweep(TAB, sweep_parts, inputs, gallery, info, first=split_first)
     return Tab(inputs, stop_button, picture=editor)

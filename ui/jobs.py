@@ -9,6 +9,7 @@ import time
 
 import gradio as gr
 
+from pipelines import params
 from pipelines.batches import batch_requests
 from pipelines.cache import ModelUnavailableError
 from pipelines.jobs import STOP_FLAGS, JobFailed, Preview, StepDone
@@ -24,7 +25,7 @@ GPU_QUEUE = "gpu"  # every generating event shares one queue slot: one job on th
 
 
 # Handler arguments that are not one generation's parameters.
-HANDLER_ONLY = ("batch_count", "previews", "request", "progress")
+HANDLER_ONLY = (*params.HANDLER_ONLY, "request", "progress")
 
 
 def session_of(request: gr.Request | None) -> str:
@@ -200,7 +201,8 @@ _QUEUED_STOP_MAX_AGE = 3600.0
 
 def _pending_event_ids(session: str) -> list[str]:
     """Ids of `session`'s generation jobs waiting in Gradio's queue or just taken from it (such a job holds no stop
-    token until its handler reaches `job_token`); read from Gradio's internals: none if they ever change."""
+    token until its handler reaches `job_token`); read from Gradio's private queue (it has no public API that lists
+    queued events): none if that ever changes."""
     from gradio.context import LocalContext
 
     try:

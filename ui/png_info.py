@@ -9,40 +9,24 @@ import gradio as gr
 
 from guidance.colors import shown
 from pipelines import stable_diffusion as sd
-from pipelines import unconditional as uncond
-from pipelines.clip import MAX_CUTS
 from pipelines.infotext import decoder_choice, pixel_task, request_values, unrecorded_defaults
 from pipelines.outputs import image_parameters
+from pipelines.params import PIXEL, SD
 from pipelines.tabs import LABELS, is_sd
-from pipelines.validation import MAX_SEED, number, text, typed
+from pipelines.validation import number, text, typed
 from ui_components import Image
 
 logger = logging.getLogger("studio")
-# What the tabs' numeric controls take: (kind, lowest, highest) over every tab that has the control. A value read
-# from a PNG outside it is no setting of the studio: it is left out, and named in "not_used".
+# What the tabs' controls take: numbers (kind, lowest, highest over every tab that has the control), texts (and the
+# recorded texts that choose the tab), flags. A value read from a PNG outside them is no setting of the studio: it is
+# left out, and named in "not_used".
 NUMBERS: dict[str, tuple[type, float, float]] = {
-    "steps": (int, 1, max(uncond.MAX_STEPS, sd.MAX_SD_STEPS)),
-    "seed": (int, -1, MAX_SEED),
-    "batch_size": (int, 1, max(uncond.MAX_BATCH, sd.MAX_SD_BATCH)),
-    "width": (int, sd.MIN_SIZE, sd.MAX_SIZE),
-    "height": (int, sd.MIN_SIZE, sd.MAX_SIZE),
-    "guidance_scale": (float, 0.0, sd.MAX_GUIDANCE),
-    "strength": (float, 0.0, 1.0),
-    "mask_blur": (int, 0, sd.MAX_MASK_BLUR),
-    "color_scale": (float, 0.0, max(uncond.MAX_COLOR_SCALE, sd.MAX_SD_COLOR_SCALE)),
-    "clip_scale": (float, 0.0, max(uncond.MAX_CLIP_SCALE, sd.MAX_SD_CLIP_SCALE)),
-    "clip_image_scale": (float, 0.0, max(uncond.MAX_CLIP_SCALE, sd.MAX_SD_CLIP_SCALE)),
-    "cuts": (int, 1, MAX_CUTS),
-    "eta": (float, 0.0, 1.0),
-    "recurrence": (int, 1, uncond.MAX_RECURRENCE),
-    **{f"outpaint_{side}": (int, 0, sd.MAX_OUTPAINT) for side in ("left", "right", "top", "bottom")},
+    name: (entries[0].kind, min(entry.low for entry in entries), max(entry.high for entry in entries))
+    for name in {**PIXEL, **SD}
+    if (entries := [table[name] for table in (PIXEL, SD) if name in table])[0].kind in (int, float)
 }
-# The tabs' text controls, and the recorded texts that choose the tab.
-TEXTS = (
-    *("prompt", "negative_prompt", "clip_prompt", "color", "model", "scheduler", "gradient_method", "color_decoder"),
-    *("task", "kind"),
-)
-FLAGS = ("compare",)
+TEXTS = (*(name for name, entry in (PIXEL | SD).items() if entry.kind is str), "task", "kind")
+FLAGS = tuple(name for name, entry in (PIXEL | SD).items() if entry.kind is bool)
 MAX_NOT_USED = 20  # messages listed at most: a hostile file can hold thousands of unusable values
 
 

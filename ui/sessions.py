@@ -35,7 +35,8 @@ def guard_queue(demo: gr.Blocks, exempt_api_names: tuple[str, ...]) -> None:
 
     Gradio's `Queue.push` refuses any event once `max_size` events wait, whatever their concurrency group, so a
     Stop sent while others' jobs fill the queue would be answered 503; the same limit is applied here to every
-    other event instead. An empty session hash would leave a broken event in the queue and answer 500."""
+    other event instead. An empty session hash would leave a broken event in the queue and answer 500. Gradio has no
+    public hook for either: its private queue's `push` is wrapped."""
     queue = demo._queue
     limit, queue.max_size = queue.max_size, None
     exempt = {fn_id for fn_id, fn in demo.fns.items() if fn.api_name in exempt_api_names}

@@ -3,16 +3,14 @@ Sweep section."""
 
 from __future__ import annotations
 
-import inspect
-import typing
-
 import gradio as gr
 
 from guidance.colors import shown
 from pipelines.limits import check_total, server_limits
 from pipelines.outputs import save_png
-from pipelines.sweep import MAX_CELLS, SWEEPABLE, plan_sweep, sweep_grid, value_label
-from pipelines.tabs import LABELS, PICTURES, family
+from pipelines.params import PICTURE, PICTURES, defaults, keywords, param, sweepable
+from pipelines.sweep import MAX_CELLS, plan_sweep, sweep_grid, value_label
+from pipelines.tabs import LABELS, family
 from pipelines.validation import resolve_seed, typed
 from ui.handlers import HANDLERS
 from ui.jobs import (
@@ -35,28 +33,20 @@ def tab_job(tab: str, fields: dict):
     return runs.generate_steps, runs.validate, runs.request(tab, fields)
 
 
-def setting_kind(annotation) -> tuple[type | None, bool]:
-    """(The type an endpoint keyword takes: bool, int, float or str, None for a picture; whether it may be None)
-    from its handler annotation."""
-    arguments = [item for item in typing.get_args(annotation) if item is not type(None)] or [annotation]
-    kind = arguments[0] if arguments[0] in (bool, int, float, str) else None
-    return kind, type(None) in typing.get_args(annotation)
-
-
 def typed_settings(tab: str, settings: dict) -> dict:
     """`settings` checked as the endpoint checks its own arguments: each value of its keyword's type (2, not "2" or
-    True, for steps), pictures refused (they are the sweep's image, mask and clip_image arguments)."""
-    hints = typing.get_type_hints(HANDLERS[tab])
+    True, for steps; none where the keyword's default is none), pictures refused (they are the sweep's image, mask
+    and clip_image arguments)."""
     checked = {}
     for key, value in settings.items():
-        if key in PICTURES:
+        entry = param(tab, key)
+        if entry.kind is PICTURE:
             raise ValueError(f"settings: {key} is a picture; pass it as the sweep's {key} argument, not in settings")
-        kind, optional = setting_kind(hints.get(key))
-        if kind is None or (value is None and optional):
+        if value is None and entry.default is None:
             checked[key] = value
             continue
         try:
-            checked[key] = typed(key, value, kind)
+            checked[key] = typed(key, value, entry.kind)
         except ValueError as error:
             raise ValueError(f"settings: {error}") from None
     return checked
@@ -65,21 +55,18 @@ def typed_settings(tab: str, settings: dict) -> dict:
 def tab_settings(tab: str, settings: dict | None, pictures: dict) -> dict:
     """A tab's keyword values for a sweep: the endpoint's defaults, then `settings` (typed as the endpoint's own
     arguments), then the pictures given; an unknown keyword is refused by name."""
-    parameters = inspect.signature(HANDLERS[tab]).parameters
-    keywords = [name for name in parameters if name not in HANDLER_ONLY]
+    names = [name for name in keywords(tab) if name not in HANDLER_ONLY]
     if settings is not None and not isinstance(settings, dict):
         raise ValueError(f"settings must be a dict of {tab} keyword values, got {type(settings).__name__}")
-    unknown = sorted(set(settings or {}) - set(keywords) - set(HANDLER_ONLY))
+    unknown = sorted(set(settings or {}) - set(names) - set(HANDLER_ONLY))
     if unknown:
         listed = ", ".join(shown(key) for key in unknown[:5]) + (f" and {len(unknown) - 5} more" * (len(unknown) > 5))
-        raise ValueError(f"settings: {listed} is not a keyword of /{tab} ({', '.join(keywords)})")
-    fields = {
-        name: parameters[name].default for name in keywords if parameters[name].default is not inspect.Parameter.empty
-    }
-    fields.update({key: value for key, value in typed_settings(tab, settings or {}).items() if key in keywords})
-    fields.update({key: value for key, value in pictures.items() if key in keywords and value is not None})
+        raise ValueError(f"settings: {listed} is not a keyword of /{tab} ({', '.join(names)})")
+    fields = {name: value for name, value in defaults(tab).items() if name in names}
+    fields.update({key: value for key, value in typed_settings(tab, settings or {}).items() if key in names})
+    fields.update({key: value for key, value in pictures.items() if key in names and value is not None})
     fields["compare"] = False  # one image per cell
-    return {key: value for key, value in fields.items() if key in keywords}
+    return {key: value for key, value in fields.items() if key in names}
 
 
 def sweep(
@@ -151,9 +138,8 @@ def sweep(
 def sweep_controls(tab: str):
     """A tab's "Sweep" section: the parameter to vary, its values, optional seeds, and the button."""
     with gr.Accordion("Sweep: compare values side by side", open=False):
-        parameter = Dropdown(
-            list(SWEEPABLE[tab]), value=SWEEPABLE[tab][0], label="Parameter", elem_id=f"{tab}-sweep-parameter"
-        )
+        choices = sweepable(tab)
+        parameter = Dropdown(list(choices), value=choices[0], label="Parameter", elem_id=f"{tab}-sweep-parameter")
         with gr.Row():
             values = Textbox("", label="Values (columns)", placeholder="0, 0.5, 1, 2", elem_id=f"{tab}-sweep-values")
             seeds = Textbox("", label="Seeds (rows; empty: the seed above)", placeholder="1, 2, 3")
@@ -178,7 +164,7 @@ def wire_sweep(tab: str, controls, inputs: list, gallery, info, first=None) -> N
         concurrency_limit=None,
     )
     sweep_inputs = [gr.State(tab), parameter, values, seeds, settings]
-    sweep_inputs += [pictures.get(name, none) for name in ("image", "mask", "clip_image")]
+    sweep_inputs += [pictures.get(name, none) for name in PICTURES]
     gathered.then(
         sweep,
         sweep_inputs,

@@ -8,21 +8,24 @@ import gradio as gr
 
 from pipelines import stable_diffusion as sd
 from pipelines.bundled import hub_unreachable
+from pipelines.params import param
 from ui.controls import (
     PageParts,
     Tab,
+    dropdown,
     examples,
     outputs,
     prompts,
     sd_batch_and_seed,
     sd_guidance_controls,
-    sd_model_choice,
     sd_sampling_controls,
+    slider,
     wire,
 )
-from ui.handlers import txt2img
 from ui.sweep import sweep_controls, wire_sweep
-from ui_components import Slider
+
+TAB = "txt2img"
+SIDES = ("width", "height")
 
 
 def native_size_or_none(model: str) -> int | None:
@@ -39,8 +42,8 @@ def native_size_update(model: str):
     if size is None:  # config not reachable: leave the sliders as they are
         return gr.update(), gr.update()
     value = sd.slider_size(size)
-    width = gr.update(value=value, label=f"Width (native {size})")
-    return width, gr.update(value=value, label=f"Height (native {size})")
+    width, height = (gr.update(value=value, label=f"{param(TAB, side).label} (native {size})") for side in SIDES)
+    return width, height
 
 
 def size_preset_update(model: str, preset: str):
@@ -54,14 +57,12 @@ def build(page: PageParts) -> Tab:
     size = sd.default_size(sd.sd_models()[0])
     with gr.Row():
         with gr.Column():
-            sd_model = sd_model_choice()
-            prompt, negative = prompts("txt2img")
-            scheduler, steps, guidance = sd_sampling_controls("txt2img")
+            controls = {"model": dropdown(TAB, "model"), **prompts(TAB, TAB), **sd_sampling_controls(TAB)}
             with gr.Row():
-                width, height = (
-                    Slider(sd.MIN_SIZE, sd.MAX_SIZE, value=sd.slider_size(size), step=8, label=label)
-                    for label in (f"Width (native {size})", f"Height (native {size})")
-                )
+                for side in SIDES:
+                    controls[side] = slider(
+                        TAB, side, value=sd.slider_size(size), label=f"{param(TAB, side).label} (native {size})"
+                    )
             with gr.Row():
                 presets = {
                     preset: gr.Button(
@@ -69,22 +70,21 @@ def build(page: PageParts) -> Tab:
                     )
                     for preset, (across, down) in sd.SIZE_PRESETS.items()
                 }
-            batch_size, batch_count, seed = sd_batch_and_seed("txt2img", page)
-            color_controls = sd_guidance_controls("txt2img")
-            sweep_parts = sweep_controls("txt2img")
-            examples("txt2img", [prompt, steps, seed])
+            controls |= sd_batch_and_seed(TAB, page)
+            controls |= sd_guidance_controls(TAB)
+            sweep_parts = sweep_controls(TAB)
+            examples(TAB, [controls["prompt"], controls["steps"], controls["seed"]])
         with gr.Column():
-            tab_outputs = outputs("txt2img", page)
-    inputs = [prompt, negative, scheduler, steps, guidance, width, height, batch_size, seed, sd_model]
-    inputs += [*color_controls, batch_count]
-    wire(txt2img, inputs, tab_outputs, "txt2img")
-    wire_sweep("txt2img", sweep_parts, inputs, *tab_outputs[2:4])
-    sd_model.change(native_size_update, sd_model, [width, height], api_visibility="private")
+            tab_outputs = outputs(TAB, page)
+    inputs = wire(TAB, controls, tab_outputs)
+    wire_sweep(TAB, sweep_parts, inputs, *tab_outputs[2:4])
+    sizes = [controls[side] for side in SIDES]
+    controls["model"].change(native_size_update, controls["model"], sizes, api_visibility="private")
     for preset, button in presets.items():
         button.click(
             functools.partial(size_preset_update, preset=preset),
-            sd_model,
-            [width, height],
+            controls["model"],
+            sizes,
             api_visibility="private",
             concurrency_limit=None,
         )

@@ -1,0 +1,44 @@
+"""The guidance terms a checked request asks for, built the same way for both families: a color loss and a CLIP loss
+toward a text and/or a reference picture, each seeing the sample through its own view."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from guidance import ColorLoss, GuidanceTerm
+from pipelines.clip import clip_loss, clip_targets, get_clip
+
+
+@dataclass(frozen=True)
+class View:
+    """What a loss sees of the predicted sample (None: the sample itself, pixels) and on which share of the steps."""
+
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None
+    fraction: float = 1.0
+
+
+def clip_guided(request) -> bool:
+    """Whether a request asks for CLIP guidance (toward a text, a reference picture or both)."""
+    return request.clip_scale > 0 or request.clip_image_scale > 0
+
+
+def guidance_terms(
+    request, text: str, region: torch.Tensor | None = None, color: View = View(), clip: View = View()
+) -> list[GuidanceTerm]:
+    """The color and CLIP terms of a checked request (either family): CLIP pulls toward `text` (the pixel tabs'
+    prompt, the SD tabs' clip_prompt) and the reference picture; `region` limits the color loss (inpainting)."""
+    terms = []
+    if request.color_rgb is not None:
+        loss = ColorLoss(request.color_rgb, region)
+        terms.append(GuidanceTerm("color", loss, request.color_scale, color.decode, fraction=color.fraction))
+    if clip_guided(request):
+        model = get_clip(request.model)
+        embeds, weights, scale = clip_targets(
+            model, text, request.clip_scale, request.clip_image, request.clip_image_scale
+        )
+        loss = clip_loss(model, embeds, weights, request.cuts, request.seed, request.batch_size)
+        terms.append(GuidanceTerm("clip", loss, scale, clip.decode, fraction=clip.fraction))
+    return terms
