@@ -45,6 +45,10 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pipelines.params import defaults  # noqa: E402
+
+CLIP_TAB = defaults("clip_guided")  # the CLIP-guided tab's defaults: what a user gets
+
 # Twenty emoji names (from the data set) spanning faces, hearts, food, animals and objects.
 NAMES = [
     "grinning face",
@@ -71,7 +75,7 @@ NAMES = [
 TARGET = "#1e90ff"
 STEPS = 25
 K = 3  # neighbourhood size of precision/recall
-SECTIONS = ("uncond", "color", "clip", "txt2img", "sd-color", "sd-clip", "previews", "speed")
+SECTIONS = ("uncond", "color", "clip", "txt2img", "sd-color", "sd-clip", "previews", "speed", "pareto")
 # The bundled models each section needs (speed times whichever of ddpm and sd exist).
 NEEDS = {
     "uncond": ("ddpm", "clip-score"),
@@ -82,7 +86,10 @@ NEEDS = {
     "sd-clip": ("sd", "clip", "clip-score"),
     "previews": ("sd", "ddpm"),
     "speed": (),
+    "pareto": ("ddpm", "clip"),
 }
+RANDOM_SEED_BASE = 50_000  # random name k's candidate seeds: a block of its own from here
+BEST_OF = (2, 4, 8)  # best-of-N baselines of the front: N unguided images, the guiding CLIP keeps one
 DRAW_SEED_STRIDE = 10_000  # draw d samples seeds d * stride + i: the same first seeds whatever --count is
 SPLIT_SEED, REAL_SEED = 1_000, 2_000  # random generators of the real-vs-real halves and of the real comparison sets
 GRID_SEEDS = range(16)
@@ -216,6 +223,20 @@ class Sampler:
 
     def __init__(self):
         self.cache: dict[tuple, np.ndarray] = {}
+        self.seconds: dict[tuple, float] = {}  # generation time of each guidance's images, and their number
+        self.made: dict[tuple, int] = {}
+
+    @staticmethod
+    def key(prompt="", clip_scale=0.0, color="", color_scale=0.0, steps=STEPS, recurrence=1) -> tuple:
+        """What identifies a guidance setting in the cache."""
+        guidance = (prompt if clip_scale else "", clip_scale, color if color_scale else "", color_scale, steps)
+        return guidance + (recurrence if clip_scale or color_scale else 1,)
+
+    def seconds_per_image(self, **guidance) -> float:
+        """Mean generation seconds per image of a guidance setting, over the images made so far (any prompt)."""
+        key = self.key(**guidance)
+        matching = [known for known in self.made if known[1:] == key[1:]]
+        return sum(self.seconds[known] for known in matching) / max(1, sum(self.made[known] for known in matching))
 
     def __call__(
         self,
@@ -231,8 +252,7 @@ class Sampler:
         from pipelines import unconditional as uncond
         from pipelines.bundled import BUNDLED_LABEL
 
-        guidance = (prompt if clip_scale else "", clip_scale, color if color_scale else "", color_scale, steps)
-        guidance += (recurrence if clip_scale or color_scale else 1,)
+        guidance = self.key(prompt, clip_scale, color, color_scale, steps, recurrence)
         missing = sorted({seed for seed in seeds if (guidance, seed) not in self.cache})
         runs: list[list[int]] = []
         for seed in missing:
@@ -252,7 +272,11 @@ class Sampler:
                 color_scale=color_scale,
                 recurrence=guidance[-1],
             )
-            for seed, image in zip(run, as_display(uncond.generate(request).images), strict=True):
+            started = time.perf_counter()
+            images = uncond.generate(request).images
+            self.seconds[guidance] = self.seconds.get(guidance, 0.0) + time.perf_counter() - started
+            self.made[guidance] = self.made.get(guidance, 0) + len(run)
+            for seed, image in zip(run, as_display(images), strict=True):
                 self.cache[(guidance, seed)] = image
         return np.stack([self.cache[(guidance, seed)] for seed in seeds])
 
@@ -268,9 +292,7 @@ def failed_model_samples(folder: str, seeds: list[int]) -> np.ndarray:
     images = []
     for start in range(0, len(seeds), uncond.MAX_BATCH):
         run = seeds[start : start + uncond.MAX_BATCH]
-        request = uncond.validate(
-            uncond.Request(model=BUNDLED_LABEL, steps=STEPS, batch_size=len(run), seed=run[0])
-        )
+        request = uncond.validate(uncond.Request(model=BUNDLED_LABEL, steps=STEPS, batch_size=len(run), seed=run[0]))
         images += tensor_to_pil(uncond.run_sampler(model, request, []))
     return as_display(images)
 
@@ -332,6 +354,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--images-per-name", type=int, default=4, help="txt2img images per name")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--docs", default=None, help="write the 16-sample unconditional grid into this folder")
+    parser.add_argument(
+        "--random-names", type=int, default=40, help="names drawn at random from the data set (none of the 20)"
+    )
+    parser.add_argument("--random-images-per-name", type=int, default=2, help="images per random name")
     parser.add_argument("--clip-scales", default="", help="CLIP section strengths, e.g. 1,2 (default: the app's)")
     parser.add_argument(
         "--clip-steps", type=int, default=0, help="CLIP section's DDIM steps (default 0: the app's default, 50)"
@@ -378,6 +404,30 @@ class Bench:
         self.thresholds: list[float] = []  # per draw: the distance that PROJECTION_QUANTILE of real images stay within
         self.real_projection = self.real_judged = 0.0
         self.projection_blind = self.judged_blind = True
+
+    def dataset(self) -> dict[str, np.ndarray]:
+        """The emoji data set (images, names), read once."""
+        if not hasattr(self, "_dataset"):
+            from training.build_emoji_dataset import load_dataset
+
+            self._dataset = load_dataset(self.args.data)
+        return self._dataset
+
+    def nearest_judge(self):
+        """The nearest-real-emoji judge over the data set (bench.steering.NearestJudge), made once."""
+        from bench.steering import NearestJudge
+
+        if not hasattr(self, "_nearest"):
+            self._nearest = NearestJudge(self.dataset()["images"])
+        return self._nearest
+
+    def random_names(self) -> tuple[list[int], list[str]]:
+        """(data-set indices, names) of the random names (`--random-names`, seeded; none of the 20 hand-picked)."""
+        from bench.steering import RANDOM_NAMES_SEED, random_names
+
+        names = [str(name) for name in self.dataset()["names"]]
+        indices = random_names(names, self.args.random_names, RANDOM_NAMES_SEED, NAMES)
+        return indices, [names[index] for index in indices]
 
     def draw_seeds(self, draw: int) -> list[int]:
         """The `count` sample seeds of draw `draw`."""
@@ -636,8 +686,8 @@ def section_clip(bench: Bench) -> None:
     text = bench.scorer.texts(NAMES)
     labels = [index for index in range(len(NAMES)) for _ in range(per_name)]
     seeds = list(range(len(labels)))  # name i gets seeds i * per_name + j: draw 0's seeds when --count allows
-    steps = bench.args.clip_steps or uncond.DEFAULT_STEPS
-    recurrence = bench.args.clip_recurrence or uncond.DEFAULT_CLIP_RECURRENCE
+    steps = bench.args.clip_steps or CLIP_TAB["steps"]
+    recurrence = bench.args.clip_recurrence or CLIP_TAB["recurrence"]
     plain = bench.sampler(seeds, steps=steps)
     plain_features = bench.scorer.images(plain)
     plain_hits, total = rank_one_hits(plain_features, text, labels), len(labels)
@@ -664,6 +714,149 @@ def section_clip(bench: Bench) -> None:
         what = f"CLIP (strength {scale:g}, {steps} steps, recurrence {recurrence})"
         guided_precision_row(bench, what, guided_features, plain_features)
         guided_projection_row(bench, what, guided, plain)
+        random_name_rows(bench, scale, steps, recurrence)
+
+
+def name_seeds(bench: Bench, name: int, count: int) -> list[int]:
+    """The first `count` candidate seeds of random name number `name` (its delivered images take the first ones;
+    best-of-N draws its candidates from the same block)."""
+    start = RANDOM_SEED_BASE + name * bench.args.random_images_per_name * max(BEST_OF)
+    return list(range(start, start + count))
+
+
+def random_name_images(bench: Bench, scale: float, steps: int, recurrence: int, per_name: int = 0) -> np.ndarray:
+    """The images of every random name, `per_name` (default `--random-images-per-name`) each on its own seeds,
+    CLIP-guided toward the name at `scale` (0: unguided)."""
+    per_name = per_name or bench.args.random_images_per_name
+    _, names = bench.random_names()
+    return np.concatenate(
+        [
+            bench.sampler(
+                name_seeds(bench, index, per_name), name if scale else "", scale, steps=steps, recurrence=recurrence
+            )
+            for index, name in enumerate(names)
+        ]
+    )
+
+
+def random_name_rows(bench: Bench, scale: float, steps: int, recurrence: int) -> None:
+    """CLIP guidance toward names drawn at random, judged by the nearest real emoji (top 1 and top 3 of the whole
+    data set, in pixels at 32 px) and by the scoring CLIP among those names, beside unguided images of the same
+    seeds; seconds per delivered image; the labelled grid of the guided images into `--docs`."""
+    from bench.steering import hit_rates, labelled_grid
+
+    indices, names = bench.random_names()
+    per_name = bench.args.random_images_per_name
+    log(f"CLIP guidance on {len(names)} random names x {per_name}")
+    labels = [index for index in indices for _ in range(per_name)]
+    plain = random_name_images(bench, 0.0, steps, 1)
+    guided = random_name_images(bench, scale, steps, recurrence)
+    judge = bench.nearest_judge()
+    (plain_top1, plain_top3), (top1, top3) = (hit_rates(judge.ranks(images, labels)) for images in (plain, guided))
+    seconds = bench.sampler.seconds_per_image(clip_scale=scale, steps=steps, recurrence=recurrence)
+    plain_seconds = bench.sampler.seconds_per_image(steps=steps)
+    what = f"strength {scale:g}, {steps} steps, recurrence {recurrence}"
+    bench.rows.append(
+        (
+            f"CLIP-guided ({what}) on {len(names)} random names x {per_name}: nearest real emoji is the name "
+            "(top 1 / top 3 of all, pixels at 32 px)",
+            f"{top1:.0%} / {top3:.0%} (unguided, same seeds: {plain_top1:.0%} / {plain_top3:.0%})"
+            + verdict(top3 >= 0.5),
+            ">= 50% top 3",
+        )
+    )
+    bench.rows.append(
+        (
+            f"CLIP-guided ({what}) time per delivered image vs unguided",
+            f"{seconds:.2f} s vs {plain_seconds:.2f} s (x{seconds / max(plain_seconds, 1e-9):.2f})"
+            + verdict(seconds <= 3 * plain_seconds),
+            "<= x3",
+        )
+    )
+    if bench.scorer:
+        text = bench.scorer.texts(names)
+        local = [position for position in range(len(names)) for _ in range(per_name)]
+        hits = {
+            kind: rank_one_hits(bench.scorer.images(images), text, local)
+            for kind, images in (("guided", guided), ("plain", plain))
+        }
+        bench.rows.append(
+            (
+                f"CLIP-guided ({what}) ranked first of the {len(names)} random names by the scoring CLIP",
+                f"{hits['guided']}/{len(labels)} = {hits['guided'] / len(labels):.0%} (unguided: "
+                f"{hits['plain'] / len(labels):.0%})",
+                "-",
+            )
+        )
+    guided_projection_row(bench, f"CLIP ({what}, random names)", guided, plain)
+    if bench.args.docs:
+        shown = slice(0, per_name * 20, per_name)  # each of the first 20 names' first image
+        os.makedirs(bench.args.docs, exist_ok=True)
+        path = os.path.join(bench.args.docs, "clip_random_names.png")
+        log(f"grid: {labelled_grid(guided[shown], names[:20], 5, path)}")
+
+
+def best_of_images(bench: Bench, count: int, steps: int) -> tuple[np.ndarray, float]:
+    """(Delivered images, scoring seconds per delivered image) of best-of-`count`: for each random name and image,
+    `count` unguided candidates from the name's seed block, the one the guiding CLIP scores highest with the name."""
+    from bench.steering import guiding_scores
+    from pipelines.bundled import BUNDLED_LABEL
+    from pipelines.clip import get_clip
+
+    clip, per_name = get_clip(BUNDLED_LABEL), bench.args.random_images_per_name
+    _, names = bench.random_names()
+    kept, scoring = [], 0.0
+    for index, name in enumerate(names):
+        candidates = bench.sampler(name_seeds(bench, index, per_name * count), steps=steps)
+        started = time.perf_counter()
+        scores = guiding_scores(candidates, name, clip).view(per_name, count)
+        scoring += time.perf_counter() - started
+        kept += [candidates[image * count + int(scores[image].argmax())] for image in range(per_name)]
+    return np.stack(kept), scoring / len(kept)
+
+
+def section_pareto(bench: Bench) -> None:
+    """The front of CLIP steering on random names: per method and setting, the nearest-real-emoji top-3 hit rate,
+    projection precision as a share of unguided's, seconds per delivered image, all in one run; then the settings
+    no other beats on all three."""
+    from bench.steering import Point, front, hit_rates
+    from pipelines import unconditional as uncond
+
+    steps = bench.args.clip_steps or CLIP_TAB["steps"]
+    scales = [float(value) for value in bench.args.clip_scales.split(",")] if bench.args.clip_scales else []
+    indices, names = bench.random_names()
+    per_name = bench.args.random_images_per_name
+    labels = [index for index in indices for _ in range(per_name)]
+    judge = bench.nearest_judge()
+    log(f"front: {len(names)} random names x {per_name}, unguided, best-of-{BEST_OF}, gradient guidance")
+    settings: list[tuple[str, np.ndarray, float]] = []
+    plain = random_name_images(bench, 0.0, steps, 1)
+    unguided_seconds = bench.sampler.seconds_per_image(steps=steps)
+    settings.append(("unguided", plain, unguided_seconds))
+    for count in BEST_OF:
+        images, scoring = best_of_images(bench, count, steps)
+        settings.append((f"best-of-{count} (guiding CLIP keeps one)", images, count * unguided_seconds + scoring))
+    for scale in scales or [uncond.DEFAULT_CLIP_SCALE]:
+        for recurrence in range(1, uncond.MAX_RECURRENCE):
+            images = random_name_images(bench, scale, steps, recurrence)
+            seconds = bench.sampler.seconds_per_image(clip_scale=scale, steps=steps, recurrence=recurrence)
+            settings.append((f"gradient (x0), strength {scale:g}, recurrence {recurrence}", images, seconds))
+    plain_share = within(bench.judge.distances(plain), bench.thresholds[0]) if bench.judge else 1.0
+    points = []
+    for label, images, seconds in settings:
+        top1, top3 = hit_rates(judge.ranks(images, labels))
+        share = within(bench.judge.distances(images), bench.thresholds[0]) if bench.judge else 1.0
+        points.append(Point(label, top3, share / max(plain_share, 1e-9), seconds))
+        bench.rows.append(
+            (
+                f"front, {len(names)} random names x {per_name}, {steps} steps: {label}",
+                f"top 1 {top1:.0%}, top 3 {top3:.0%}; projection precision x{points[-1].precision:.2f} of unguided; "
+                f"{seconds:.2f} s per image (x{seconds / unguided_seconds:.2f})",
+                ">= 50% top 3, >= x0.9, <= x3",
+            )
+        )
+    best = front(points)
+    bench.rows.append(("the front (no other setting beats these on all three)", "; ".join(p.label for p in best), "-"))
 
 
 def section_txt2img(bench: Bench) -> None:
@@ -698,19 +891,25 @@ def section_txt2img(bench: Bench) -> None:
     )
 
 
-def sd_guided_and_unguided(scale: float, guidance: dict) -> tuple[dict[float, list], dict[float, float]]:
-    """Bundled-SD txt2img of each name at strength 0 and `scale` on the same seeds, runs alternating so machine load
-    hits both alike: ({strength: [one GenerationResult per name]}, {strength: seconds in all}). `guidance(name,
-    strength)` gives the request's prompt and guidance keywords."""
+def sd_guided_and_unguided(
+    scale: float, guidance: dict, names: list[str] = NAMES, first_seed: int = 1000
+) -> tuple[dict[float, list], dict[float, float]]:
+    """Bundled-SD txt2img of each name at strength 0 and `scale` on the same seeds (name i: `first_seed` + 10 i),
+    runs alternating so machine load hits both alike: ({strength: [one GenerationResult per name]}, {strength:
+    seconds in all}). `guidance(name, strength)` gives the request's prompt and guidance keywords."""
     from pipelines import stable_diffusion as sd
     from pipelines.bundled import BUNDLED_LABEL
 
     results: dict[float, list] = {0.0: [], scale: []}
     seconds: dict[float, float] = {0.0: 0.0, scale: 0.0}
-    for index, name in enumerate(NAMES):
+    for index, name in enumerate(names):
         for strength in (0.0, scale):
             request = sd.Request(
-                task="txt2img", model=BUNDLED_LABEL, steps=STEPS, seed=1000 + 10 * index, **guidance(name, strength)
+                task="txt2img",
+                model=BUNDLED_LABEL,
+                steps=STEPS,
+                seed=first_seed + 10 * index,
+                **guidance(name, strength),
             )
             started = time.perf_counter()
             results[strength].append(sd.generate(request))
@@ -787,6 +986,34 @@ def section_sd_clip(bench: Bench) -> None:
         )
     )
     time_ratio_row(bench, "CLIP-guided (4 cutouts, VAE decoder)", seconds, scale, 2.0)
+    sd_random_name_rows(bench, scale)
+
+
+def sd_random_name_rows(bench: Bench, scale: float) -> None:
+    """SD CLIP guidance (empty prompt) toward names drawn at random, judged by the nearest real emoji, beside
+    unguided images of the same seeds; and, for scale, txt2img with the name as its prompt."""
+    from bench.steering import hit_rates
+
+    indices, names = bench.random_names()
+    log(f"SD CLIP guidance: {len(names)} random names x 2 strengths")
+    results, seconds = sd_guided_and_unguided(
+        scale, lambda name, strength: dict(prompt="", clip_prompt=name, clip_scale=strength), names, RANDOM_SEED_BASE
+    )
+    judge = bench.nearest_judge()
+    rates = {
+        strength: hit_rates(judge.ranks(as_display([r.images[0] for r in runs]), indices))
+        for strength, runs in results.items()
+    }
+    per_image = {strength: total / len(names) for strength, total in seconds.items()}
+    bench.rows.append(
+        (
+            f"SD txt2img (empty prompt) CLIP-guided (strength {scale:g}) on {len(names)} random names: nearest real "
+            "emoji is the name (top 1 / top 3)",
+            f"{rates[scale][0]:.0%} / {rates[scale][1]:.0%} (unguided: {rates[0.0][0]:.0%} / {rates[0.0][1]:.0%}); "
+            f"{per_image[scale]:.2f} s vs {per_image[0.0]:.2f} s per image",
+            "above unguided",
+        )
+    )
 
 
 def streamed_seconds(run, request, previews: bool) -> tuple[float, int]:
@@ -875,7 +1102,7 @@ def section_speed(bench: Bench) -> None:
         )
         if bundled_path("clip"):
             clip_seconds = {}
-            for recurrence in (1, uncond.DEFAULT_CLIP_RECURRENCE):  # side by side, the same request otherwise
+            for recurrence in (1, CLIP_TAB["recurrence"]):  # side by side, the same request otherwise
                 request = uncond.Request(
                     model=BUNDLED_LABEL,
                     prompt="red heart",
@@ -884,11 +1111,11 @@ def section_speed(bench: Bench) -> None:
                     recurrence=recurrence,
                 )
                 clip_seconds[recurrence] = timed_twice(uncond.generate, request)
-            plain, default = clip_seconds[1], clip_seconds[uncond.DEFAULT_CLIP_RECURRENCE]
+            plain, default = clip_seconds[1], clip_seconds[CLIP_TAB["recurrence"]]
             bench.rows.append(
                 (
-                    f"CLIP-guided, 1 image, {uncond.DEFAULT_STEPS} steps, recurrence 1 vs "
-                    f"{uncond.DEFAULT_CLIP_RECURRENCE} (the default)",
+                    f"CLIP-guided, 1 image, {CLIP_TAB['steps']} steps, recurrence 1 vs "
+                    f"{CLIP_TAB['recurrence']} (the default)",
                     f"{plain:.2f} s vs {default:.2f} s (x{default / plain:.2f})",
                     "reported",
                 )
@@ -922,6 +1149,7 @@ RUNS = {
     "sd-clip": section_sd_clip,
     "previews": section_previews,
     "speed": section_speed,
+    "pareto": section_pareto,
 }
 
 
@@ -945,7 +1173,7 @@ def main(argv=None) -> None:
             bench.skipped.append(f"skipped {section}: bundled weights missing in {bundled_dir()}: {', '.join(missing)}")
             continue
         started = time.perf_counter()
-        if section in ("uncond", "color", "clip") and bench.real is None:
+        if section in ("uncond", "color", "clip", "pareto") and bench.real is None:
             bench.reference()
             seconds["reference"] = time.perf_counter() - started
             started = time.perf_counter()
