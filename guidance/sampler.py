@@ -3,7 +3,8 @@
 Each step: one UNet forward, the predicted clean image x0 from a_t (`step_alphas`) and the scheduler's
 `prediction_type`, then for each guidance term the gradient of its per-sample loss on the image x0 decodes to
 (x0 itself for pixel models; through a VAE decoder or a linear latent-to-RGB map for latent ones), with respect to
-x0 by default (no backpropagation through the UNet), normalised to unit RMS per sample, and a step of x0 against it
+x0 by default (no backpropagation through the UNet), or of its loss on the noisy sample x_t with respect to x_t for
+a term that says so (a noise-aware model), normalised to unit RMS per sample, and a step of x0 against it
 of size `scale * w_t`, where w_t = sqrt(1 - alphas_cumprod[t]) normalised to sum to 1 over the guided steps:
 `scale` is the total RMS distance (in [-1, 1] pixel units) that guidance may move x0 over a whole run, whatever
 the number of steps. The scheduler then takes exactly one step from the edited x0 and the unchanged predicted
@@ -37,6 +38,9 @@ class GuidanceTerm:
     # What this loss sees of x0 when it is not the image itself (latent models): a decoder to [-1, 1] pixels.
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None
     fraction: float = 1.0  # share of the run's guided steps this term acts on (where its weighting is largest)
+    # The loss sees the noisy sample x_t (variance-preserving) instead of x0: for a model trained on noisy samples,
+    # whose gradient there points to what the image should become (classifier guidance, Dhariwal & Nichol 2021).
+    noisy: bool = False
 
 
 class SamplingInterrupted(Exception):
@@ -128,17 +132,27 @@ def _unet_forward(unet, model_input: torch.Tensor, timestep: torch.Tensor) -> to
     return unet(model_input.to(unet.dtype), timestep).sample.to(model_input.dtype)
 
 
-def _loss_gradients(terms: Sequence[GuidanceTerm], predicted_x0: torch.Tensor, wrt: torch.Tensor) -> list[torch.Tensor]:
-    """The gradient with respect to `wrt` of each term's summed per-sample loss on what it sees of `predicted_x0`
-    (made from `wrt`): the image itself, or the term's decoding of it."""
+def _loss_gradients(
+    terms: Sequence[GuidanceTerm],
+    predicted_x0: torch.Tensor,
+    wrt: torch.Tensor,
+    noisy: torch.Tensor,
+    noisy_wrt: torch.Tensor,
+) -> list[torch.Tensor]:
+    """Each term's gradient of its summed per-sample loss on what it sees: `predicted_x0` (made from `wrt`) itself or
+    the term's decoding of it, with respect to `wrt`; or, for a noisy term, the noisy sample `noisy` (made from
+    `noisy_wrt`), with respect to `noisy_wrt`."""
     gradients = []
     for index, term in enumerate(terms):
-        images = term.decode(predicted_x0) if term.decode is not None else predicted_x0
+        if term.noisy:
+            images, leaf = noisy, noisy_wrt
+        else:
+            images, leaf = (term.decode(predicted_x0) if term.decode is not None else predicted_x0), wrt
         losses = term.loss(images.float())
         if losses.ndim != 1 or losses.shape[0] != images.shape[0]:
             raise ValueError(f"guidance {term.name!r} must return one loss per sample, got {tuple(losses.shape)}")
         # Summing keeps each image's gradient independent of the batch (a mean would divide it by B).
-        (gradient,) = torch.autograd.grad(losses.sum(), wrt, retain_graph=index < len(terms) - 1)
+        (gradient,) = torch.autograd.grad(losses.sum(), leaf, retain_graph=index < len(terms) - 1)
         gradients.append(gradient.float())
     return gradients
 
@@ -294,7 +308,7 @@ def _step(
             model_input = scheduler.scale_model_input(leaf, timestep)
             model_output = _unet_forward(unet, model_input, timestep)
             predicted_x0, eps = predicted_x0_and_eps(model_output, model_input, alpha_prod_t, prediction_type)
-            gradients = _loss_gradients(losses, predicted_x0, leaf)
+            gradients = _loss_gradients(losses, predicted_x0, leaf, model_input, leaf)
         predicted_x0, eps = predicted_x0.detach(), eps.detach()
     else:
         with torch.no_grad():
@@ -302,8 +316,9 @@ def _step(
             model_output = _unet_forward(unet, model_input, timestep)
             predicted_x0, eps = predicted_x0_and_eps(model_output, model_input, alpha_prod_t, prediction_type)
         leaf = predicted_x0.detach().float().requires_grad_(True)
+        noisy_leaf = model_input.detach().float().requires_grad_(True)
         with torch.enable_grad():
-            gradients = _loss_gradients(losses, leaf, leaf)
+            gradients = _loss_gradients(losses, leaf, leaf, noisy_leaf, noisy_leaf)
     with torch.no_grad():
         step = sum(
             term.scale * weight * normalise_per_sample(gradient) for (term, weight), gradient in zip(terms, gradients)

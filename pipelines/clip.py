@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +32,9 @@ class ClipBundle:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     name: str
+    # Trained on noisy samples x_t (its open_clip_config.json says "noise_aware": true): pixel models' CLIP guidance
+    # then reads x_t, where its gradient points to the named image, rather than the predicted x0.
+    noise_aware: bool = False
 
     @torch.no_grad()
     def encode_text(self, prompt: str) -> torch.Tensor:
@@ -66,7 +71,19 @@ def load_clip(name: str, pretrained: str | None, device: torch.device) -> ClipBu
         mean=tuple(model.visual.image_mean),
         std=tuple(model.visual.image_std),
         name=name if pretrained is None else f"{name}/{pretrained}",
+        noise_aware=declares_noise_aware(name),
     )
+
+
+def declares_noise_aware(name: str) -> bool:
+    """Whether a `local-dir:` CLIP's open_clip_config.json declares it trained on noisy samples."""
+    if not name.startswith("local-dir:"):
+        return False
+    try:
+        with open(os.path.join(name.removeprefix("local-dir:"), "open_clip_config.json")) as handle:
+            return json.load(handle).get("noise_aware") is True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def get_clip(model: str | None = None) -> ClipBundle:

@@ -40,5 +40,6 @@ def guidance_terms(
             model, text, request.clip_scale, request.clip_image, request.clip_image_scale
         )
         loss = clip_loss(model, embeds, weights, request.cuts, request.seed, request.batch_size)
-        terms.append(GuidanceTerm("clip", loss, scale, clip.decode, fraction=clip.fraction))
+        noisy = model.noise_aware and clip.decode is None  # pixels: a noise-aware CLIP reads x_t
+        terms.append(GuidanceTerm("clip", loss, scale, clip.decode, fraction=clip.fraction, noisy=noisy))
     return terms

@@ -258,3 +258,25 @@ def test_renoise_is_the_forward_process_between_two_noise_levels():
     out = renoise(sample_, torch.tensor(0.81), torch.tensor(0.36), generators)
     noise = randn_tensor(sample_.shape, generator=seeded_generators(5, 2))
     torch.testing.assert_close(out, (0.36 / 0.81) ** 0.5 * sample_ + (1 - 0.36 / 0.81) ** 0.5 * noise)
+
+
+@pytest.mark.parametrize("method", ["x0", "unet"])
+def test_a_noisy_term_sees_the_noisy_sample_and_still_steers(prior_unet, method):
+    # A noise-aware loss (classifier guidance) reads x_t, not x0; its step still moves x0, toward what it asks.
+    seen = {True: [], False: []}
+
+    def recording(noisy):
+        def loss(images):
+            seen[noisy].append(images.detach().clone())
+            return ColorLoss(ORANGE)(images)
+
+        return GuidanceTerm("color", loss, MAX_COLOR_SCALE, noisy=noisy)
+
+    seeds = [60, 61]
+    noise = randn_tensor((2, 3, 32, 32), generator=[torch.Generator().manual_seed(s) for s in seeds])
+    noisy = sample(prior_unet, "DDIM", seeds, [recording(True)], steps=20, gradient_method=method)
+    sample(prior_unet, "DDIM", seeds, [recording(False)], steps=20, gradient_method=method)
+    torch.testing.assert_close(seen[True][0], noise, rtol=0, atol=0)  # DDIM's first x_t is the noise itself
+    assert not torch.allclose(seen[False][0], noise)  # a plain term reads the predicted x0
+    plain = sample(prior_unet, "DDIM", seeds, steps=20)
+    assert (color_distance(noisy, ORANGE) < color_distance(plain, ORANGE)).all()

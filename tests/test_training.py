@@ -50,6 +50,8 @@ def toy_bundle(tmp_path_factory):
     from training.train_clip import train as train_clip
     from training.train_ddpm import DDPMConfig
     from training.train_ddpm import train as train_ddpm
+    from training.train_noise_aware_clip import NoiseAwareConfig
+    from training.train_noise_aware_clip import train as train_noise_aware_clip
     from training.train_sd import SDConfig
     from training.train_sd import train as train_sd
 
@@ -63,6 +65,8 @@ def toy_bundle(tmp_path_factory):
     train_clip(
         ClipConfig(**common, out=str(root / "clip"), checkpoints=str(checkpoints / "clip"), steps=2, batch_size=8)
     )
+    noise_aware = dict(clip=str(root / "clip"), ddpm=str(root / "ddpm"), out=str(root / "clip"), steps=2, batch_size=8)
+    train_noise_aware_clip(NoiseAwareConfig(**common, **noise_aware, checkpoints=str(checkpoints / "noise-aware")))
     train_clip(
         ClipConfig(
             **common,
@@ -87,6 +91,8 @@ def _dtypes(path):
 def test_training_exports_fp16_safetensors_and_sample_grids(toy_bundle):
     import torch
 
+    from pipelines.clip import declares_noise_aware
+
     for name in ("ddpm", "clip", "clip-score", "sd"):
         assert os.path.isfile(toy_bundle / bundled.WEIGHT_FILES[name])
         assert _dtypes(toy_bundle / bundled.WEIGHT_FILES[name]) == {torch.float16}
@@ -96,6 +102,10 @@ def test_training_exports_fp16_safetensors_and_sample_grids(toy_bundle):
     score_config = json.loads((toy_bundle / "clip-score" / "open_clip_config.json").read_text())
     guide_config = json.loads((toy_bundle / "clip" / "open_clip_config.json").read_text())
     assert score_config["model_cfg"]["vision_cfg"]["width"] != guide_config["model_cfg"]["vision_cfg"]["width"]
+    # The guiding CLIP is made noise-aware (read by the app: pixel models' CLIP guidance then reads x_t).
+    assert guide_config["noise_aware"] is True and "noise_aware" not in score_config
+    assert declares_noise_aware(f"local-dir:{toy_bundle / 'clip'}")
+    assert not declares_noise_aware(f"local-dir:{toy_bundle / 'clip-score'}")
 
 
 def test_presets_appear_only_with_weights(configured, monkeypatch, tmp_path):
