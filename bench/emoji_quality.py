@@ -227,10 +227,11 @@ class Sampler:
         self.made: dict[tuple, int] = {}
 
     @staticmethod
-    def key(prompt="", clip_scale=0.0, color="", color_scale=0.0, steps=STEPS, recurrence=1) -> tuple:
-        """What identifies a guidance setting in the cache."""
+    def key(prompt="", clip_scale=0.0, color="", color_scale=0.0, steps=STEPS, recurrence=1, cuts=0) -> tuple:
+        """What identifies a guidance setting in the cache (cuts 0: the table's default)."""
         guidance = (prompt if clip_scale else "", clip_scale, color if color_scale else "", color_scale, steps)
-        return guidance + (recurrence if clip_scale or color_scale else 1,)
+        cuts = (cuts or CLIP_TAB["cuts"]) if clip_scale else 0
+        return guidance + (recurrence if clip_scale or color_scale else 1, cuts)
 
     def seconds_per_image(self, **guidance) -> float:
         """Mean generation seconds per image of a guidance setting, over the images made so far (any prompt)."""
@@ -247,12 +248,13 @@ class Sampler:
         color_scale: float = 0.0,
         steps: int = STEPS,
         recurrence: int = 1,
+        cuts: int = 0,
     ) -> np.ndarray:
         """uint8 (len(seeds), H, W, 3) samples at `steps` DDIM steps, in calls of up to MAX_BATCH consecutive seeds."""
         from pipelines import unconditional as uncond
         from pipelines.bundled import BUNDLED_LABEL
 
-        guidance = self.key(prompt, clip_scale, color, color_scale, steps, recurrence)
+        guidance = self.key(prompt, clip_scale, color, color_scale, steps, recurrence, cuts)
         missing = sorted({seed for seed in seeds if (guidance, seed) not in self.cache})
         runs: list[list[int]] = []
         for seed in missing:
@@ -270,7 +272,8 @@ class Sampler:
                 clip_scale=clip_scale,
                 color=guidance[2],
                 color_scale=color_scale,
-                recurrence=guidance[-1],
+                recurrence=guidance[5],
+                cuts=guidance[6] or CLIP_TAB["cuts"],
             )
             started = time.perf_counter()
             images = uncond.generate(request).images
@@ -358,6 +361,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--random-names", type=int, default=40, help="names drawn at random from the data set (none of the 20)"
     )
     parser.add_argument("--random-images-per-name", type=int, default=2, help="images per random name")
+    parser.add_argument("--front-recurrences", default="1,2,3", help="the front's recurrences (--only pareto)")
+    parser.add_argument("--front-cuts", default="4", help="the front's cutout counts (--only pareto), e.g. 1,4")
     parser.add_argument("--clip-scales", default="", help="CLIP section strengths, e.g. 1,2 (default: the app's)")
     parser.add_argument(
         "--clip-steps", type=int, default=0, help="CLIP section's DDIM steps (default 0: the app's default, 50)"
@@ -724,15 +729,22 @@ def name_seeds(bench: Bench, name: int, count: int) -> list[int]:
     return list(range(start, start + count))
 
 
-def random_name_images(bench: Bench, scale: float, steps: int, recurrence: int, per_name: int = 0) -> np.ndarray:
+def random_name_images(
+    bench: Bench, scale: float, steps: int, recurrence: int, per_name: int = 0, cuts: int = 0
+) -> np.ndarray:
     """The images of every random name, `per_name` (default `--random-images-per-name`) each on its own seeds,
-    CLIP-guided toward the name at `scale` (0: unguided)."""
+    CLIP-guided toward the name at `scale` (0: unguided) with `cuts` cutouts (0: the tab's default)."""
     per_name = per_name or bench.args.random_images_per_name
     _, names = bench.random_names()
     return np.concatenate(
         [
             bench.sampler(
-                name_seeds(bench, index, per_name), name if scale else "", scale, steps=steps, recurrence=recurrence
+                name_seeds(bench, index, per_name),
+                name if scale else "",
+                scale,
+                steps=steps,
+                recurrence=recurrence,
+                cuts=cuts,
             )
             for index, name in enumerate(names)
         ]
@@ -820,7 +832,8 @@ def section_pareto(bench: Bench) -> None:
     projection precision as a share of unguided's, seconds per delivered image, all in one run; then the settings
     no other beats on all three."""
     from bench.steering import Point, front, hit_rates
-    from pipelines import unconditional as uncond
+    from pipelines.bundled import BUNDLED_LABEL
+    from pipelines.clip import get_clip
 
     steps = bench.args.clip_steps or CLIP_TAB["steps"]
     scales = [float(value) for value in bench.args.clip_scales.split(",")] if bench.args.clip_scales else []
@@ -836,11 +849,18 @@ def section_pareto(bench: Bench) -> None:
     for count in BEST_OF:
         images, scoring = best_of_images(bench, count, steps)
         settings.append((f"best-of-{count} (guiding CLIP keeps one)", images, count * unguided_seconds + scoring))
-    for scale in scales or [uncond.DEFAULT_CLIP_SCALE]:
-        for recurrence in range(1, uncond.MAX_RECURRENCE):
-            images = random_name_images(bench, scale, steps, recurrence)
-            seconds = bench.sampler.seconds_per_image(clip_scale=scale, steps=steps, recurrence=recurrence)
-            settings.append((f"gradient (x0), strength {scale:g}, recurrence {recurrence}", images, seconds))
+    reads = "x_t (noise-aware CLIP)" if get_clip(BUNDLED_LABEL).noise_aware else "x0"
+    recurrences = [int(value) for value in bench.args.front_recurrences.split(",")]
+    every_cuts = [int(value) for value in bench.args.front_cuts.split(",")]
+    for scale in scales or [CLIP_TAB["clip_scale"]]:
+        for recurrence in recurrences:
+            for cuts in every_cuts:
+                images = random_name_images(bench, scale, steps, recurrence, cuts=cuts)
+                seconds = bench.sampler.seconds_per_image(
+                    clip_scale=scale, steps=steps, recurrence=recurrence, cuts=cuts
+                )
+                what = f"gradient on {reads}, strength {scale:g}, recurrence {recurrence}, {cuts} cutouts"
+                settings.append((what, images, seconds))
     plain_share = within(bench.judge.distances(plain), bench.thresholds[0]) if bench.judge else 1.0
     points = []
     for label, images, seconds in settings:
