@@ -7,6 +7,7 @@ levers, not the bench's bars.
     python bench/steering_probes.py particles --particles 4 --steps 20 --lam 50   # Feynman-Kac resampling
     python bench/steering_probes.py classifier --cg 5 --clip-state S              # classifier guidance on x_t
     python bench/steering_probes.py alignment [--smooth 8,0.3] [--on xt]          # where the gradient points
+    python bench/steering_probes.py classifier --kind bayes --edit --cg 10        # the Bayes-optimal classifier
 
 Each prints the top-1 / top-3 hit rates over `--names` names x `--seeds` seeds (default 10 x 2) and seconds per
 delivered image. `--clip-state` loads a fine-tuned state dict into the guiding CLIP (float32).
@@ -86,6 +87,14 @@ class Probe:
         logits = self.logit_scale * self.features(images) @ self.texts.T
         return logits[:, name] - torch.logsumexp(logits, dim=1)
 
+    def bayes_log_probability(self, noisy: torch.Tensor, alpha: torch.Tensor, name: int) -> torch.Tensor:
+        """log p(name | x_t) of the Bayes-optimal noisy classifier over the data set (one image per name, uniform
+        prior): x_t = sqrt(a) x_j + sqrt(1 - a) noise. The upper bound of what a noise-aware CLIP can learn."""
+        flat, images = noisy.flatten(1), self.real.flatten(1)
+        squared = (flat**2).sum(1, keepdim=True) - 2 * alpha.sqrt() * flat @ images.T + alpha * (images**2).sum(1)[None]
+        logits = -squared / (2 * (1 - alpha))
+        return logits[:, name] - torch.logsumexp(logits, dim=1)
+
     def scheduler(self, steps: int):
         """A fresh DDIM scheduler of the bundled DDPM with `steps` timesteps set."""
         scheduler = make_scheduler("DDIM", self.ddpm.scheduler_config)
@@ -134,7 +143,11 @@ def particle_image(probe: Probe, name: int, seed: int, args) -> np.ndarray:
     alphas = step_alphas(scheduler, scheduler.timesteps)
     weights = guidance_weights(alphas, len(alphas)).tolist()
 
+    alpha = scheduler.alphas_cumprod[scheduler.timesteps[0]]
+
     def potential(x: torch.Tensor) -> torch.Tensor:
+        if args.kind == "bayes":
+            return probe.bayes_log_probability(x, alpha, name)
         if args.on == "xt":
             return probe.log_probability(x, name)
         return args.lam * (probe.features(x.clamp(-1, 1)) @ probe.texts[name])
@@ -169,6 +182,7 @@ def particle_image(probe: Probe, name: int, seed: int, args) -> np.ndarray:
             log_weights = torch.zeros(count)
         with torch.no_grad():
             sample = scheduler.step(output, timestep, sample, eta=1.0, generator=generator).prev_sample
+    alpha = scheduler.alphas_cumprod[0]
     with torch.no_grad():
         final = potential(sample.clamp(-1, 1))
     return as_uint8(sample[int(final.argmax())])
@@ -192,7 +206,9 @@ def alignment(probe: Probe, names: list[int], args, smooth: tuple[int, float]) -
             x0 = predicted_x0_and_eps(output, noisy, alpha, probe.prediction_type)[0].clamp(-1, 1)
             leaf = (noisy if gradient_on == "xt" else x0).detach().requires_grad_(True)
             with torch.enable_grad():
-                if kind == "softmax":
+                if kind == "bayes":
+                    value = probe.bayes_log_probability(leaf, alpha, name)
+                elif kind == "softmax":
                     value = probe.log_probability(leaf, name, smooth)
                 else:
                     value = probe.features(leaf) @ probe.texts[name]
@@ -211,7 +227,12 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--settings", nargs="*", default=["3,1"], help="strength,recurrence pairs (oracle, loss)")
-    parser.add_argument("--kind", choices=("cosine", "softmax"), default="softmax", help="the loss probe's loss")
+    parser.add_argument(
+        "--kind",
+        choices=("cosine", "softmax", "bayes"),
+        default="softmax",
+        help="the loss: CLIP cosine, CLIP softmax over all names, or the Bayes-optimal noisy classifier (on x_t)",
+    )
     parser.add_argument("--clip-state", default="")
     parser.add_argument("--gradient", choices=("x0", "unet"), default="x0", help="the loss probe's gradient")
     parser.add_argument("--particles", type=int, default=4)
@@ -226,7 +247,7 @@ def main(argv=None) -> None:
     parser.add_argument("--smooth", default="0,0", help="copies,sigma of randomized smoothing (loss probe, softmax)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.probe == "classifier":
+    if args.probe == "classifier" or args.kind == "bayes":
         args.on = "xt"
     probe = Probe(args.clip_state)
     smooth = (int(args.smooth.split(",")[0]), float(args.smooth.split(",")[1]))

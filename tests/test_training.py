@@ -168,3 +168,26 @@ def test_shipped_bundle_fits_the_size_budget():
         if name.endswith(".safetensors")
     )
     assert total < 80 * 2**20, f"bundled weights are {total / 2**20:.1f} MB"
+
+
+def test_noise_aware_targets_are_bayes_rule_over_the_data_set():
+    """The noise-aware CLIP's targets: p(image j | x_t) from Gaussian likelihoods N(x_t; sqrt(a) x_j, (1 - a) I)
+    with a uniform prior; a clean sample names its source, a fully noised one names nobody in particular."""
+    import torch
+
+    from training.train_noise_aware_clip import posterior
+
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.rand(5, 3, 4, 4, generator=generator) * 2 - 1
+    alpha = torch.tensor([0.9999, 0.5, 0.1, 1e-6])
+    samples = alpha.sqrt().view(-1, 1, 1, 1) * clean[[0, 1, 2, 3]] + (1 - alpha).sqrt().view(-1, 1, 1, 1) * torch.randn(
+        4, 3, 4, 4, generator=generator
+    )
+    got = posterior(samples, clean, alpha)
+    likelihood = torch.distributions.Normal(
+        alpha.sqrt().view(-1, 1, 1) * clean.flatten(1)[None], (1 - alpha).sqrt().view(-1, 1, 1)
+    )
+    expected = torch.softmax(likelihood.log_prob(samples.flatten(1)[:, None]).sum(-1), dim=1)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert got[0, 0] > 0.999  # clean: its own source
+    assert (got[3] - 0.2).abs().max() < 0.01  # all noise: uniform over the five

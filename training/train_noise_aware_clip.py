@@ -6,10 +6,12 @@ guidance reads x_t (classifier guidance) instead of the predicted x0.
     python training/train_noise_aware_clip.py --steps 3 --batch-size 8 --out /tmp/x --checkpoints /tmp/c  # toy
 
 The text tower stays frozen: every name's text embedding is a class, and the loss is the cross-entropy of the
-image's cosines to all of them (log p(name | x_t) over the data set's names). Samples are the DDPM's forward
-process at t drawn mostly where a sample's identity is decided (t 400-999: 70%; below 400: 15%; clean: 15%), seen
-as `guidance.ClipLoss` sees them: clamped to [0, 1], one of its cutouts (the whole image or a random crop). Like
-every training script: `--minutes` budget, checkpoints in `--checkpoints`, `--resume 1`.
+image's cosines to all of them (log p(name | x_t) over the data set's names) against the exact posterior over the
+data set's images given x_t (`--targets posterior`, the default: the Bayes-optimal noisy classifier's answer) or
+the source's name (`--targets label`). Samples are the DDPM's forward process at t drawn mostly where a sample's
+identity is decided (t 400-999: 70%; below 400: 15%; clean: 15%), seen as `guidance.ClipLoss` sees them: clamped
+to [0, 1], one of its cutouts (the whole image or a random crop). Like every training script: `--minutes` budget,
+checkpoints in `--checkpoints`, `--resume 1`.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class NoiseAwareConfig:
     batch_size: int = 256
     learning_rate: float = 5e-4
     cuts: int = 4  # guidance's cutouts per image: a sample is seen as one of them, the first the whole image
+    targets: str = "posterior"  # "posterior": p(name | x_t) over the data set (Bayes); "label": the source's name
     seed: int = 0
     device: str | None = None
 
@@ -66,6 +69,16 @@ def noise_levels(count: int, generator: torch.Generator) -> torch.Tensor:
     high = torch.randint(HIGH_NOISE_FROM, 1000, (count,), generator=generator)
     low = torch.randint(0, HIGH_NOISE_FROM, (count,), generator=generator)
     return torch.where(draw > 0.85, torch.zeros_like(high), torch.where(draw < 0.7, high, low))
+
+
+def posterior(samples: torch.Tensor, clean: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """p(image j | x_t) for x_t = sqrt(a) x_j + sqrt(1 - a) noise, under a uniform prior over the data set's images:
+    the Bayes-optimal noisy classifier's answer, whose gradient is classifier guidance's direction. A far less noisy
+    target than the source's name where noise hides it (t above 700)."""
+    flat, images = samples.flatten(1), clean.flatten(1)
+    alpha = alpha.flatten()[:, None]
+    squared = (flat**2).sum(1, keepdim=True) - 2 * alpha.sqrt() * flat @ images.T + alpha * (images**2).sum(1)[None]
+    return torch.softmax(-squared / (2 * (1 - alpha)), dim=1)
 
 
 def as_guidance_sees(
@@ -153,7 +166,11 @@ def train(config: NoiseAwareConfig) -> str:
         samples = alpha.sqrt() * clean[labels] + (1 - alpha).sqrt() * noise
         seen = as_guidance_sees(samples, clip.image_size, config.cuts, generator, mean, std)
         features = F.normalize(model.encode_image(seen).float(), dim=-1)
-        loss = F.cross_entropy(scale * features @ texts.T, labels)
+        logits = scale * features @ texts.T
+        if config.targets == "posterior":
+            loss = F.cross_entropy(logits, posterior(samples, clean, alpha))
+        else:
+            loss = F.cross_entropy(logits, labels)
         apply_gradients(loss, optimiser)
         progress.update(1)
         progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
