@@ -144,11 +144,12 @@ WEBUI_PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 )
 def test_a_hostile_last_line_parses_in_linear_time(text):
     """Lines on which the regex, tried at every position, backtracks through every shorter key (80 KB without a
-    colon took it 47 s), and lines of a few hundred KB (the longest read is 200 KB) with many pairs: a fraction of a
-    second each."""
+    colon took it 47 s), and lines of a few hundred KB (the longest read is 200 KB) with many pairs: about a second
+    each alone (1.3 s the slowest); the bound leaves room for a loaded 2-core machine, and a quadratic scan of 1 MB
+    would take hours."""
     started = time.perf_counter()
     fields = parse_infotext(text)
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 10.0
     assert fields["Prompt"] == text.strip() or len(infotext_pairs(text.strip())) >= 3
 
 
