@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import torch
 
 from guidance.interrupt import StopRequested
+from guidance.particles import Particles, best, reindex_scheduler, resample, scores
 from guidance.prediction import model_output_from_x0_and_eps, predicted_x0_and_eps
 
 GRADIENT_METHODS = ("x0", "unet")
@@ -192,6 +193,7 @@ def guided_sample(
     after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
     weighting: str = "noise",
     recurrence: int = 1,
+    particles: Particles | None = None,
 ) -> torch.Tensor:
     """Denoise `noise` with `scheduler` (a fresh instance: its state is changed) and return the final sample: x_0 in
     [-1, 1] for a pixel model, the clean latents for a latent one.
@@ -212,6 +214,9 @@ def guided_sample(
     noise level in between (Bansal et al. 2023, "Universal Guidance", self-recurrence): the model gets more chances
     to turn an edited x0 into an image it would make, so strong guidance stays on the data (DDIM and DDPM only:
     their steps keep no state; the re-noising draws from `generator` too).
+    `particles` runs each image as `particles.count` particles (guidance.particles): `noise` (and `clean`, and a
+    generator list) then hold `count` rows per image, image-major; every `particles.every` steps each image's particles
+    are resampled by the active terms' losses, and the image's best particle is returned (one row per image).
     `callback(step_index, num_steps, predicted_x0)` runs after every step and may raise SamplingInterrupted(step
     count, predicted_x0). StopRequested raised inside a step (guidance.interrupt.stop_checks) drops that step and
     becomes SamplingInterrupted(completed steps, the last completed step's predicted x0, or the clamped noise).
@@ -223,6 +228,7 @@ def guided_sample(
     if recurrence < 1:
         raise ValueError(f"recurrence must be at least 1, got {recurrence}")
     active_terms = [term for term in terms if term.scale != 0]
+    active_scales = [abs(term.scale) for term in active_terms]
     if recurrence > 1 and active_terms and type(scheduler).__name__ not in RECURRENT_SCHEDULERS:
         raise ValueError(
             f"recurrence needs a scheduler that keeps no state between steps ({', '.join(RECURRENT_SCHEDULERS)}), "
@@ -244,8 +250,15 @@ def guided_sample(
     else:
         sample = scheduler.add_noise(clean, noise, timesteps[:1].repeat(noise.shape[0]))
     completed_x0 = None  # the predicted x0 of the last completed step
+    count = particles.count if particles is not None else 1
     for index, timestep in enumerate(timesteps):
         try:
+            if count > 1 and active_terms and index > 0 and index % particles.every == 0:
+                with torch.no_grad():
+                    noisy = scheduler.scale_model_input(sample, timestep)
+                rows = resample(scores(_losses(active_terms, completed_x0, noisy), active_scales, count), particles)
+                sample, completed_x0 = sample[rows], completed_x0[rows]
+                reindex_scheduler(scheduler, rows, sample.shape)
             step_terms = [(term, w[index]) for term, w in zip(active_terms, weights) if w[index] != 0]
 
             def take_step(current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -270,11 +283,28 @@ def guided_sample(
         except StopRequested as stop:
             # Stopped inside this step: its work is dropped; the images are those of the last completed step.
             shown = completed_x0 if completed_x0 is not None else sample.clamp(-1, 1)
-            raise SamplingInterrupted(index, shown) from stop
+            raise SamplingInterrupted(index, shown[::count]) from stop
         completed_x0 = predicted_x0
         if callback is not None:
-            callback(index, len(timesteps), predicted_x0)
-    return sample
+            callback(index, len(timesteps), predicted_x0[::count])
+    if count == 1:
+        return sample
+    if not active_terms:
+        return sample[::count]
+    try:
+        return sample[best(scores(_losses(active_terms, sample, sample), active_scales, count), count)]
+    except StopRequested as stop:
+        raise SamplingInterrupted(len(timesteps), completed_x0[::count]) from stop
+
+
+def _losses(terms: Sequence[GuidanceTerm], predicted_x0: torch.Tensor, noisy: torch.Tensor) -> list[torch.Tensor]:
+    """Each term's per-sample loss, without gradients, on what it sees: the noisy sample, or x0 (decoded)."""
+    with torch.no_grad():
+        seen = [
+            noisy if term.noisy else term.decode(predicted_x0) if term.decode is not None else predicted_x0
+            for term in terms
+        ]
+        return [term.loss(images.float()) for term, images in zip(terms, seen)]
 
 
 def _step(

@@ -55,6 +55,8 @@ def unconditional_seconds(request, *_args, **_kwargs) -> int:
     if guided:
         # each guided step taken that many times
         per_image_step *= _number(getattr(request, "recurrence", 1), PIXEL["recurrence"].high)
+    if guided:  # each image run as that many particles
+        per_image_step *= _number(getattr(request, "particles", 1), PIXEL["particles"].high)
     runs = 2 if guided and getattr(request, "compare", False) else 1
     return _seconds(runs * steps * batch * per_image_step)
 
@@ -74,4 +76,6 @@ def sd_seconds(request, *_args, **_kwargs) -> int:
     if _clip_guided(request):
         cutouts = CUTOUT_STEP_SECONDS * _number(getattr(request, "cuts", None), SD["cuts"].high) / SD_IMAGE_STEP_SECONDS
         per_step += SD_CLIP_STEP_FRACTION * (SD_DECODER_PASS_STEPS + cutouts)
+    if _number(getattr(request, "color_scale", 0), 0) > 0 or _clip_guided(request):  # each image as particles
+        batch *= _number(getattr(request, "particles", 1), SD["particles"].high)
     return _seconds(steps * batch * per_step * SD_IMAGE_STEP_SECONDS * (width * height) / SD_NATIVE**2)

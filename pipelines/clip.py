@@ -106,9 +106,15 @@ def clip_targets(
 
 
 def clip_loss(
-    clip: ClipBundle, targets: torch.Tensor, weights: list[float], cuts: int, seed: int, batch_size: int
+    clip: ClipBundle,
+    targets: torch.Tensor,
+    weights: list[float],
+    cuts: int,
+    seed: int,
+    batch_size: int,
+    particles: int = 1,
 ) -> ClipLoss:
-    """The CLIP loss toward `targets` for a batch whose image i has seed `seed` + i (its cutouts drawn from a
-    generator of its own, so an image gets the same cutouts in any batch)."""
-    generators = seeded_generators(seed, batch_size, CUTOUT_SEED_OFFSET)
+    """The CLIP loss toward `targets` for a batch whose image i has seed `seed` + i, run as `particles` rows each
+    (its cutouts drawn from a generator of its own, so an image gets the same cutouts in any batch)."""
+    generators = seeded_generators(seed, batch_size, CUTOUT_SEED_OFFSET, particles)
     return ClipLoss(clip.model, targets, cuts, generators, clip.image_size, clip.mean, clip.std, weights)

@@ -20,7 +20,7 @@ import re
 from bisect import bisect_right
 
 from guidance.colors import shown
-from pipelines.params import png_keys
+from pipelines.params import keywords, png_keys
 from pipelines.tabs import PIXEL_TABS, SD_TABS
 
 # The pieces of one "Key: value" pair of the last line (stable-diffusion-webui's regex
@@ -220,10 +220,12 @@ def sd_scheduler(sampler: str | None, schedule: str | None) -> str | None:
 
 
 def unrecorded_defaults(task: str, values: dict) -> dict:
-    """`values` completed with what an image made before a keyword existed ran with: recurrence 1 in the guided
-    pixel tabs (each guided step taken once)."""
+    """`values` completed with what an image made before a keyword existed ran with, or left unrecorded because it
+    was the plain run: recurrence 1 in the guided pixel tabs (each guided step taken once), particles 1."""
     if task in ("color_guided", "clip_guided"):
         values.setdefault("recurrence", 1)
+    if "particles" in keywords(task):
+        values.setdefault("particles", 1)
     return values
 
 
@@ -277,4 +279,6 @@ def request_values(fields: dict[str, str]) -> tuple[str, dict, list[str]]:
         unrecorded_defaults(task, values)
         if sampler:
             values["scheduler"] = sampler
+    if task in SD_TABS:
+        unrecorded_defaults(task, values)
     return task, values, skipped

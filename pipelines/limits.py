@@ -114,6 +114,7 @@ class Work:
     passes: float = 1.0  # model passes per step: +1 for a comparison, x3 for a gradient through the UNet, x takes...
     takes: int = 1  # times each guided step is taken (recurrence): multiplies the cutouts too
     native_pixels: int = 0  # the pixels of the model's native size (0: unknown, no growth counted)
+    particles: int = 1  # rows per image (guidance.particles): multiplies everything per image
     coder_passes: float = 0.0  # VAE passes per image outside the steps (a decode of each output, an encode of an input)
 
     @property
@@ -126,15 +127,18 @@ class Work:
     @property
     def megapixel_steps(self) -> float:
         per_image = self.steps * self.passes + self.coder_passes * CODER_PASS_STEPS
-        return per_image * self.batch_size * self.width * self.height * self.size_factor / 1e6
+        rows = self.batch_size * self.particles
+        return per_image * rows * self.width * self.height * self.size_factor / 1e6
 
     @property
     def cutout_steps(self) -> int:
-        return self.steps * self.batch_size * self.cuts * self.takes
+        return self.steps * self.batch_size * self.particles * self.cuts * self.takes
 
     def describe(self) -> str:
         """The factors of megapixel_steps, as a refusal lists them."""
         parts = [f"steps {self.steps}", f"batch_size {self.batch_size}", f"{self.width}x{self.height} px"]
+        if self.particles != 1:
+            parts.insert(2, f"particles {self.particles}")
         if self.passes != 1:
             parts.append(f"{plain_number(round(self.passes, 2))} passes")
         if self.size_factor > 1:
@@ -159,12 +163,13 @@ def check_work(work: Work, limits: Limits) -> None:
     )
     if work.cuts:
         takes = f" x {work.takes} takes" if work.takes != 1 else ""
+        particles = f" x particles {work.particles}" if work.particles != 1 else ""
         _refuse_above(
             "cutout_steps",
             work.cutout_steps,
             limits.cutout_steps,
-            f"this request's {{value}} cutout-steps (steps {work.steps} x batch_size {work.batch_size} x cuts "
-            f"{work.cuts}{takes}; lower cuts, steps or batch_size)",
+            f"this request's {{value}} cutout-steps (steps {work.steps} x batch_size {work.batch_size}{particles} x "
+            f"cuts {work.cuts}{takes}; lower cuts, steps or batch_size)",
         )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, make_dataclass, replace
 
 from PIL import Image
 
+from guidance.particles import RESAMPLE_EVERY
 from pipelines.tabs import SD_TABS
 
 PICTURE = Image.Image  # the kind of a picture keyword: an upload, never a plain value
@@ -183,6 +184,19 @@ PIXEL: dict[str, Param] = {
         png_key="Recurrence",
         hint="each guided step taken this many times: slower, keeps images on the model's data; DDIM and DDPM",
     ),
+    "particles": Param(
+        int,
+        "Particles",
+        "each image runs as this many particles, {low} to {high}, resampled every "
+        f"{RESAMPLE_EVERY} steps by the guidance losses (Feynman-Kac steering) and the best kept; costs that many "
+        "times the compute; 1 is the plain run",
+        1,
+        1,
+        4,
+        1,
+        png_key="Particles",
+        hint="resampled by guidance, best kept; that many times slower",
+    ),
     "batch_count": Param(
         int,
         "Batch count",
@@ -332,6 +346,7 @@ SD: dict[str, Param] = {
     "clip_image": PIXEL["clip_image"],
     "clip_image_scale": replace(PIXEL["clip_image_scale"], high=20.0, hint="0 = off, 4 = clear", clear=4.0),
     **{name: _outpaint(name.removeprefix("outpaint_")) for name in OUTPAINT},
+    "particles": PIXEL["particles"],
     "batch_count": PIXEL["batch_count"],
     "previews": PIXEL["previews"],
 }
@@ -356,20 +371,20 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
     "clip_guided": (
         *("model", "scheduler", "steps", "batch_size", "seed", "prompt", "clip_scale", "cuts", "color"),
         *("color_scale", "compare", "eta", "gradient_method", "clip_image", "clip_image_scale", "batch_count"),
-        *("recurrence", "previews"),
+        *("recurrence", "previews", "particles"),
     ),
     "txt2img": (
         *("prompt", "negative_prompt", "scheduler", "steps", "guidance_scale", "width", "height", "batch_size"),
-        *("seed", "model", *_SD_GUIDANCE, "batch_count", "previews"),
+        *("seed", "model", *_SD_GUIDANCE, "batch_count", "previews", "particles"),
     ),
     "img2img": (
         *("image", "prompt", "negative_prompt", "scheduler", "steps", "guidance_scale", "strength", "batch_size"),
-        *("seed", "model", *_SD_GUIDANCE, "batch_count", "previews"),
+        *("seed", "model", *_SD_GUIDANCE, "batch_count", "previews", "particles"),
     ),
     "inpaint": (
         *("image", "mask", "prompt", "negative_prompt", "scheduler", "steps", "guidance_scale", "strength"),
         *("batch_size", "seed", "mask_blur", "model", *_SD_GUIDANCE),
-        *(*OUTPAINT, "batch_count", "previews"),
+        *(*OUTPAINT, "batch_count", "previews", "particles"),
     ),
 }
 # Where a tab's control starts elsewhere than its family's default: guidance on in the guided tabs, inpainting
@@ -382,7 +397,7 @@ TAB_DEFAULTS: dict[str, dict[str, object]] = {
 # What a sweep may vary, in the order its menu lists them (of those a tab takes).
 SWEEPABLE = (
     *("strength", "guidance_scale", "clip_scale", "clip_image_scale", "color_scale", "cuts", "steps", "eta"),
-    *("recurrence", "mask_blur"),
+    *("recurrence", "particles", "mask_blur"),
 )
 
 

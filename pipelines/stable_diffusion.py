@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from diffusers import (
@@ -47,8 +47,9 @@ from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package
 from pipelines.params import OUTPAINT, SD, request_fields
 from pipelines.previews import PreviewCallback, latent_previews, previewing
+from pipelines.seeds import seeded_generators
 from pipelines.tabs import SD_TABS
-from pipelines.terms import View, clip_guided, guidance_terms
+from pipelines.terms import View, clip_guided, effective_particles, guidance_terms, is_guided, particle_run
 from pipelines.validation import (
     checked,
     checked_values,
@@ -133,6 +134,7 @@ class Request(request_fields("SDKeywords", SD, first=(("task", str),))):
 
     color_rgb: tuple[float, float, float] | None = field(default=None, repr=False)
     outpainted: bool = field(default=False, repr=False)  # set by validation: image and mask are already the canvas
+    warnings: list[str] = field(default_factory=list, repr=False)  # set by validate: what changes what you get
 
     def work(self) -> Work:
         """The compute this (checked) request asks for, in the limits' units."""
@@ -184,6 +186,7 @@ def validate(request: Request) -> Request:
                 f"mask_blur {blur} erases this whole mask (it feathers inward by that many pixels): "
                 "lower mask_blur or paint a larger mask"
             )
+    checked_request.particles, checked_request.warnings = effective_particles(checked_request)
     check_work(checked_request.work(), server_limits())
     return checked_request
 
@@ -257,6 +260,7 @@ def sd_work(request: Request) -> Work:
         passes=passes,
         native_pixels=native * native,
         coder_passes=1.0 if request.task == "txt2img" else 2.0,
+        particles=request.particles if is_guided(request) else 1,
     )
 
 
@@ -394,6 +398,8 @@ def _info(request: Request, ref: str, warnings: list[str]) -> dict:
             info["input_size"] = [request.image.width - left - right, request.image.height - top - bottom]
     if request.color_scale > 0:
         info.update(color=request.color, color_scale=request.color_scale)
+    if request.particles > 1:
+        info["particles"] = request.particles
     info["warnings"] = warnings
     return info
 
@@ -592,7 +598,7 @@ def generate(
     started = time.perf_counter()
     request = validate(request)
     pipeline, ref = build_pipeline(request.task, request.scheduler, request.model)
-    warnings = prompt_warnings(pipeline.tokenizer, request.prompt, "prompt")
+    warnings = [*request.warnings, *prompt_warnings(pipeline.tokenizer, request.prompt, "prompt")]
     if not request.prompt:
         warnings.append("prompt is empty: the images are unconditioned (nothing for the CFG scale to steer toward)")
     warnings += prompt_warnings(pipeline.tokenizer, request.negative_prompt, "negative_prompt")
@@ -613,14 +619,16 @@ def generate(
         generated = [request.image.copy() for _ in range(request.batch_size)]
         warnings.append("strength x steps is below 1, so no denoising step ran: the input is returned unchanged")
     else:
-        generators = [torch.Generator("cpu").manual_seed(seed) for seed in info["seeds"]]
+        count = request.particles  # rows per image: its particles (guidance.particles), 1 for a plain run
+        rows = seeded_generators(request.seed, request.batch_size, particles=count)
+        generators = rows[::count]  # each image's own, which decodes it
         # A long step (SD 1.5 at 1024x1024 on a CPU: about 90 s) stops inside, at the next block of the models.
         try:
             checked = [pipeline.text_encoder, pipeline.vae.encoder, pipeline.unet]
             # Guidance passes: the VAE decoder (forward and backward) and the guiding CLIP.
             checked += [pipeline.vae.decoder, *([get_clip(request.model).model] if clip_guided(request) else [])]
             with stop_checks(checked, should_stop):
-                run = _prepare(pipeline, request, generators)
+                run = _prepare(pipeline, replace(request, batch_size=request.batch_size * count), rows)
                 views = guidance_views(pipeline, latent_rgb, request, run.region, info)
                 terms = guidance_terms(request, request.clip_prompt, run.region, *views)
                 latents = guided_sample(
@@ -629,12 +637,13 @@ def generate(
                     run.noise,
                     request.steps,
                     terms,
-                    generator=generators,
+                    generator=rows,
                     callback=callback,
                     begin_index=run.begin_index,
                     clean=run.clean,
                     after_step=run.after_step,
                     weighting="signal",  # with CFG, edits made at high noise do not survive (docs/stable-diffusion.md)
+                    particles=particle_run(request.seed, request.batch_size, count),
                 )
             generated, nsfw = _decode(pipeline, latents, generators)
         except (SamplingInterrupted, StopRequested) as stop:

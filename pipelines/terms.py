@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import torch
 
 from guidance import ColorLoss, GuidanceTerm
+from guidance.particles import Particles
 from pipelines.clip import clip_loss, clip_targets, get_clip
+from pipelines.seeds import RESAMPLING_STREAM, stream_generators
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,27 @@ class View:
 def clip_guided(request) -> bool:
     """Whether a request asks for CLIP guidance (toward a text, a reference picture or both)."""
     return request.clip_scale > 0 or request.clip_image_scale > 0
+
+
+def is_guided(request) -> bool:
+    """Whether a request asks for any guidance (color, CLIP text or CLIP picture)."""
+    return request.color_scale > 0 or clip_guided(request)
+
+
+def effective_particles(request) -> tuple[int, list[str]]:
+    """(The particles a checked request runs with, warnings): 1 with a warning when nothing guides, since only the
+    guidance losses score particles."""
+    if request.particles > 1 and not is_guided(request):
+        return 1, [f"particles {request.particles} need guidance to score them (a strength above 0): ran with 1"]
+    return request.particles, []
+
+
+def particle_run(seed: int, batch_size: int, count: int) -> Particles | None:
+    """How a batch of images of seeds seed + i runs as `count` particles each (None for one): each image resamples
+    from a generator of its own."""
+    if count == 1:
+        return None
+    return Particles(count, stream_generators(seed, batch_size, RESAMPLING_STREAM))
 
 
 def guidance_terms(
@@ -39,7 +62,8 @@ def guidance_terms(
         embeds, weights, scale = clip_targets(
             model, text, request.clip_scale, request.clip_image, request.clip_image_scale
         )
-        loss = clip_loss(model, embeds, weights, request.cuts, request.seed, request.batch_size)
+        rows = request.particles  # each image's particles, when it runs as several (guidance.particles)
+        loss = clip_loss(model, embeds, weights, request.cuts, request.seed, request.batch_size, rows)
         noisy = model.noise_aware and clip.decode is None  # pixels: a noise-aware CLIP reads x_t
         terms.append(GuidanceTerm("clip", loss, scale, clip.decode, fraction=clip.fraction, noisy=noisy))
     return terms

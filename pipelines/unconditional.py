@@ -25,7 +25,7 @@ from pipelines.outputs import GenerationResult, package, tensor_to_pil, upscale_
 from pipelines.params import PIXEL, request_fields
 from pipelines.previews import PreviewCallback, pixel_previews, previewing
 from pipelines.seeds import seeded_generators
-from pipelines.terms import clip_guided, guidance_terms
+from pipelines.terms import clip_guided, effective_particles, guidance_terms, is_guided, particle_run
 from pipelines.validation import (
     checked_values,
     clip_text_scale,
@@ -80,13 +80,10 @@ def validate(request: Request) -> Request:
         "prompt", checked_request.prompt, checked_request.clip_scale, checked_request.clip_image
     )
     checked_request.recurrence, checked_request.warnings = effective_recurrence(checked_request)
+    checked_request.particles, warnings = effective_particles(checked_request)
+    checked_request.warnings += warnings
     check_work(checked_request.work(), server_limits())
     return checked_request
-
-
-def is_guided(request: Request) -> bool:
-    """Whether a request asks for any guidance (color, CLIP text or CLIP picture)."""
-    return request.color_scale > 0 or request.clip_scale > 0 or request.clip_image_scale > 0
 
 
 def effective_recurrence(request: Request) -> tuple[int, list[str]]:
@@ -107,7 +104,10 @@ def request_work(request: Request, side: int) -> Work:
     passes = (guided_passes if guided else 1) + (1 if guided and request.compare else 0)
     cuts = request.cuts if clip_guided(request) else 0
     takes = request.recurrence if guided else 1
-    return Work(request.steps, request.batch_size, side, side, cuts=cuts, passes=passes, takes=takes)
+    particles = request.particles if guided else 1
+    return Work(
+        request.steps, request.batch_size, side, side, cuts=cuts, passes=passes, takes=takes, particles=particles
+    )
 
 
 _NATIVE_SIDES: dict[str, int] = {}
@@ -160,14 +160,16 @@ def run_sampler(
     terms: list[GuidanceTerm],
     callback=None,
 ) -> torch.Tensor:
-    """Sample `request.batch_size` images (B, C, H, W) in [-1, 1] for a validated request."""
+    """Sample `request.batch_size` images (B, C, H, W) in [-1, 1] for a validated request (each image as
+    `request.particles` particles when guided)."""
     unet = model.unet
     device = next(unet.parameters()).device
     size = unet.config.sample_size
     height, width = (size, size) if isinstance(size, int) else size
-    generators = seeded_generators(request.seed, request.batch_size)
+    count = request.particles if terms else 1
+    generators = seeded_generators(request.seed, request.batch_size, particles=count)
     noise = randn_tensor(
-        (request.batch_size, unet.config.in_channels, height, width),
+        (request.batch_size * count, unet.config.in_channels, height, width),
         generator=generators,
         device=device,
         dtype=torch.float32,
@@ -183,6 +185,7 @@ def run_sampler(
         gradient_method=request.gradient_method,
         callback=callback,
         recurrence=request.recurrence,
+        particles=particle_run(request.seed, request.batch_size, count),
     )
 
 
@@ -206,6 +209,8 @@ def request_info(request: Request) -> dict:
         info.pop("eta")
     if not is_guided(request):
         info.pop("recurrence")
+    if request.particles == 1:
+        info.pop("particles")  # a plain run records what it always did
     if request.warnings:
         info["warnings"] = list(request.warnings)
     return info

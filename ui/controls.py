@@ -200,6 +200,8 @@ def sd_guidance_controls(tab: str) -> dict[str, gr.components.Component]:
             controls["clip_scale"] = slider(tab, "clip_scale")
             controls["cuts"] = slider(tab, "cuts")
         controls.update(reference_controls(tab, tab))
+    with gr.Accordion("Particles", open=False):
+        controls["particles"] = slider(tab, "particles", elem_id=f"{tab}-particles")
     return controls
 
 
@@ -227,15 +229,19 @@ def reference_controls(tab: str, prefix: str) -> dict[str, gr.components.Compone
 
 
 def guidance_options(tab: str, prefix: str) -> dict[str, gr.components.Component]:
-    """Compare toggle, gradient method and recurrence, shared by the guided pixel tabs."""
+    """Compare toggle, gradient method, recurrence and (where the tab takes them) particles, shared by the guided
+    pixel tabs."""
     with gr.Accordion("Options", open=False):
         compare = param(tab, "compare")
         method = param(tab, "gradient_method")
-        return {
+        options = {
             "compare": gr.Checkbox(compare.default, label=compare.page_label(), elem_id=f"{prefix}-compare"),
             "gradient_method": Radio(GRADIENT_LABELS, value=method.default, label=method.page_label()),
             "recurrence": slider(tab, "recurrence", elem_id=f"{prefix}-recurrence"),
         }
+        if "particles" in keywords(tab):
+            options["particles"] = slider(tab, "particles", elem_id=f"{prefix}-particles")
+        return options
 
 
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
