@@ -34,6 +34,7 @@ and 80 txt2img images, several minutes on 2 CPU cores; on a CPU shared with trai
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shlex
 import sys
@@ -227,11 +228,14 @@ class Sampler:
         self.made: dict[tuple, int] = {}
 
     @staticmethod
-    def key(prompt="", clip_scale=0.0, color="", color_scale=0.0, steps=STEPS, recurrence=1, cuts=0) -> tuple:
+    def key(
+        prompt="", clip_scale=0.0, color="", color_scale=0.0, steps=STEPS, recurrence=1, cuts=0, particles=1
+    ) -> tuple:
         """What identifies a guidance setting in the cache (cuts 0: the table's default)."""
         guidance = (prompt if clip_scale else "", clip_scale, color if color_scale else "", color_scale, steps)
         cuts = (cuts or CLIP_TAB["cuts"]) if clip_scale else 0
-        return guidance + (recurrence if clip_scale or color_scale else 1, cuts)
+        guided = clip_scale or color_scale
+        return guidance + (recurrence if guided else 1, cuts, particles if guided else 1)
 
     def seconds_per_image(self, **guidance) -> float:
         """Mean generation seconds per image of a guidance setting, over the images made so far (any prompt)."""
@@ -249,12 +253,13 @@ class Sampler:
         steps: int = STEPS,
         recurrence: int = 1,
         cuts: int = 0,
+        particles: int = 1,
     ) -> np.ndarray:
         """uint8 (len(seeds), H, W, 3) samples at `steps` DDIM steps, in calls of up to MAX_BATCH consecutive seeds."""
         from pipelines import unconditional as uncond
         from pipelines.bundled import BUNDLED_LABEL
 
-        guidance = self.key(prompt, clip_scale, color, color_scale, steps, recurrence, cuts)
+        guidance = self.key(prompt, clip_scale, color, color_scale, steps, recurrence, cuts, particles)
         missing = sorted({seed for seed in seeds if (guidance, seed) not in self.cache})
         runs: list[list[int]] = []
         for seed in missing:
@@ -274,6 +279,7 @@ class Sampler:
                 color_scale=color_scale,
                 recurrence=guidance[5],
                 cuts=guidance[6] or CLIP_TAB["cuts"],
+                particles=guidance[7],
             )
             started = time.perf_counter()
             images = uncond.generate(request).images
@@ -363,6 +369,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--random-images-per-name", type=int, default=2, help="images per random name")
     parser.add_argument("--front-recurrences", default="1,2,3", help="the front's recurrences (--only pareto)")
     parser.add_argument("--front-cuts", default="4", help="the front's cutout counts (--only pareto), e.g. 1,4")
+    parser.add_argument(
+        "--front-particles", default="1", help="the front's particles per image (--only pareto), e.g. 1,2,4"
+    )
     parser.add_argument("--clip-scales", default="", help="CLIP section strengths, e.g. 1,2 (default: the app's)")
     parser.add_argument(
         "--clip-steps", type=int, default=0, help="CLIP section's DDIM steps (default 0: the app's default, 50)"
@@ -730,10 +739,11 @@ def name_seeds(bench: Bench, name: int, count: int) -> list[int]:
 
 
 def random_name_images(
-    bench: Bench, scale: float, steps: int, recurrence: int, per_name: int = 0, cuts: int = 0
+    bench: Bench, scale: float, steps: int, recurrence: int, per_name: int = 0, cuts: int = 0, particles: int = 1
 ) -> np.ndarray:
     """The images of every random name, `per_name` (default `--random-images-per-name`) each on its own seeds,
-    CLIP-guided toward the name at `scale` (0: unguided) with `cuts` cutouts (0: the tab's default)."""
+    CLIP-guided toward the name at `scale` (0: unguided) with `cuts` cutouts (0: the tab's default), each image run
+    as `particles` particles."""
     per_name = per_name or bench.args.random_images_per_name
     _, names = bench.random_names()
     return np.concatenate(
@@ -745,6 +755,7 @@ def random_name_images(
                 steps=steps,
                 recurrence=recurrence,
                 cuts=cuts,
+                particles=particles,
             )
             for index, name in enumerate(names)
         ]
@@ -852,15 +863,16 @@ def section_pareto(bench: Bench) -> None:
     reads = "x_t (noise-aware CLIP)" if get_clip(BUNDLED_LABEL).noise_aware else "x0"
     recurrences = [int(value) for value in bench.args.front_recurrences.split(",")]
     every_cuts = [int(value) for value in bench.args.front_cuts.split(",")]
-    for scale in scales or [CLIP_TAB["clip_scale"]]:
-        for recurrence in recurrences:
-            for cuts in every_cuts:
-                images = random_name_images(bench, scale, steps, recurrence, cuts=cuts)
-                seconds = bench.sampler.seconds_per_image(
-                    clip_scale=scale, steps=steps, recurrence=recurrence, cuts=cuts
-                )
-                what = f"gradient on {reads}, strength {scale:g}, recurrence {recurrence}, {cuts} cutouts"
-                settings.append((what, images, seconds))
+    every_particles = [int(value) for value in bench.args.front_particles.split(",")]
+    for scale, recurrence, cuts, particles in itertools.product(
+        scales or [CLIP_TAB["clip_scale"]], recurrences, every_cuts, every_particles
+    ):
+        images = random_name_images(bench, scale, steps, recurrence, cuts=cuts, particles=particles)
+        seconds = bench.sampler.seconds_per_image(
+            clip_scale=scale, steps=steps, recurrence=recurrence, cuts=cuts, particles=particles
+        )
+        what = f"gradient on {reads}, strength {scale:g}, recurrence {recurrence}, {cuts} cutouts"
+        settings.append((what + (f", {particles} particles" if particles > 1 else ""), images, seconds))
     plain_share = within(bench.judge.distances(plain), bench.thresholds[0]) if bench.judge else 1.0
     points = []
     for label, images, seconds in settings:
@@ -1180,6 +1192,8 @@ def main(argv=None) -> None:
         os.environ["BUNDLED_MODELS_DIR"] = args.bundle
     if args.threads:
         torch.set_num_threads(args.threads)
+    # the front's costliest settings (particles x recurrence x cutouts) exceed the CPU's per-request cutout limit
+    os.environ.setdefault("STUDIO_MAX_CUTOUT_STEPS", str(10**7))
     os.environ["UNCOND_MODELS"] = os.environ.get("UNCOND_MODELS", "") or "none"
 
     from pipelines.bundled import bundled_dir, bundled_path
