@@ -276,9 +276,7 @@ def request_values(fields: dict[str, str]) -> tuple[str, dict, list[str]]:
                 skipped.append(f"Size: {shown(fields['Size-1'] + 'x' + fields['Size-2'])} {reason}")
     else:
         values["prompt"] = fields.get("Prompt", "")
-        unrecorded_defaults(task, values)
         if sampler:
             values["scheduler"] = sampler
-    if task in SD_TABS:
-        unrecorded_defaults(task, values)
+    unrecorded_defaults(task, values)
     return task, values, skipped
