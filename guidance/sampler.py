@@ -39,8 +39,9 @@ class GuidanceTerm:
     # What this loss sees of x0 when it is not the image itself (latent models): a decoder to [-1, 1] pixels.
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None
     fraction: float = 1.0  # share of the run's guided steps this term acts on (where its weighting is largest)
-    # The loss sees the noisy sample x_t (variance-preserving) instead of x0: for a model trained on noisy samples,
-    # whose gradient there points to what the image should become (classifier guidance, Dhariwal & Nichol 2021).
+    # The loss sees the noisy sample x_t (variance-preserving) instead of x0, and is called as loss(x_t, a_t): for a
+    # model of noisy samples, whose gradient there points to what the image should become (classifier guidance,
+    # Dhariwal & Nichol 2021).
     noisy: bool = False
 
 
@@ -139,17 +140,19 @@ def _loss_gradients(
     wrt: torch.Tensor,
     noisy: torch.Tensor,
     noisy_wrt: torch.Tensor,
+    alpha: torch.Tensor,
 ) -> list[torch.Tensor]:
     """Each term's gradient of its summed per-sample loss on what it sees: `predicted_x0` (made from `wrt`) itself or
     the term's decoding of it, with respect to `wrt`; or, for a noisy term, the noisy sample `noisy` (made from
-    `noisy_wrt`), with respect to `noisy_wrt`."""
+    `noisy_wrt`) at noise level `alpha`, with respect to `noisy_wrt`."""
     gradients = []
     for index, term in enumerate(terms):
         if term.noisy:
             images, leaf = noisy, noisy_wrt
+            losses = term.loss(images.float(), alpha)
         else:
             images, leaf = (term.decode(predicted_x0) if term.decode is not None else predicted_x0), wrt
-        losses = term.loss(images.float())
+            losses = term.loss(images.float())
         if losses.ndim != 1 or losses.shape[0] != images.shape[0]:
             raise ValueError(f"guidance {term.name!r} must return one loss per sample, got {tuple(losses.shape)}")
         # Summing keeps each image's gradient independent of the batch (a mean would divide it by B).
@@ -256,7 +259,8 @@ def guided_sample(
             if count > 1 and active_terms and index > 0 and index % particles.every == 0:
                 with torch.no_grad():
                     noisy = scheduler.scale_model_input(sample, timestep)
-                rows = resample(scores(_losses(active_terms, completed_x0, noisy), active_scales, count), particles)
+                losses = _losses(active_terms, completed_x0, noisy, alphas[index])
+                rows = resample(scores(losses, active_scales, count), particles)
                 sample, completed_x0 = sample[rows], completed_x0[rows]
                 reindex_scheduler(scheduler, rows, sample.shape)
             step_terms = [(term, w[index]) for term, w in zip(active_terms, weights) if w[index] != 0]
@@ -292,19 +296,24 @@ def guided_sample(
     if not active_terms:
         return sample[::count]
     try:
-        return sample[best(scores(_losses(active_terms, sample, sample), active_scales, count), count)]
+        final = _losses(active_terms, sample, sample, torch.ones((), device=sample.device))
+        return sample[best(scores(final, active_scales, count), count)]
     except StopRequested as stop:
         raise SamplingInterrupted(len(timesteps), completed_x0[::count]) from stop
 
 
-def _losses(terms: Sequence[GuidanceTerm], predicted_x0: torch.Tensor, noisy: torch.Tensor) -> list[torch.Tensor]:
-    """Each term's per-sample loss, without gradients, on what it sees: the noisy sample, or x0 (decoded)."""
+def _losses(
+    terms: Sequence[GuidanceTerm], predicted_x0: torch.Tensor, noisy: torch.Tensor, alpha: torch.Tensor
+) -> list[torch.Tensor]:
+    """Each term's per-sample loss, without gradients, on what it sees: the noisy sample (at noise level `alpha`),
+    or x0 (decoded)."""
     with torch.no_grad():
-        seen = [
-            noisy if term.noisy else term.decode(predicted_x0) if term.decode is not None else predicted_x0
+        return [
+            term.loss(noisy.float(), alpha)
+            if term.noisy
+            else term.loss((term.decode(predicted_x0) if term.decode is not None else predicted_x0).float())
             for term in terms
         ]
-        return [term.loss(images.float()) for term, images in zip(terms, seen)]
 
 
 def _step(
@@ -338,7 +347,7 @@ def _step(
             model_input = scheduler.scale_model_input(leaf, timestep)
             model_output = _unet_forward(unet, model_input, timestep)
             predicted_x0, eps = predicted_x0_and_eps(model_output, model_input, alpha_prod_t, prediction_type)
-            gradients = _loss_gradients(losses, predicted_x0, leaf, model_input, leaf)
+            gradients = _loss_gradients(losses, predicted_x0, leaf, model_input, leaf, alpha_prod_t)
         predicted_x0, eps = predicted_x0.detach(), eps.detach()
     else:
         with torch.no_grad():
@@ -348,7 +357,7 @@ def _step(
         leaf = predicted_x0.detach().float().requires_grad_(True)
         noisy_leaf = model_input.detach().float().requires_grad_(True)
         with torch.enable_grad():
-            gradients = _loss_gradients(losses, leaf, leaf, noisy_leaf, noisy_leaf)
+            gradients = _loss_gradients(losses, leaf, leaf, noisy_leaf, noisy_leaf, alpha_prod_t)
     with torch.no_grad():
         step = sum(
             term.scale * weight * normalise_per_sample(gradient) for (term, weight), gradient in zip(terms, gradients)

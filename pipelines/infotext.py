@@ -221,9 +221,12 @@ def sd_scheduler(sampler: str | None, schedule: str | None) -> str | None:
 
 def unrecorded_defaults(task: str, values: dict) -> dict:
     """`values` completed with what an image made before a keyword existed ran with, or left unrecorded because it
-    was the plain run: recurrence 1 in the guided pixel tabs (each guided step taken once), particles 1."""
+    was the plain run: recurrence 1 in the guided pixel tabs (each guided step taken once), particles 1, CLIP
+    guidance by cutouts (the only method there was)."""
     if task in ("color_guided", "clip_guided"):
         values.setdefault("recurrence", 1)
+    if "clip_method" in keywords(task):
+        values.setdefault("clip_method", "cutouts")
     if "particles" in keywords(task):
         values.setdefault("particles", 1)
     return values

@@ -144,6 +144,18 @@ PIXEL: dict[str, Param] = {
         1,
         png_key="Cutouts",
     ),
+    "clip_method": Param(
+        str,
+        "CLIP guidance by",
+        "how CLIP guidance steers: 'data set' pulls toward the model's own training images that CLIP finds for the "
+        "prompt or picture (the exact noisy classifier over them; models that ship their training set, as the "
+        "bundled emoji model does), 'cutouts' follows CLIP's gradient on cutouts of the predicted image (any model), "
+        "'auto' the first of the two the model allows",
+        "auto",
+        choices=("auto", "data set", "cutouts"),
+        png_key="CLIP method",
+        hint="data set: toward the model's training images CLIP picks (bundled emoji model); cutouts: any model",
+    ),
     "compare": Param(
         bool,
         "Also show the unguided image of the same seed",
@@ -371,7 +383,7 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
     "clip_guided": (
         *("model", "scheduler", "steps", "batch_size", "seed", "prompt", "clip_scale", "cuts", "color"),
         *("color_scale", "compare", "eta", "gradient_method", "clip_image", "clip_image_scale", "batch_count"),
-        *("recurrence", "previews", "particles"),
+        *("recurrence", "previews", "particles", "clip_method"),
     ),
     "txt2img": (
         *("prompt", "negative_prompt", "scheduler", "steps", "guidance_scale", "width", "height", "batch_size"),

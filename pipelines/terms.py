@@ -10,7 +10,10 @@ import torch
 
 from guidance import ColorLoss, GuidanceTerm
 from guidance.particles import Particles
-from pipelines.clip import clip_loss, clip_targets, get_clip
+from guidance.reference import ReferencePosterior
+from pipelines.clip import ClipBundle, clip_loss, clip_targets, get_clip
+from pipelines.config import model_location
+from pipelines.reference import get_reference_embeddings, get_reference_set, reference_loss
 from pipelines.seeds import RESAMPLING_STREAM, stream_generators
 
 
@@ -62,8 +65,23 @@ def guidance_terms(
         embeds, weights, scale = clip_targets(
             model, text, request.clip_scale, request.clip_image, request.clip_image_scale
         )
+        if getattr(request, "clip_method", "cutouts") == "data set":  # pixel models that ship their training set
+            terms.append(GuidanceTerm("clip", data_set_loss(request, model, embeds, weights), scale, noisy=True))
+            return terms
         rows = request.particles  # each image's particles, when it runs as several (guidance.particles)
         loss = clip_loss(model, embeds, weights, request.cuts, request.seed, request.batch_size, rows)
-        noisy = model.noise_aware and clip.decode is None  # pixels: a noise-aware CLIP reads x_t
-        terms.append(GuidanceTerm("clip", loss, scale, clip.decode, fraction=clip.fraction, noisy=noisy))
+        if model.noise_aware and clip.decode is None:  # pixels: a noise-aware CLIP reads x_t
+            terms.append(GuidanceTerm("clip", lambda x_t, alpha: loss(x_t), scale, noisy=True))
+        else:
+            terms.append(GuidanceTerm("clip", loss, scale, clip.decode, fraction=clip.fraction))
     return terms
+
+
+def data_set_loss(request, clip: ClipBundle, embeds: torch.Tensor, weights: list[float]) -> ReferencePosterior:
+    """The data-set guidance loss of a pixel request toward its CLIP targets (the prompt's text first, then the
+    reference picture, as `clip_targets` orders them), over its model's reference set."""
+    location = model_location(request.model)
+    references = get_reference_set(location)
+    kinds = ["text"] * (request.clip_scale > 0) + ["picture"] * (request.clip_image_scale > 0)
+    embeddings = get_reference_embeddings(clip, location, references)
+    return reference_loss(embeddings, references, embeds, kinds, weights)

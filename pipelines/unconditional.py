@@ -24,6 +24,7 @@ from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package, tensor_to_pil, upscale_for_display
 from pipelines.params import PIXEL, request_fields
 from pipelines.previews import PreviewCallback, pixel_previews, previewing
+from pipelines.reference import uses_reference_set
 from pipelines.seeds import seeded_generators
 from pipelines.terms import clip_guided, effective_particles, guidance_terms, is_guided, particle_run
 from pipelines.validation import (
@@ -79,11 +80,28 @@ def validate(request: Request) -> Request:
     checked_request.clip_scale = clip_text_scale(
         "prompt", checked_request.prompt, checked_request.clip_scale, checked_request.clip_image
     )
-    checked_request.recurrence, checked_request.warnings = effective_recurrence(checked_request)
+    checked_request.clip_method, checked_request.warnings = effective_clip_method(checked_request)
+    recurrence, warnings = effective_recurrence(checked_request)
+    checked_request.recurrence = recurrence
+    checked_request.warnings += warnings
     checked_request.particles, warnings = effective_particles(checked_request)
     checked_request.warnings += warnings
     check_work(checked_request.work(), server_limits())
     return checked_request
+
+
+def effective_clip_method(request: Request) -> tuple[str, list[str]]:
+    """(The way a checked request's CLIP guidance steers, warnings): "auto" resolves to "data set" where the model
+    ships its training images (pipelines.reference), else "cutouts"; "data set" on a model without them runs as
+    "cutouts" with a warning."""
+    if uses_reference_set(request.clip_method, model_location(request.model)):
+        return "data set", []
+    warnings = []
+    if request.clip_method == "data set" and clip_guided(request):
+        warnings.append(
+            f"clip_method 'data set' needs a model that ships its training images: {request.model} ran with cutouts"
+        )
+    return "cutouts", warnings
 
 
 def effective_recurrence(request: Request) -> tuple[int, list[str]]:
@@ -102,7 +120,7 @@ def request_work(request: Request, side: int) -> Work:
     guided = is_guided(request)
     guided_passes = (3 if request.gradient_method == "unet" else 1) * request.recurrence
     passes = (guided_passes if guided else 1) + (1 if guided and request.compare else 0)
-    cuts = request.cuts if clip_guided(request) else 0
+    cuts = request.cuts if clip_guided(request) and request.clip_method == "cutouts" else 0  # data set: no CLIP
     takes = request.recurrence if guided else 1
     particles = request.particles if guided else 1
     return Work(
@@ -203,7 +221,10 @@ def request_info(request: Request) -> dict:
         info["clip_image"] = image_fingerprint(request.clip_image)
     if request.clip_scale == 0 and request.clip_image_scale == 0:
         info.pop("cuts")
+        info.pop("clip_method")
     else:
+        if request.clip_method == "data set":
+            info.pop("cuts")
         info["clip_model"] = recorded_name(get_clip(request.model).name)
     if request.scheduler != "DDIM":
         info.pop("eta")

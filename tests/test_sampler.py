@@ -262,12 +262,14 @@ def test_renoise_is_the_forward_process_between_two_noise_levels():
 
 @pytest.mark.parametrize("method", ["x0", "unet"])
 def test_a_noisy_term_sees_the_noisy_sample_and_still_steers(prior_unet, method):
-    # A noise-aware loss (classifier guidance) reads x_t, not x0; its step still moves x0, toward what it asks.
-    seen = {True: [], False: []}
+    # A noise-aware loss (classifier guidance) reads x_t and its a_t, not x0; its step still moves x0, toward what it
+    # asks.
+    seen, levels = {True: [], False: []}, {True: [], False: []}
 
     def recording(noisy):
-        def loss(images):
+        def loss(images, *level):
             seen[noisy].append(images.detach().clone())
+            levels[noisy].append(level)
             return ColorLoss(ORANGE)(images)
 
         return GuidanceTerm("color", loss, MAX_COLOR_SCALE, noisy=noisy)
@@ -278,5 +280,10 @@ def test_a_noisy_term_sees_the_noisy_sample_and_still_steers(prior_unet, method)
     sample(prior_unet, "DDIM", seeds, [recording(False)], steps=20, gradient_method=method)
     torch.testing.assert_close(seen[True][0], noise, rtol=0, atol=0)  # DDIM's first x_t is the noise itself
     assert not torch.allclose(seen[False][0], noise)  # a plain term reads the predicted x0
+    assert levels[False][0] == () and len(levels[True][0]) == 1
+    scheduler = make_scheduler("DDIM", tiny_scheduler().config)
+    scheduler.set_timesteps(20)
+    first = scheduler.alphas_cumprod[scheduler.timesteps[0]]
+    assert levels[True][0][0].item() == pytest.approx(first.item())  # the first step's a_t
     plain = sample(prior_unet, "DDIM", seeds, steps=20)
     assert (color_distance(noisy, ORANGE) < color_distance(plain, ORANGE)).all()

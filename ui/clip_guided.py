@@ -18,13 +18,14 @@ from ui.controls import (
     wire,
 )
 from ui.sweep import sweep_controls, wire_sweep
-from ui_components import Textbox
+from ui_components import Radio, Textbox
 
 TAB = "clip_guided"
 
 
 def build(page: PageParts) -> Tab:
-    """The prompt first, then the sampling controls, CLIP strength and cutouts, an optional color and reference."""
+    """The prompt first, then the sampling controls, CLIP strength, cutouts and method, an optional color and
+    reference."""
     with gr.Row():
         with gr.Column():
             entry = param(TAB, "prompt")
@@ -35,6 +36,10 @@ def build(page: PageParts) -> Tab:
             with gr.Row():
                 controls["clip_scale"] = slider(TAB, "clip_scale")
                 controls["cuts"] = slider(TAB, "cuts")
+            method = param(TAB, "clip_method")
+            controls["clip_method"] = Radio(
+                list(method.options()), value=method.default, label=method.page_label(), elem_id="clip-method"
+            )
             with gr.Row():
                 controls["color"] = color_picker(TAB, "clip")
                 controls["color_scale"] = slider(TAB, "color_scale")
