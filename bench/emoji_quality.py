@@ -226,41 +226,48 @@ class Sampler:
         self.cache: dict[tuple, np.ndarray] = {}
         self.seconds: dict[tuple, float] = {}  # generation time of each guidance's images, and their number
         self.made: dict[tuple, int] = {}
+        self.pictures: dict[int, object] = {}  # data-set index -> the reference picture (PIL) of picture guidance
 
     @staticmethod
     def key(
-        prompt="", clip_scale=0.0, color="", color_scale=0.0, steps=STEPS, recurrence=1, cuts=0, particles=1
+        prompt="",
+        clip_scale=0.0,
+        color="",
+        color_scale=0.0,
+        steps=STEPS,
+        recurrence=1,
+        cuts=0,
+        particles=1,
+        clip_method="",
+        picture=-1,
+        picture_scale=0.0,
     ) -> tuple:
-        """What identifies a guidance setting in the cache (cuts 0: the table's default)."""
+        """What identifies a guidance setting in the cache (cuts 0 and clip_method "": the tab's defaults; picture:
+        the data-set index of the reference picture, guided toward at picture_scale)."""
+        clip = clip_scale or picture_scale
         guidance = (prompt if clip_scale else "", clip_scale, color if color_scale else "", color_scale, steps)
-        cuts = (cuts or CLIP_TAB["cuts"]) if clip_scale else 0
-        guided = clip_scale or color_scale
-        return guidance + (recurrence if guided else 1, cuts, particles if guided else 1)
+        cuts = (cuts or CLIP_TAB["cuts"]) if clip else 0
+        guided = clip or color_scale
+        method = (clip_method or CLIP_TAB["clip_method"]) if clip else ""
+        reference = (picture, picture_scale) if picture_scale else (-1, 0.0)
+        return guidance + (recurrence if guided else 1, cuts, particles if guided else 1, method) + reference
 
     def seconds_per_image(self, **guidance) -> float:
-        """Mean generation seconds per image of a guidance setting, over the images made so far (any prompt)."""
+        """Mean generation seconds per image of a guidance setting, over the images made so far (any prompt or
+        picture)."""
         key = self.key(**guidance)
-        matching = [known for known in self.made if known[1:] == key[1:]]
-        return sum(self.seconds[known] for known in matching) / max(1, sum(self.made[known] for known in matching))
+        same = [known for known in self.made if known[1:9] == key[1:9] and known[10] == key[10]]
+        return sum(self.seconds[known] for known in same) / max(1, sum(self.made[known] for known in same))
 
-    def __call__(
-        self,
-        seeds: list[int],
-        prompt: str = "",
-        clip_scale: float = 0.0,
-        color: str = "",
-        color_scale: float = 0.0,
-        steps: int = STEPS,
-        recurrence: int = 1,
-        cuts: int = 0,
-        particles: int = 1,
-    ) -> np.ndarray:
-        """uint8 (len(seeds), H, W, 3) samples at `steps` DDIM steps, in calls of up to MAX_BATCH consecutive seeds."""
+    def __call__(self, seeds: list[int], prompt: str = "", clip_scale: float = 0.0, **guidance) -> np.ndarray:
+        """uint8 (len(seeds), H, W, 3) samples (DDIM, `steps` steps) for the guidance keywords of `key`, in calls of
+        up to MAX_BATCH consecutive seeds."""
         from pipelines import unconditional as uncond
         from pipelines.bundled import BUNDLED_LABEL
 
-        guidance = self.key(prompt, clip_scale, color, color_scale, steps, recurrence, cuts, particles)
-        missing = sorted({seed for seed in seeds if (guidance, seed) not in self.cache})
+        key = self.key(prompt, clip_scale, **guidance)
+        _, _, color, color_scale, steps, recurrence, cuts, particles, method, picture, picture_scale = key
+        missing = sorted({seed for seed in seeds if (key, seed) not in self.cache})
         runs: list[list[int]] = []
         for seed in missing:
             if runs and seed == runs[-1][-1] + 1 and len(runs[-1]) < uncond.MAX_BATCH:
@@ -273,21 +280,24 @@ class Sampler:
                 steps=steps,
                 batch_size=len(run),
                 seed=run[0],
-                prompt=guidance[0],
+                prompt=key[0],
                 clip_scale=clip_scale,
-                color=guidance[2],
+                color=color,
                 color_scale=color_scale,
-                recurrence=guidance[5],
-                cuts=guidance[6] or CLIP_TAB["cuts"],
-                particles=guidance[7],
+                recurrence=recurrence,
+                cuts=cuts or CLIP_TAB["cuts"],
+                particles=particles,
+                clip_method=method or CLIP_TAB["clip_method"],
+                clip_image=self.pictures.get(picture) if picture_scale else None,
+                clip_image_scale=picture_scale,
             )
             started = time.perf_counter()
             images = uncond.generate(request).images
-            self.seconds[guidance] = self.seconds.get(guidance, 0.0) + time.perf_counter() - started
-            self.made[guidance] = self.made.get(guidance, 0) + len(run)
+            self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - started
+            self.made[key] = self.made.get(key, 0) + len(run)
             for seed, image in zip(run, as_display(images), strict=True):
-                self.cache[(guidance, seed)] = image
-        return np.stack([self.cache[(guidance, seed)] for seed in seeds])
+                self.cache[(key, seed)] = image
+        return np.stack([self.cache[(key, seed)] for seed in seeds])
 
 
 def failed_model_samples(folder: str, seeds: list[int]) -> np.ndarray:
@@ -371,6 +381,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--front-cuts", default="4", help="the front's cutout counts (--only pareto), e.g. 1,4")
     parser.add_argument(
         "--front-particles", default="1", help="the front's particles per image (--only pareto), e.g. 1,2,4"
+    )
+    parser.add_argument(
+        "--front-methods", default="cutouts,data set", help="the front's clip_method values (--only pareto)"
+    )
+    parser.add_argument(
+        "--front-pictures", action="store_true", help="the front also guides toward each name's picture"
     )
     parser.add_argument("--clip-scales", default="", help="CLIP section strengths, e.g. 1,2 (default: the app's)")
     parser.add_argument(
@@ -739,27 +755,28 @@ def name_seeds(bench: Bench, name: int, count: int) -> list[int]:
 
 
 def random_name_images(
-    bench: Bench, scale: float, steps: int, recurrence: int, per_name: int = 0, cuts: int = 0, particles: int = 1
+    bench: Bench, scale: float, steps: int, recurrence: int, per_name: int = 0, picture: bool = False, **guidance
 ) -> np.ndarray:
     """The images of every random name, `per_name` (default `--random-images-per-name`) each on its own seeds,
-    CLIP-guided toward the name at `scale` (0: unguided) with `cuts` cutouts (0: the tab's default), each image run
-    as `particles` particles."""
+    CLIP-guided at `scale` (0: unguided) toward the name, or with `picture` toward its image in the data set (the
+    picture a user would upload), with the sampler's other keywords (cuts, particles, clip_method)."""
+    from PIL import Image
+
     per_name = per_name or bench.args.random_images_per_name
-    _, names = bench.random_names()
-    return np.concatenate(
-        [
-            bench.sampler(
-                name_seeds(bench, index, per_name),
-                name if scale else "",
-                scale,
-                steps=steps,
-                recurrence=recurrence,
-                cuts=cuts,
-                particles=particles,
+    indices, names = bench.random_names()
+    batches = []
+    for position, (index, name) in enumerate(zip(indices, names)):
+        seeds = name_seeds(bench, position, per_name)
+        if picture and scale:
+            bench.sampler.pictures.setdefault(index, Image.fromarray(bench.dataset()["images"][index]))
+            batches.append(
+                bench.sampler(seeds, steps=steps, recurrence=recurrence, picture=index, picture_scale=scale, **guidance)
             )
-            for index, name in enumerate(names)
-        ]
-    )
+        else:
+            batches.append(
+                bench.sampler(seeds, name if scale else "", scale, steps=steps, recurrence=recurrence, **guidance)
+            )
+    return np.concatenate(batches)
 
 
 def random_name_rows(bench: Bench, scale: float, steps: int, recurrence: int) -> None:
@@ -841,38 +858,62 @@ def best_of_images(bench: Bench, count: int, steps: int) -> tuple[np.ndarray, fl
 def section_pareto(bench: Bench) -> None:
     """The front of CLIP steering on random names: per method and setting, the nearest-real-emoji top-3 hit rate,
     projection precision as a share of unguided's, seconds per delivered image, all in one run; then the settings
-    no other beats on all three."""
-    from bench.steering import Point, front, hit_rates
+    no other beats on all three. With `--front-pictures`, the same for guidance toward each name's picture."""
     from pipelines.bundled import BUNDLED_LABEL
     from pipelines.clip import get_clip
 
     steps = bench.args.clip_steps or CLIP_TAB["steps"]
     scales = [float(value) for value in bench.args.clip_scales.split(",")] if bench.args.clip_scales else []
+    _, names = bench.random_names()
+    log(
+        f"front: {len(names)} random names x {bench.args.random_images_per_name}, unguided, best-of-{BEST_OF}, guidance"
+    )
+    plain = random_name_images(bench, 0.0, steps, 1)
+    unguided_seconds = bench.sampler.seconds_per_image(steps=steps)
+    baselines: list[tuple[str, np.ndarray, float]] = [("unguided", plain, unguided_seconds)]
+    for count in BEST_OF:
+        images, scoring = best_of_images(bench, count, steps)
+        baselines.append((f"best-of-{count} (guiding CLIP keeps one)", images, count * unguided_seconds + scoring))
+    reads = "x_t (noise-aware CLIP)" if get_clip(BUNDLED_LABEL).noise_aware else "x0"
+    grid = itertools.product(
+        scales or [CLIP_TAB["clip_scale"]],
+        [int(value) for value in bench.args.front_recurrences.split(",")],
+        [int(value) for value in bench.args.front_particles.split(",")],
+        [method.strip() for method in bench.args.front_methods.split(",")],
+    )
+    every_cuts = [int(value) for value in bench.args.front_cuts.split(",")]
+    text, pictures = list(baselines), [baselines[0]]
+    for scale, recurrence, particles, method in grid:
+        for cuts in every_cuts if method == "cutouts" else [0]:
+            guidance = dict(recurrence=recurrence, cuts=cuts, particles=particles, clip_method=method)
+            what = (
+                (f"cutouts ({reads}), {cuts or CLIP_TAB['cuts']} cutouts" if method == "cutouts" else "data set")
+                + f", strength {scale:g}, recurrence {recurrence}"
+                + (f", {particles} particles" if particles > 1 else "")
+            )
+            images = random_name_images(bench, scale, steps, **guidance)
+            seconds = bench.sampler.seconds_per_image(clip_scale=scale, steps=steps, **guidance)
+            text.append((what, images, seconds))
+            if bench.args.front_pictures:
+                images = random_name_images(bench, scale, steps, picture=True, **guidance)
+                seconds = bench.sampler.seconds_per_image(picture_scale=scale, steps=steps, **guidance)
+                pictures.append((what, images, seconds))
+    front_rows(bench, "front", text, steps)
+    if bench.args.front_pictures:
+        front_rows(bench, "picture front (toward the name's own image)", pictures, steps)
+
+
+def front_rows(bench: Bench, title: str, settings: list[tuple[str, np.ndarray, float]], steps: int) -> None:
+    """A front's rows: for each (label, images of the random names, seconds per image), the top-1 / top-3 hits of
+    the nearest-real-emoji judge, projection precision and time as shares of the first (unguided) setting's; then
+    the settings no other beats on all three."""
+    from bench.steering import Point, front, hit_rates
+
     indices, names = bench.random_names()
     per_name = bench.args.random_images_per_name
     labels = [index for index in indices for _ in range(per_name)]
     judge = bench.nearest_judge()
-    log(f"front: {len(names)} random names x {per_name}, unguided, best-of-{BEST_OF}, gradient guidance")
-    settings: list[tuple[str, np.ndarray, float]] = []
-    plain = random_name_images(bench, 0.0, steps, 1)
-    unguided_seconds = bench.sampler.seconds_per_image(steps=steps)
-    settings.append(("unguided", plain, unguided_seconds))
-    for count in BEST_OF:
-        images, scoring = best_of_images(bench, count, steps)
-        settings.append((f"best-of-{count} (guiding CLIP keeps one)", images, count * unguided_seconds + scoring))
-    reads = "x_t (noise-aware CLIP)" if get_clip(BUNDLED_LABEL).noise_aware else "x0"
-    recurrences = [int(value) for value in bench.args.front_recurrences.split(",")]
-    every_cuts = [int(value) for value in bench.args.front_cuts.split(",")]
-    every_particles = [int(value) for value in bench.args.front_particles.split(",")]
-    for scale, recurrence, cuts, particles in itertools.product(
-        scales or [CLIP_TAB["clip_scale"]], recurrences, every_cuts, every_particles
-    ):
-        images = random_name_images(bench, scale, steps, recurrence, cuts=cuts, particles=particles)
-        seconds = bench.sampler.seconds_per_image(
-            clip_scale=scale, steps=steps, recurrence=recurrence, cuts=cuts, particles=particles
-        )
-        what = f"gradient on {reads}, strength {scale:g}, recurrence {recurrence}, {cuts} cutouts"
-        settings.append((what + (f", {particles} particles" if particles > 1 else ""), images, seconds))
+    plain, unguided_seconds = settings[0][1], settings[0][2]
     plain_share = within(bench.judge.distances(plain), bench.thresholds[0]) if bench.judge else 1.0
     points = []
     for label, images, seconds in settings:
@@ -881,14 +922,16 @@ def section_pareto(bench: Bench) -> None:
         points.append(Point(label, top3, share / max(plain_share, 1e-9), seconds))
         bench.rows.append(
             (
-                f"front, {len(names)} random names x {per_name}, {steps} steps: {label}",
+                f"{title}, {len(names)} random names x {per_name}, {steps} steps: {label}",
                 f"top 1 {top1:.0%}, top 3 {top3:.0%}; projection precision x{points[-1].precision:.2f} of unguided; "
                 f"{seconds:.2f} s per image (x{seconds / unguided_seconds:.2f})",
                 ">= 50% top 3, >= x0.9, <= x3",
             )
         )
     best = front(points)
-    bench.rows.append(("the front (no other setting beats these on all three)", "; ".join(p.label for p in best), "-"))
+    bench.rows.append(
+        (f"the {title} (no other setting beats these on all three)", "; ".join(p.label for p in best), "-")
+    )
 
 
 def section_txt2img(bench: Bench) -> None:
