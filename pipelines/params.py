@@ -409,7 +409,7 @@ TAB_DEFAULTS: dict[str, dict[str, object]] = {
 # What a sweep may vary, in the order its menu lists them (of those a tab takes).
 SWEEPABLE = (
     *("strength", "guidance_scale", "clip_scale", "clip_image_scale", "color_scale", "cuts", "steps", "eta"),
-    *("recurrence", "particles", "mask_blur"),
+    *("recurrence", "particles", "mask_blur", "clip_method"),
 )
 
 

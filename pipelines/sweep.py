@@ -50,6 +50,15 @@ def _numbers(name: str, text: str, kind: type) -> tuple:
     return tuple(numbers)
 
 
+def _choices(name: str, text: str, choices: tuple) -> tuple[str, ...]:
+    """Comma-separated choices from `text` (a choice may hold spaces); ValueError names `name` and the bad item."""
+    items = tuple(item.strip() for item in str(text or "").split(",") if item.strip())
+    for item in items:
+        if item not in choices:
+            raise ValueError(f"{name}: {shown(item)} is not one of {', '.join(choices)}")
+    return items
+
+
 def plan_sweep(tab: str, parameter: str, values: str, seeds: str, default_seed: int) -> SweepPlan:
     """Check a sweep request: a tab that sweeps, one of its parameters, 1 to 16 values, and seeds (none: the
     settings' seed, `default_seed`); at most MAX_CELLS cells in all. Values are range-checked by each cell's own
@@ -60,10 +69,11 @@ def plan_sweep(tab: str, parameter: str, values: str, seeds: str, default_seed: 
         raise ValueError(
             f"parameter {shown(parameter)} cannot be swept in {tab}; choose one of {', '.join(sweepable(tab))}"
         )
-    kind = param(tab, parameter).kind
-    swept = _numbers("values", values, kind)
+    entry = param(tab, parameter)
+    swept = _choices("values", values, entry.options()) if entry.kind is str else _numbers("values", values, entry.kind)
     if not swept:
-        raise ValueError("values is empty: give the values to compare, like 1, 2.5, 4")
+        example = ", ".join(entry.options()) if entry.kind is str else "1, 2.5, 4"
+        raise ValueError(f"values is empty: give the values to compare, like {example}")
     rows = _numbers("seeds", seeds, int) or (default_seed,)
     if len(swept) * len(rows) > MAX_CELLS:
         raise ValueError(

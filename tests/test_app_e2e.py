@@ -291,12 +291,13 @@ def test_read_parameters_gives_values_that_reproduce_an_image_bit_for_bit(
     [
         ("txt2img", "guidance_scale", "1, 9", "71, 72", dict(prompt="a red heart", steps=3, scheduler="Euler a")),
         ("color_guided", "color_scale", "0, 2", "", dict(steps=3, seed=81, color="#00ff00", scheduler="DDPM")),
+        ("clip_guided", "clip_method", "cutouts, data set", "", dict(steps=3, seed=5, prompt="a cat", recurrence=1)),
     ],
 )
 def test_sweep_cells_equal_the_single_requests_and_follow_a_labelled_grid(
     client, tiny_models, tab, parameter, values, seeds, settings
 ):
-    if tab == "color_guided":
+    if tab in ("color_guided", "clip_guided"):
         settings |= {"model": tiny_models["unet"]}
     gallery, info = client.predict(
         tab=tab, parameter=parameter, values=values, seeds=seeds, settings=settings, api_name="/sweep"

@@ -119,7 +119,8 @@ def test_sweeps_vary_numbers_of_the_tab_and_the_batch_command_types_every_keywor
     from batch import typed_values
 
     for tab in TABS:
-        assert sweepable(tab) and all(param(tab, name).kind in (int, float) for name in sweepable(tab))
+        assert sweepable(tab) and all(param(tab, name).kind in (int, float, str) for name in sweepable(tab))
+        assert all(param(tab, name).options() for name in sweepable(tab) if param(tab, name).kind is str)
         assert set(sweepable(tab)) <= set(keywords(tab))
         options, expected = {}, {}
         for name, default in defaults(tab).items():

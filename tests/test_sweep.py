@@ -16,6 +16,8 @@ def test_a_plan_is_columns_of_values_and_rows_of_seeds_each_cell_one_image():
     assert cells[4] == {"guidance_scale": 7.5, "seed": 2, "batch_size": 1}  # row by row
     assert plan_sweep("txt2img", "steps", "10 20", "", default_seed=9).seeds == (9,)
     assert plan_sweep("txt2img", "steps", "10 20", "", default_seed=9).values == (10, 20)
+    # A choice sweeps by its names, comma-separated (a name may hold spaces).
+    assert plan_sweep("clip_guided", "clip_method", "cutouts, data set", "", 9).values == ("cutouts", "data set")
 
 
 @pytest.mark.parametrize(
@@ -29,6 +31,8 @@ def test_a_plan_is_columns_of_values_and_rows_of_seeds_each_cell_one_image():
         ("txt2img", "steps", "10, 12.5", "", "values: '12.5' is not a whole number"),
         ("txt2img", "guidance_scale", "1", "3, x", "seeds: 'x' is not a number"),
         ("txt2img", "guidance_scale", "1 2 3 4 5", "1 2 3 4", f"at most {MAX_CELLS} cells, got 5 values x 4 seeds"),
+        ("clip_guided", "clip_method", "cutouts, nearest", "", "values: 'nearest' is not one of auto, data set"),
+        ("clip_guided", "clip_method", " , ", "", "values is empty: give the values to compare, like auto, data"),
     ],
 )
 def test_a_bad_sweep_is_a_named_error(tab, parameter, values, seeds, message):

@@ -88,7 +88,8 @@ def sweep(
     Args:
         tab: the endpoint whose settings are swept: unconditional, color_guided, clip_guided, txt2img, img2img, inpaint
         parameter: the keyword to vary, one of the tab's strengths (color_scale, clip_scale, guidance_scale, ...)
-        values: the values to compare, comma- or space-separated, e.g. "1, 4, 8"; at most 16 cells in all
+        values: the values to compare, comma- or space-separated, e.g. "1, 4, 8" (a choice: comma-separated, e.g.
+            "cutouts, data set"); at most 16 cells in all
         seeds: seeds as a second axis, e.g. "1, 2"; empty: the settings' seed (random for -1)
         settings: the tab's other keyword values as a dict (the endpoint's defaults for those left out)
         image: the input picture of img2img and inpaint
