@@ -386,6 +386,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--front-methods", default="cutouts,data set", help="the front's clip_method values (--only pareto)"
     )
     parser.add_argument(
+        "--front-settings",
+        default="",
+        help="explicit front settings instead of the product of the --front-* lists: 'method:strength:recurrence:"
+        "particles[:cuts]' separated by ';', e.g. 'cutouts:3:3:1;data set:10:1:2'",
+    )
+    parser.add_argument(
+        "--sd-clip-scales", default="", help="the SD CLIP section's random-name front strengths, e.g. 2,4,8,16"
+    )
+    parser.add_argument(
         "--front-pictures", action="store_true", help="the front also guides toward each name's picture"
     )
     parser.add_argument("--clip-scales", default="", help="CLIP section strengths, e.g. 1,2 (default: the app's)")
@@ -708,7 +717,6 @@ def section_color(bench: Bench) -> None:
 def section_clip(bench: Bench) -> None:
     """CLIP guidance by the bundled guiding CLIP toward each name, judged by the scoring CLIP, at the app's default
     strength or at each of `--clip-scales` (a calibration sweep)."""
-    from pipelines import unconditional as uncond
 
     per_name = bench.args.clip_images_per_name
     scales = [float(value) for value in bench.args.clip_scales.split(",")] if bench.args.clip_scales else []
@@ -721,11 +729,16 @@ def section_clip(bench: Bench) -> None:
     plain = bench.sampler(seeds, steps=steps)
     plain_features = bench.scorer.images(plain)
     plain_hits, total = rank_one_hits(plain_features, text, labels), len(labels)
-    for scale in scales or [uncond.DEFAULT_CLIP_SCALE]:
+    for scale in scales or [CLIP_TAB["clip_scale"]]:
         guided = np.concatenate(
             [
                 bench.sampler(
-                    seeds[index * per_name : (index + 1) * per_name], name, scale, steps=steps, recurrence=recurrence
+                    seeds[index * per_name : (index + 1) * per_name],
+                    name,
+                    scale,
+                    steps=steps,
+                    recurrence=recurrence,
+                    particles=CLIP_TAB["particles"],
                 )
                 for index, name in enumerate(NAMES)
             ]
@@ -790,12 +803,17 @@ def random_name_rows(bench: Bench, scale: float, steps: int, recurrence: int) ->
     log(f"CLIP guidance on {len(names)} random names x {per_name}")
     labels = [index for index in indices for _ in range(per_name)]
     plain = random_name_images(bench, 0.0, steps, 1)
-    guided = random_name_images(bench, scale, steps, recurrence)
+    guided = random_name_images(bench, scale, steps, recurrence, particles=CLIP_TAB["particles"])
     judge = bench.nearest_judge()
     (plain_top1, plain_top3), (top1, top3) = (hit_rates(judge.ranks(images, labels)) for images in (plain, guided))
-    seconds = bench.sampler.seconds_per_image(clip_scale=scale, steps=steps, recurrence=recurrence)
+    seconds = bench.sampler.seconds_per_image(
+        clip_scale=scale, steps=steps, recurrence=recurrence, particles=CLIP_TAB["particles"]
+    )
     plain_seconds = bench.sampler.seconds_per_image(steps=steps)
-    what = f"strength {scale:g}, {steps} steps, recurrence {recurrence}"
+    what = (
+        f"strength {scale:g}, {steps} steps, recurrence {recurrence}, {CLIP_TAB['particles']} particles, "
+        f"by {CLIP_TAB['clip_method']}"
+    )
     bench.rows.append(
         (
             f"CLIP-guided ({what}) on {len(names)} random names x {per_name}: nearest real emoji is the name "
@@ -875,42 +893,56 @@ def section_pareto(bench: Bench) -> None:
         images, scoring = best_of_images(bench, count, steps)
         baselines.append((f"best-of-{count} (guiding CLIP keeps one)", images, count * unguided_seconds + scoring))
     reads = "x_t (noise-aware CLIP)" if get_clip(BUNDLED_LABEL).noise_aware else "x0"
-    grid = itertools.product(
-        scales or [CLIP_TAB["clip_scale"]],
-        [int(value) for value in bench.args.front_recurrences.split(",")],
-        [int(value) for value in bench.args.front_particles.split(",")],
-        [method.strip() for method in bench.args.front_methods.split(",")],
-    )
     every_cuts = [int(value) for value in bench.args.front_cuts.split(",")]
+    grid = [
+        (scale, recurrence, particles, method, cuts)
+        for scale, recurrence, particles, method in itertools.product(
+            scales or [CLIP_TAB["clip_scale"]],
+            [int(value) for value in bench.args.front_recurrences.split(",")],
+            [int(value) for value in bench.args.front_particles.split(",")],
+            [method.strip() for method in bench.args.front_methods.split(",")],
+        )
+        for cuts in (every_cuts if method == "cutouts" else [0])
+    ]
+    if bench.args.front_settings:  # explicit settings instead of the product
+        grid = [front_setting(text) for text in bench.args.front_settings.split(";")]
     text, pictures = list(baselines), [baselines[0]]
-    for scale, recurrence, particles, method in grid:
-        for cuts in every_cuts if method == "cutouts" else [0]:
-            guidance = dict(recurrence=recurrence, cuts=cuts, particles=particles, clip_method=method)
-            what = (
-                (f"cutouts ({reads}), {cuts or CLIP_TAB['cuts']} cutouts" if method == "cutouts" else "data set")
-                + f", strength {scale:g}, recurrence {recurrence}"
-                + (f", {particles} particles" if particles > 1 else "")
-            )
-            images = random_name_images(bench, scale, steps, **guidance)
-            seconds = bench.sampler.seconds_per_image(clip_scale=scale, steps=steps, **guidance)
-            text.append((what, images, seconds))
-            if bench.args.front_pictures:
-                images = random_name_images(bench, scale, steps, picture=True, **guidance)
-                seconds = bench.sampler.seconds_per_image(picture_scale=scale, steps=steps, **guidance)
-                pictures.append((what, images, seconds))
+    for scale, recurrence, particles, method, cuts in grid:
+        guidance = dict(recurrence=recurrence, cuts=cuts, particles=particles, clip_method=method)
+        what = (
+            (f"cutouts ({reads}), {cuts or CLIP_TAB['cuts']} cutouts" if method == "cutouts" else "data set")
+            + f", strength {scale:g}, recurrence {recurrence}"
+            + (f", {particles} particles" if particles > 1 else "")
+        )
+        images = random_name_images(bench, scale, steps, **guidance)
+        seconds = bench.sampler.seconds_per_image(clip_scale=scale, steps=steps, **guidance)
+        text.append((what, images, seconds))
+        if bench.args.front_pictures:
+            images = random_name_images(bench, scale, steps, picture=True, **guidance)
+            seconds = bench.sampler.seconds_per_image(picture_scale=scale, steps=steps, **guidance)
+            pictures.append((what, images, seconds))
     front_rows(bench, "front", text, steps)
     if bench.args.front_pictures:
         front_rows(bench, "picture front (toward the name's own image)", pictures, steps)
 
 
-def front_rows(bench: Bench, title: str, settings: list[tuple[str, np.ndarray, float]], steps: int) -> None:
+def front_setting(text: str) -> tuple[float, int, int, str, int]:
+    """(strength, recurrence, particles, method, cuts) of a `--front-settings` entry "method:strength:recurrence:
+    particles[:cuts]"."""
+    method, scale, recurrence, particles, *cuts = (part.strip() for part in text.split(":"))
+    return float(scale), int(recurrence), int(particles), method, int(cuts[0]) if cuts else 0
+
+
+def front_rows(
+    bench: Bench, title: str, settings: list[tuple[str, np.ndarray, float]], steps: int, per_name: int = 0
+) -> None:
     """A front's rows: for each (label, images of the random names, seconds per image), the top-1 / top-3 hits of
     the nearest-real-emoji judge, projection precision and time as shares of the first (unguided) setting's; then
     the settings no other beats on all three."""
     from bench.steering import Point, front, hit_rates
 
     indices, names = bench.random_names()
-    per_name = bench.args.random_images_per_name
+    per_name = per_name or bench.args.random_images_per_name
     labels = [index for index in indices for _ in range(per_name)]
     judge = bench.nearest_judge()
     plain, unguided_seconds = settings[0][1], settings[0][2]
@@ -1066,29 +1098,40 @@ def section_sd_clip(bench: Bench) -> None:
 
 def sd_random_name_rows(bench: Bench, scale: float) -> None:
     """SD CLIP guidance (empty prompt) toward names drawn at random, judged by the nearest real emoji, beside
-    unguided images of the same seeds; and, for scale, txt2img with the name as its prompt."""
-    from bench.steering import hit_rates
+    unguided images of the same seeds, at `scale` and each of `--sd-clip-scales`: the rows and the front, and with
+    `--front-pictures` the same toward each name's own image."""
+    from PIL import Image
 
-    indices, names = bench.random_names()
-    log(f"SD CLIP guidance: {len(names)} random names x 2 strengths")
-    results, seconds = sd_guided_and_unguided(
-        scale, lambda name, strength: dict(prompt="", clip_prompt=name, clip_scale=strength), names, RANDOM_SEED_BASE
-    )
-    judge = bench.nearest_judge()
-    rates = {
-        strength: hit_rates(judge.ranks(as_display([r.images[0] for r in runs]), indices))
-        for strength, runs in results.items()
-    }
-    per_image = {strength: total / len(names) for strength, total in seconds.items()}
-    bench.rows.append(
-        (
-            f"SD txt2img (empty prompt) CLIP-guided (strength {scale:g}) on {len(names)} random names: nearest real "
-            "emoji is the name (top 1 / top 3)",
-            f"{rates[scale][0]:.0%} / {rates[scale][1]:.0%} (unguided: {rates[0.0][0]:.0%} / {rates[0.0][1]:.0%}); "
-            f"{per_image[scale]:.2f} s vs {per_image[0.0]:.2f} s per image",
-            "above unguided",
+    strengths = sorted({scale, *(float(value) for value in bench.args.sd_clip_scales.split(",") if value.strip())})
+    _, names = bench.random_names()
+    pictures = {name: Image.fromarray(image) for name, image in zip(names, random_name_pictures(bench))}
+    kinds = [("text", lambda name, strength: dict(prompt="", clip_prompt=name, clip_scale=strength))]
+    if bench.args.front_pictures:
+        kinds.append(
+            ("picture", lambda name, strength: dict(prompt="", clip_image=pictures[name], clip_image_scale=strength))
         )
-    )
+    for kind, guidance in kinds:
+        log(f"SD CLIP guidance toward the {kind}: {len(names)} random names x {len(strengths)} strengths")
+        settings = []
+        for strength in strengths:
+            results, seconds = sd_guided_and_unguided(strength, guidance, names, RANDOM_SEED_BASE)
+            if not settings:
+                settings.append(
+                    ("unguided", as_display([r.images[0] for r in results[0.0]]), seconds[0.0] / len(names))
+                )
+            what = f"strength {strength:g}, {CLIP_TAB['cuts']} cutouts"
+            images = as_display([r.images[0] for r in results[strength]])
+            # Unguided runs alternate with each strength's (sd_guided_and_unguided): time as a ratio to its own.
+            ratio = seconds[strength] / seconds[0.0]
+            settings.append((what, images, ratio * settings[0][2]))
+        title = f"SD txt2img (empty prompt) CLIP-guided toward the {kind}"
+        front_rows(bench, title, settings, STEPS, per_name=1)
+
+
+def random_name_pictures(bench: Bench) -> np.ndarray:
+    """Each random name's own image in the data set (uint8, 64 px): the picture a user would upload."""
+    indices, _ = bench.random_names()
+    return bench.dataset()["images"][indices]
 
 
 def streamed_seconds(run, request, previews: bool) -> tuple[float, int]:

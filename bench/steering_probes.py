@@ -8,6 +8,7 @@ levers, not the bench's bars.
     python bench/steering_probes.py classifier --cg 5 --clip-state S              # classifier guidance on x_t
     python bench/steering_probes.py alignment [--smooth 8,0.3] [--on xt]          # where the gradient points
     python bench/steering_probes.py classifier --kind bayes --edit --cg 10        # the Bayes-optimal classifier
+    python bench/steering_probes.py prior --settings 10,1 --temperature 100 1000  # data-set guidance: CLIP's prior
 
 Each prints the top-1 / top-3 hit rates over `--names` names x `--seeds` seeds (default 10 x 2) and seconds per
 delivered image. `--clip-state` loads a fine-tuned state dict into the guiding CLIP (float32).
@@ -102,20 +103,39 @@ class Probe:
         return scheduler
 
 
+def data_set_loss(probe: Probe, name: int, temperature: float):
+    """The app's data-set guidance loss toward data-set name `name`: its prior the guiding CLIP's softmax over the
+    references at `temperature` (the app's way), or, at 0, the exact name (all mass on its own image)."""
+    from guidance.reference import ReferencePosterior, target_log_prior
+    from pipelines import reference
+    from pipelines.config import model_location
+
+    location = model_location(BUNDLED_LABEL)
+    references = reference.get_reference_set(location)
+    if not temperature:
+        prior = torch.full((len(references.names),), -1e4)
+        prior[name] = 0.0
+        return ReferencePosterior(references.images, prior)
+    clip = get_clip(BUNDLED_LABEL)
+    embeddings = reference.get_reference_embeddings(clip, location, references)
+    similarities = reference.target_similarities(embeddings, clip.encode_text(probe.names[name]), ["text"])
+    return ReferencePosterior(references.images, target_log_prior(similarities, [1.0], temperature))
+
+
 def as_uint8(image: torch.Tensor) -> np.ndarray:
     """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
     return ((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
 
 
 def loop_image(
-    probe: Probe, loss, scale: float, recurrence: int, seed: int, steps: int, gradient: str = "x0"
+    probe: Probe, loss, scale: float, recurrence: int, seed: int, steps: int, gradient: str = "x0", noisy: bool = False
 ) -> np.ndarray:
     """One image of the app's guided loop (DDIM, eta 1) with `loss` on predicted x0 (its gradient with respect to
-    x0, or through the UNet to x_t)."""
+    x0, or through the UNet to x_t), or with `noisy` on (x_t, a_t)."""
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(1, 3, 32, 32, generator=generator)
     scheduler = make_scheduler("DDIM", probe.ddpm.scheduler_config)
-    term = GuidanceTerm("probe", loss, scale)
+    term = GuidanceTerm("probe", loss, scale, noisy=noisy)
     sample = guided_sample(
         probe.ddpm.unet,
         scheduler,
@@ -222,7 +242,7 @@ def alignment(probe: Probe, names: list[int], args, smooth: tuple[int, float]) -
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("probe", choices=("oracle", "loss", "particles", "classifier", "alignment"))
+    parser.add_argument("probe", choices=("oracle", "loss", "particles", "classifier", "alignment", "prior"))
     parser.add_argument("--names", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=50)
@@ -241,6 +261,13 @@ def main(argv=None) -> None:
     parser.add_argument("--on", choices=("x0", "xt"), default="x0")
     parser.add_argument("--cg", type=float, default=0.0, help="classifier guidance scale (or strength with --edit)")
     parser.add_argument("--edit", action="store_true", help="apply --cg as the app's loop does: a unit-RMS x0 step")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        nargs="*",
+        default=[0.0],
+        help="prior probe: the data-set loss with the guiding CLIP's softmax at each temperature (0: the exact name)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--low", type=int, default=0, help="alignment of the gradient averaged to low x low blocks")
     parser.add_argument("--cosine", type=float, default=1.0, help="the oracle's gradient's cosine to the named image")
@@ -254,15 +281,21 @@ def main(argv=None) -> None:
     names = random_names(probe.names, 40, RANDOM_NAMES_SEED, NAMES)[: args.names]
     if args.probe == "alignment":
         return alignment(probe, names, args, smooth)
-    settings = args.settings if args.probe in ("oracle", "loss") else [""]
+    settings = args.settings if args.probe in ("oracle", "loss", "prior") else [""]
+    if args.probe == "prior":
+        settings = [(setting, temperature) for setting in settings for temperature in args.temperature]
     for setting in settings:
+        if args.probe == "prior":
+            setting, temperature = setting
         started, images, labels = time.perf_counter(), [], []
         for position, name in enumerate(names):
             for seed in range(args.seeds):
                 seed += 100 * position
-                if args.probe in ("oracle", "loss"):
+                if args.probe in ("oracle", "loss", "prior"):
                     scale, recurrence = (float(setting.split(",")[0]), int(setting.split(",")[1]))
-                    if args.probe == "oracle":
+                    if args.probe == "prior":
+                        loss = data_set_loss(probe, name, temperature)
+                    elif args.probe == "oracle":
                         target = probe.real[name : name + 1]
                         generator = torch.Generator().manual_seed(seed)
 
@@ -282,13 +315,16 @@ def main(argv=None) -> None:
                         def loss(x, name=name):
                             return 1 - probe.features(x) @ probe.texts[name]
 
-                    images.append(loop_image(probe, loss, scale, recurrence, seed, args.steps, args.gradient))
+                    noisy = args.probe == "prior"
+                    images.append(loop_image(probe, loss, scale, recurrence, seed, args.steps, args.gradient, noisy))
                 else:
                     images.append(particle_image(probe, name, seed, args))
                 labels.append(name)
         seconds = (time.perf_counter() - started) / len(images)
         top1, top3 = hit_rates(probe.judge.ranks(np.stack(images), labels))
         what = f"{args.probe} {setting} {args.gradient} {args.kind} smooth {args.smooth} {args.clip_state}"
+        if args.probe == "prior":
+            what = f"prior {setting}, " + (f"CLIP at temperature {temperature:g}" if temperature else "exact name")
         print(f"{what}: top 1 {top1:.0%}, top 3 {top3:.0%}, {seconds:.2f} s/image", flush=True)
 
 
