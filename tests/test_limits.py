@@ -130,9 +130,13 @@ def test_img2img_counts_only_the_steps_its_strength_runs(monkeypatch, no_model_l
 @pytest.mark.skipif(bundled_path("ddpm") is None, reason="bundled DDPM not shipped")
 def test_unconditional_limits_read_the_native_size_and_count_cutouts_and_passes(monkeypatch, no_model_loads):
     assert uncond.native_side(BUNDLED_LABEL) == 32  # from the UNet config alone
-    request = uncond.Request(model=BUNDLED_LABEL, steps=1000, batch_size=1, prompt="cat", clip_scale=1, cuts=32)
+    request = uncond.Request(
+        model=BUNDLED_LABEL, steps=1000, batch_size=1, prompt="cat", clip_scale=1, cuts=32, clip_method="cutouts"
+    )
     with pytest.raises(ValueError, match=r"32000 cutout-steps \(steps 1000 x batch_size 1 x cuts 32; lower cuts"):
         uncond.validate(request)
+    request.clip_method = "auto"  # the bundled model ships its training images: guidance by them runs no cutouts
+    assert uncond.validate(request).work().cutout_steps == 0
     monkeypatch.setenv("STUDIO_MAX_MEGAPIXEL_STEPS", "2")
     guided = uncond.Request(
         model=BUNDLED_LABEL, steps=300, batch_size=2, color="red", color_scale=1, gradient_method="unet", compare=True
