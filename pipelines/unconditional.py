@@ -99,7 +99,8 @@ def effective_clip_method(request: Request) -> tuple[str, list[str]]:
     warnings = []
     if request.clip_method == "data set" and clip_guided(request):
         warnings.append(
-            f"clip_method 'data set' needs a model that ships its training images: {request.model} ran with cutouts"
+            "clip_method 'data set' needs a model that ships its training images, and this one does not: it ran with "
+            "cutouts"
         )
     return "cutouts", warnings
 
