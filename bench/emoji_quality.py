@@ -773,15 +773,13 @@ def random_name_images(
     """The images of every random name, `per_name` (default `--random-images-per-name`) each on its own seeds,
     CLIP-guided at `scale` (0: unguided) toward the name, or with `picture` toward its image in the data set (the
     picture a user would upload), with the sampler's other keywords (cuts, particles, clip_method)."""
-    from PIL import Image
-
     per_name = per_name or bench.args.random_images_per_name
     indices, names = bench.random_names()
     batches = []
     for position, (index, name) in enumerate(zip(indices, names)):
         seeds = name_seeds(bench, position, per_name)
         if picture and scale:
-            bench.sampler.pictures.setdefault(index, Image.fromarray(bench.dataset()["images"][index]))
+            name_picture(bench, index)
             batches.append(
                 bench.sampler(seeds, steps=steps, recurrence=recurrence, picture=index, picture_scale=scale, **guidance)
             )
@@ -1100,11 +1098,9 @@ def sd_random_name_rows(bench: Bench, scale: float) -> None:
     """SD CLIP guidance (empty prompt) toward names drawn at random, judged by the nearest real emoji, beside
     unguided images of the same seeds, at `scale` and each of `--sd-clip-scales`: the rows and the front, and with
     `--front-pictures` the same toward each name's own image."""
-    from PIL import Image
-
     strengths = sorted({scale, *(float(value) for value in bench.args.sd_clip_scales.split(",") if value.strip())})
-    _, names = bench.random_names()
-    pictures = {name: Image.fromarray(image) for name, image in zip(names, random_name_pictures(bench))}
+    indices, names = bench.random_names()
+    pictures = {name: name_picture(bench, index) for index, name in zip(indices, names)}
     kinds = [("text", lambda name, strength: dict(prompt="", clip_prompt=name, clip_scale=strength))]
     if bench.args.front_pictures:
         kinds.append(
@@ -1128,10 +1124,12 @@ def sd_random_name_rows(bench: Bench, scale: float) -> None:
         front_rows(bench, title, settings, STEPS, per_name=1)
 
 
-def random_name_pictures(bench: Bench) -> np.ndarray:
-    """Each random name's own image in the data set (uint8, 64 px): the picture a user would upload."""
-    indices, _ = bench.random_names()
-    return bench.dataset()["images"][indices]
+def name_picture(bench: Bench, index: int):
+    """Data-set image `index` as a PIL picture (64 px), the picture a user would upload, made once and kept where
+    the sampler finds it (`picture=index`)."""
+    from PIL import Image
+
+    return bench.sampler.pictures.setdefault(index, Image.fromarray(bench.dataset()["images"][index]))
 
 
 def streamed_seconds(run, request, previews: bool) -> tuple[float, int]:

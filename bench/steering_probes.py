@@ -106,7 +106,7 @@ class Probe:
 def data_set_loss(probe: Probe, name: int, temperature: float):
     """The app's data-set guidance loss toward data-set name `name`: its prior the guiding CLIP's softmax over the
     references at `temperature` (the app's way), or, at 0, the exact name (all mass on its own image)."""
-    from guidance.reference import ReferencePosterior, target_log_prior
+    from guidance.reference import ReferencePosterior
     from pipelines import reference
     from pipelines.config import model_location
 
@@ -118,8 +118,9 @@ def data_set_loss(probe: Probe, name: int, temperature: float):
         return ReferencePosterior(references.images, prior)
     clip = get_clip(BUNDLED_LABEL)
     embeddings = reference.get_reference_embeddings(clip, location, references)
-    similarities = reference.target_similarities(embeddings, clip.encode_text(probe.names[name]), ["text"])
-    return ReferencePosterior(references.images, target_log_prior(similarities, [1.0], temperature))
+    return reference.reference_loss(
+        embeddings, references, clip.encode_text(probe.names[name]), ["text"], [1.0], temperature
+    )
 
 
 def as_uint8(image: torch.Tensor) -> np.ndarray:

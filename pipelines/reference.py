@@ -118,10 +118,11 @@ def reference_loss(
     targets: torch.Tensor,
     kinds: list[str],
     weights: list[float],
+    temperature: float = REFERENCE_TEMPERATURE,
 ) -> ReferencePosterior:
     """The data-set guidance loss toward CLIP targets (text and/or picture embeddings, mixed by their strengths)."""
     similarities = target_similarities(embeddings, targets, kinds)
-    return ReferencePosterior(references.images, target_log_prior(similarities, weights, REFERENCE_TEMPERATURE))
+    return ReferencePosterior(references.images, target_log_prior(similarities, weights, temperature))
 
 
 def uses_reference_set(method: str, location: str) -> bool:

@@ -12,13 +12,14 @@ from ui.controls import (
     examples,
     guidance_options,
     outputs,
+    radio,
     reference_controls,
     sampling_controls,
     slider,
     wire,
 )
 from ui.sweep import sweep_controls, wire_sweep
-from ui_components import Radio, Textbox
+from ui_components import Textbox
 
 TAB = "clip_guided"
 
@@ -36,10 +37,7 @@ def build(page: PageParts) -> Tab:
             with gr.Row():
                 controls["clip_scale"] = slider(TAB, "clip_scale")
                 controls["cuts"] = slider(TAB, "cuts")
-            method = param(TAB, "clip_method")
-            controls["clip_method"] = Radio(
-                list(method.options()), value=method.default, label=method.page_label(), elem_id="clip-method"
-            )
+            controls["clip_method"] = radio(TAB, "clip_method", elem_id="clip-method")
             with gr.Row():
                 controls["color"] = color_picker(TAB, "clip")
                 controls["color_scale"] = slider(TAB, "color_scale")

@@ -179,6 +179,12 @@ def color_picker(tab: str, prefix: str) -> gr.ColorPicker:
     return gr.ColorPicker(entry.default, label=entry.page_label(), elem_id=f"{prefix}-color")
 
 
+def radio(tab: str, name: str, **options) -> Radio:
+    """The radio buttons of keyword `name` in tab `tab`: its choices, the tab's default and label."""
+    entry = param(tab, name)
+    return Radio(list(entry.options()), **(dict(value=entry.default, label=entry.page_label()) | options))
+
+
 def sd_guidance_controls(tab: str) -> dict[str, gr.components.Component]:
     """Optional guidance for a Stable Diffusion tab: a color (target, strength, what the loss sees) and a CLIP
     prompt (text, strength, cutouts) or reference picture; strength 0 turns each off."""
@@ -187,8 +193,7 @@ def sd_guidance_controls(tab: str) -> dict[str, gr.components.Component]:
         with gr.Row():
             controls["color"] = color_picker(tab, tab)
             controls["color_scale"] = slider(tab, "color_scale")
-        entry = param(tab, "color_decoder")
-        controls["color_decoder"] = Radio(list(entry.options()), value=entry.default, label=entry.page_label())
+        controls["color_decoder"] = radio(tab, "color_decoder")
     with gr.Accordion("CLIP guidance", open=False):
         controls["clip_prompt"] = Textbox(
             param(tab, "clip_prompt").default,
