@@ -7,7 +7,8 @@ x0 by default (no backpropagation through the UNet), or of its loss on the noisy
 a term that says so (a noise-aware model), normalised to unit RMS per sample, and a step of x0 against it
 of size `scale * w_t`, where w_t = sqrt(1 - alphas_cumprod[t]) normalised to sum to 1 over the guided steps:
 `scale` is the total RMS distance (in [-1, 1] pixel units) that guidance may move x0 over a whole run, whatever
-the number of steps. The scheduler then takes exactly one step from the edited x0 and the unchanged predicted
+the number of steps (a noisy term may instead take classifier guidance's own unnormalised step: `GuidanceTerm.rule`).
+The scheduler then takes exactly one step from the edited x0 and the unchanged predicted
 noise, so multistep schedulers (DPM-Solver++) keep a consistent history. With every scale at 0 the loop calls
 the UNet and the scheduler exactly as the stock diffusers pipelines do.
 """
@@ -43,6 +44,14 @@ class GuidanceTerm:
     # model of noisy samples, whose gradient there points to what the image should become (classifier guidance,
     # Dhariwal & Nichol 2021).
     noisy: bool = False
+    # How the gradient becomes a step of x0 (STEP_RULES): "rms" normalises it to unit RMS per sample and moves x0 by
+    # `scale * w_t`; "classifier" (noisy terms only: their loss is -log p(target | x_t)) moves x0 by `scale` x the
+    # classifier-guidance shift (1 - a_t) / sqrt(a_t) * grad log p on every guided step, unnormalised: scale 1 samples
+    # the exact conditional of a Bayes-optimal classifier, and guidance fades once the sample is on target.
+    rule: str = "rms"
+
+
+STEP_RULES = ("rms", "classifier")
 
 
 class SamplingInterrupted(Exception):
@@ -231,6 +240,9 @@ def guided_sample(
     if recurrence < 1:
         raise ValueError(f"recurrence must be at least 1, got {recurrence}")
     active_terms = [term for term in terms if term.scale != 0]
+    for term in active_terms:
+        if term.rule not in STEP_RULES or (term.rule == "classifier" and not term.noisy):
+            raise ValueError(f"term {term.name!r}: rule {term.rule!r} is not one of {STEP_RULES} (classifier: noisy)")
     active_scales = [abs(term.scale) for term in active_terms]
     if recurrence > 1 and active_terms and type(scheduler).__name__ not in RECURRENT_SCHEDULERS:
         raise ValueError(
@@ -241,8 +253,8 @@ def guided_sample(
     timesteps = schedule(scheduler, num_inference_steps, noise.device, begin_index)
     alphas = step_alphas(scheduler, timesteps, begin_index)
     guided_steps = round(len(timesteps) * guided_fraction)
-    weights = [  # per term: its movement at each step, on at least one step
-        guidance_weights(alphas, max(1, round(guided_steps * term.fraction)) if guided_steps else 0, weighting).tolist()
+    weights = [  # per term: its movement at each step, on at least one step (classifier terms: 1 on each)
+        _term_weights(term, alphas, max(1, round(guided_steps * term.fraction)) if guided_steps else 0, weighting)
         for term in active_terms
     ]
     alphas = alphas.to(device=noise.device, dtype=torch.float32)
@@ -302,6 +314,27 @@ def guided_sample(
         raise SamplingInterrupted(len(timesteps), completed_x0[::count]) from stop
 
 
+def _term_weights(term: GuidanceTerm, alphas: torch.Tensor, guided_steps: int, weighting: str) -> list[float]:
+    """A term's weight at each step: `guidance_weights` for the "rms" rule; 1 on the same guided steps for the
+    "classifier" rule, whose step size comes from the noise level itself."""
+    weights = guidance_weights(alphas, guided_steps, weighting)
+    return (weights > 0).float().tolist() if term.rule == "classifier" else weights.tolist()
+
+
+def _term_step(term: GuidanceTerm, weight: float, gradient: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """What a term subtracts from x0 this step: by its rule, from its loss's gradient (`GuidanceTerm.rule`)."""
+    if term.rule == "classifier":
+        return term.scale * weight * classifier_shift(gradient, alpha)
+    return term.scale * weight * normalise_per_sample(gradient)
+
+
+def classifier_shift(gradient: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The move of x0 against the gradient of -log p(target | x_t) on x_t: (1 - a) / sqrt(a) x gradient (Tweedie: the
+    conditional posterior mean minus the unconditional one); a sample with a non-finite gradient gets zero."""
+    finite = torch.isfinite(gradient.flatten(1)).all(dim=1).view(-1, *[1] * (gradient.dim() - 1))
+    return torch.where(finite, gradient, torch.zeros_like(gradient)) * ((1 - alpha) / alpha.sqrt()).to(gradient.dtype)
+
+
 def _losses(
     terms: Sequence[GuidanceTerm], predicted_x0: torch.Tensor, noisy: torch.Tensor, alpha: torch.Tensor
 ) -> list[torch.Tensor]:
@@ -348,6 +381,8 @@ def _step(
             model_output = _unet_forward(unet, model_input, timestep)
             predicted_x0, eps = predicted_x0_and_eps(model_output, model_input, alpha_prod_t, prediction_type)
             gradients = _loss_gradients(losses, predicted_x0, leaf, model_input, leaf, alpha_prod_t)
+        # A noisy term's gradient was taken on the scheduler's sample: on x_t it is that over the input scale.
+        gradients = [g / input_scale if term.noisy else g for term, g in zip(losses, gradients)]
         predicted_x0, eps = predicted_x0.detach(), eps.detach()
     else:
         with torch.no_grad():
@@ -360,7 +395,7 @@ def _step(
             gradients = _loss_gradients(losses, leaf, leaf, noisy_leaf, noisy_leaf, alpha_prod_t)
     with torch.no_grad():
         step = sum(
-            term.scale * weight * normalise_per_sample(gradient) for (term, weight), gradient in zip(terms, gradients)
+            _term_step(term, weight, gradient, alpha_prod_t) for (term, weight), gradient in zip(terms, gradients)
         )
         edited_x0 = predicted_x0 - step.to(predicted_x0.dtype)
         if all(term.decode is None for term in losses):  # pixels: no further outside [-1, 1] than the model put them

@@ -66,7 +66,8 @@ def guidance_terms(
             model, text, request.clip_scale, request.clip_image, request.clip_image_scale
         )
         if getattr(request, "clip_method", "cutouts") == "data set":  # pixel models that ship their training set
-            terms.append(GuidanceTerm("clip", data_set_loss(request, model, embeds, weights), scale, noisy=True))
+            loss = data_set_loss(request, model, embeds, weights)  # the exact classifier: classifier guidance's step
+            terms.append(GuidanceTerm("clip", loss, scale, noisy=True, rule="classifier"))
             return terms
         rows = request.particles  # each image's particles, when it runs as several (guidance.particles)
         loss = clip_loss(model, embeds, weights, request.cuts, request.seed, request.batch_size, rows)

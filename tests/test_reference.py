@@ -2,6 +2,7 @@
 pipelines.reference) and how the pixel tabs choose it (clip_method)."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -47,6 +48,61 @@ def test_the_gradient_points_from_the_posterior_mean_to_the_targets():
     torch.testing.assert_close(noisy.grad.flatten(1), expected, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("scheduler_name", ["DDPM", "Euler"])
+@pytest.mark.parametrize("gradient_method", ["x0", "unet"])
+def test_the_classifier_rule_moves_x0_from_the_posterior_mean_to_the_targets(scheduler_name, gradient_method):
+    """The "classifier" step rule at scale s moves the predicted x0 by s (E_target[x_j | x_t] - E[x_j | x_t]) on
+    the first step (Tweedie's formula: classifier guidance's shift of the noise prediction, seen on x0), whichever
+    way the gradient is taken and whatever scaling the scheduler gives its samples (Euler's x_t sqrt(1 + sigma^2))."""
+    from diffusers import EulerDiscreteScheduler
+
+    from guidance.sampler import step_alphas
+
+    def scheduler():  # the denoiser predicts the clean sample: a grey image, so no pixel of x0 is clamped
+        plain = tiny_scheduler("sample")
+        return plain if scheduler_name == "DDPM" else EulerDiscreteScheduler.from_config(plain.config)
+
+    class GreyDenoiser(torch.nn.Module):
+        dtype = torch.float32
+
+        def forward(self, sample: torch.Tensor, timestep) -> SimpleNamespace:
+            return SimpleNamespace(sample=sample * 0)
+
+    references = _references() * 0.5
+    prior = torch.log_softmax(torch.tensor([0.0, 3.0, 0.0, 0.0, 1.0]), dim=0)
+    unet = GreyDenoiser()
+    noise = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+
+    def first_x0(terms) -> torch.Tensor:
+        seen = []
+        guided_sample(
+            unet, scheduler(), noise.clone(), 4, terms, gradient_method=gradient_method,
+            callback=lambda i, n, x0: seen.append(x0),
+        )  # fmt: skip
+        return seen[0]
+
+    plain = first_x0([])
+    term = GuidanceTerm("clip", ReferencePosterior(references, prior), 0.7, noisy=True, rule="classifier")
+    moved = first_x0([term]) - plain
+    timing = scheduler()
+    timing.set_timesteps(4)
+    alpha = step_alphas(timing, timing.timesteps)[0].float()
+    x_t = noise * timing.init_noise_sigma * timing.scale_model_input(torch.ones(()), timing.timesteps[0])
+    with torch.no_grad():
+        likelihoods = log_likelihoods(x_t, alpha, references)
+        flat = references.flatten(1)
+        shift = torch.softmax(likelihoods + prior, dim=1) @ flat - torch.softmax(likelihoods, dim=1) @ flat
+    assert plain.abs().max() == 0 and shift.abs().max() > 0.1
+    # float32 gradients times (1 - a) / sqrt(a), about 157 at the first step: a tolerance of 0.5% of the largest move
+    torch.testing.assert_close(moved.flatten(1), 0.7 * shift, rtol=1e-2, atol=2e-3)
+
+
+def test_the_classifier_rule_needs_a_noisy_term():
+    term = GuidanceTerm("clip", lambda x0: x0.flatten(1).sum(1), 1.0, rule="classifier")
+    with pytest.raises(ValueError, match="classifier"):
+        guided_sample(tiny_unet(seed=0, sample_size=8), tiny_scheduler(), torch.zeros(1, 3, 8, 8), 2, [term])
+
+
 def test_a_target_on_one_reference_has_no_loss_once_the_sample_is_that_reference():
     references = _references()
     prior = torch.log_softmax(torch.tensor([0.0, 0.0, 50.0, 0.0, 0.0]), dim=0)
@@ -63,10 +119,13 @@ def test_the_targets_prior_mixes_text_and_picture_by_strength():
     assert target_log_prior(similarities, [1.0, 3.0], 10.0).argmax().item() == 2
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_data_set_guidance_in_the_loop_lands_on_the_named_reference(seed):
+@pytest.mark.parametrize(
+    "seed, rule, scale", [(0, "rms", 10.0), (1, "rms", 10.0), (0, "classifier", 1.0), (1, "classifier", 1.0)]
+)
+def test_data_set_guidance_in_the_loop_lands_on_the_named_reference(seed, rule, scale):
     """The guided loop on a tiny random UNet, pulled by the exact classifier toward one reference of 6, ends nearest
-    that reference (in pixels), whichever is named, and nearer it than the unguided sample of the same seed."""
+    that reference (in pixels), whichever is named, and nearer it than the unguided sample of the same seed: by the
+    unit-RMS step and by classifier guidance's own step at scale 1 (the exact conditional)."""
     references = _references(6, seed=10 + seed) * 0.8
     size = references.shape[-1]
     unet = tiny_unet(seed=seed, sample_size=size)
@@ -75,7 +134,7 @@ def test_data_set_guidance_in_the_loop_lands_on_the_named_reference(seed):
         terms = []
         if target is not None:
             prior = torch.log_softmax(torch.nn.functional.one_hot(torch.tensor(target), 6).float() * 40, dim=0)
-            terms = [GuidanceTerm("clip", ReferencePosterior(references, prior), 10.0, noisy=True)]
+            terms = [GuidanceTerm("clip", ReferencePosterior(references, prior), scale, noisy=True, rule=rule)]
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn(1, 3, size, size, generator=generator)
         image = guided_sample(unet, tiny_scheduler(), noise, 20, terms, generator=generator, eta=1.0)[0]
@@ -85,7 +144,8 @@ def test_data_set_guidance_in_the_loop_lands_on_the_named_reference(seed):
     for target in (1, 3, 4):
         guided = distances(target)
         assert guided.argmin().item() == target, (target, guided)
-        assert guided[target] < 0.9 * plain[target], (target, guided, plain)
+        # The classifier rule moves x0 by the posterior-mean shift, small once the sample is already nearest.
+        assert guided[target] < (0.9 if rule == "rms" else 1.0) * plain[target], (target, guided, plain)
 
 
 NAMES = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
