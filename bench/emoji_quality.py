@@ -392,6 +392,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "particles[:cuts]' separated by ';', e.g. 'cutouts:3:3:1;data set:10:1:2'",
     )
     parser.add_argument(
+        "--front-best-of",
+        default=",".join(map(str, BEST_OF)),
+        help="the front's best-of-N baselines (--only pareto; '' for none), a subset of the default",
+    )
+    parser.add_argument(
         "--sd-clip-scales", default="", help="the SD CLIP section's random-name front strengths, e.g. 2,4,8,16"
     )
     parser.add_argument(
@@ -881,13 +886,16 @@ def section_pareto(bench: Bench) -> None:
     steps = bench.args.clip_steps or CLIP_TAB["steps"]
     scales = [float(value) for value in bench.args.clip_scales.split(",")] if bench.args.clip_scales else []
     _, names = bench.random_names()
+    best_of = [int(value) for value in bench.args.front_best_of.split(",") if value.strip()]
+    if any(count not in BEST_OF for count in best_of):
+        raise SystemExit(f"--front-best-of takes values among {BEST_OF}, got {best_of}")
     log(
-        f"front: {len(names)} random names x {bench.args.random_images_per_name}, unguided, best-of-{BEST_OF}, guidance"
+        f"front: {len(names)} random names x {bench.args.random_images_per_name}, unguided, best-of-{best_of}, guidance"
     )
     plain = random_name_images(bench, 0.0, steps, 1)
     unguided_seconds = bench.sampler.seconds_per_image(steps=steps)
     baselines: list[tuple[str, np.ndarray, float]] = [("unguided", plain, unguided_seconds)]
-    for count in BEST_OF:
+    for count in best_of:
         images, scoring = best_of_images(bench, count, steps)
         baselines.append((f"best-of-{count} (guiding CLIP keeps one)", images, count * unguided_seconds + scoring))
     reads = "x_t (noise-aware CLIP)" if get_clip(BUNDLED_LABEL).noise_aware else "x0"
@@ -1217,22 +1225,22 @@ def section_speed(bench: Bench) -> None:
             (f"unconditional, batch of 4, {STEPS} steps", f"{seconds:.2f} s" + verdict(seconds < 3), "< 3 s on CPU")
         )
         if bundled_path("clip"):
-            clip_seconds = {}
-            for recurrence in (1, CLIP_TAB["recurrence"]):  # side by side, the same request otherwise
+            seconds = {}
+            for scale in (0.0, CLIP_TAB["clip_scale"]):  # side by side, the tab's defaults otherwise
                 request = uncond.Request(
                     model=BUNDLED_LABEL,
                     prompt="red heart",
-                    clip_scale=uncond.DEFAULT_CLIP_SCALE,
+                    clip_scale=scale,
                     seed=0,
-                    recurrence=recurrence,
+                    recurrence=CLIP_TAB["recurrence"],
+                    clip_method=CLIP_TAB["clip_method"],
                 )
-                clip_seconds[recurrence] = timed_twice(uncond.generate, request)
-            plain, default = clip_seconds[1], clip_seconds[CLIP_TAB["recurrence"]]
+                seconds[scale] = timed_twice(uncond.generate, request)
+            plain, default = seconds[0.0], seconds[CLIP_TAB["clip_scale"]]
             bench.rows.append(
                 (
-                    f"CLIP-guided, 1 image, {CLIP_TAB['steps']} steps, recurrence 1 vs "
-                    f"{CLIP_TAB['recurrence']} (the default)",
-                    f"{plain:.2f} s vs {default:.2f} s (x{default / plain:.2f})",
+                    f"CLIP-guided tab's defaults, 1 image, {CLIP_TAB['steps']} steps, vs the same unguided",
+                    f"{default:.2f} s vs {plain:.2f} s (x{default / plain:.2f})",
                     "reported",
                 )
             )
@@ -1291,7 +1299,7 @@ def main(argv=None) -> None:
             bench.skipped.append(f"skipped {section}: bundled weights missing in {bundled_dir()}: {', '.join(missing)}")
             continue
         started = time.perf_counter()
-        if section in ("uncond", "color", "clip", "pareto") and bench.real is None:
+        if section in ("uncond", "color", "clip", "pareto", "sd-clip") and bench.real is None:
             bench.reference()
             seconds["reference"] = time.perf_counter() - started
             started = time.perf_counter()

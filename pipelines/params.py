@@ -403,7 +403,7 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
 # replacing what it repaints.
 TAB_DEFAULTS: dict[str, dict[str, object]] = {
     "color_guided": {"color_scale": PIXEL["color_scale"].clear},
-    "clip_guided": {"clip_scale": PIXEL["clip_scale"].clear, "recurrence": 3},
+    "clip_guided": {"clip_scale": PIXEL["clip_scale"].clear},
     "inpaint": {"strength": 1.0},
 }
 # What a sweep may vary, in the order its menu lists them (of those a tab takes).

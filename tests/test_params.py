@@ -134,6 +134,7 @@ def test_sweeps_vary_numbers_of_the_tab_and_the_batch_command_types_every_keywor
 def test_the_sd_family_differs_from_the_pixel_family_only_where_the_table_says():
     assert SD["steps"].high < PIXEL["steps"].high and SD["batch_size"].label == "Number of images"
     assert param("inpaint", "strength").default == 1.0 and param("img2img", "strength").default == 0.75
-    assert param("clip_guided", "recurrence").default == 3 and param("color_guided", "recurrence").default == 1
+    assert param("clip_guided", "clip_scale").default == PIXEL["clip_scale"].clear > PIXEL["clip_scale"].default
+    assert param("clip_guided", "recurrence").default == 1 == param("color_guided", "recurrence").default
     for tab in SD_TABS:
         assert param(tab, "color").default == SD["color"].default
