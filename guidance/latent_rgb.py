@@ -47,6 +47,19 @@ SD15 = LatentRGB(
     source="ComfyUI latent_formats.SD15",
 )
 SD15_SCALING_FACTOR = 0.18215
+# SDXL's VAE (scaled latents, factor 0.13025), from ComfyUI's comfy/latent_formats.py (class SDXL; numbers only).
+SDXL = LatentRGB(
+    factors=(
+        (0.3651, 0.4232, 0.4341),
+        (-0.2533, -0.0042, 0.1068),
+        (0.1076, 0.1111, -0.0362),
+        (-0.3165, -0.2492, -0.2188),
+    ),
+    bias=(0.1084, -0.0175, -0.0011),
+    source="ComfyUI latent_formats.SDXL",
+)
+# A 4-channel VAE's scaling factor -> its family's published map (SD 2.x shares SD 1.x's VAE and map).
+PUBLISHED = {SD15_SCALING_FACTOR: SD15, 0.13025: SDXL}
 
 
 def load_latent_rgb(folder: str) -> LatentRGB | None:
@@ -62,13 +75,15 @@ def load_latent_rgb(folder: str) -> LatentRGB | None:
 
 
 def latent_rgb_for(folder: str | None, vae_config: dict) -> LatentRGB | None:
-    """The map for a model: its own file where it ships one, SD 1.x's for an SD 1.x VAE, else None."""
+    """The map for a model: its own file where it ships one, else the published one of its VAE's family (SD 1.x and
+    2.x, SDXL: told by the VAE's scaling factor), else None."""
     shipped = load_latent_rgb(folder) if folder and os.path.isdir(folder) else None
     if shipped is not None:
         return shipped
-    if vae_config.get("latent_channels") == 4 and abs(vae_config.get("scaling_factor", 0) - SD15_SCALING_FACTOR) < 1e-6:
-        return SD15
-    return None
+    if vae_config.get("latent_channels") != 4:
+        return None
+    scaling = vae_config.get("scaling_factor", 0)
+    return next((rgb for factor, rgb in PUBLISHED.items() if abs(scaling - factor) < 1e-6), None)
 
 
 def fit_latent_rgb(latents: torch.Tensor, images: torch.Tensor, source: str) -> tuple[LatentRGB, float]:

@@ -14,7 +14,8 @@ class ClassifierFreeGuidance(torch.nn.Module):
     With `uncond_embeds`, both passes run in one batch (unconditional first) and combine as
     uncond + guidance_scale * (text - uncond); without, one conditioned pass. `extra_channels` (already doubled
     for CFG, as diffusers prepares them) are concatenated to the scaled input: the mask and masked-image latents
-    of a 9-channel inpainting UNet.
+    of a 9-channel inpainting UNet. `added_cond` (batched like the embeddings) goes to the UNet as its
+    `added_cond_kwargs`: SDXL's pooled text embedding and size ids.
     """
 
     def __init__(
@@ -24,9 +25,11 @@ class ClassifierFreeGuidance(torch.nn.Module):
         uncond_embeds: torch.Tensor | None = None,
         guidance_scale: float = 1.0,
         extra_channels: torch.Tensor | None = None,
+        added_cond: dict[str, torch.Tensor] | None = None,
     ):
         super().__init__()
         self.unet, self.guidance_scale, self.extra_channels = unet, guidance_scale, extra_channels
+        self.added_cond = added_cond
         self.embeds = text_embeds if uncond_embeds is None else torch.cat([uncond_embeds, text_embeds])
         self.guided = uncond_embeds is not None
 
@@ -38,7 +41,10 @@ class ClassifierFreeGuidance(torch.nn.Module):
         model_input = torch.cat([sample] * 2) if self.guided else sample
         if self.extra_channels is not None:
             model_input = torch.cat([model_input, self.extra_channels], dim=1)
-        output = self.unet(model_input, timestep, encoder_hidden_states=self.embeds, return_dict=False)[0]
+        conditioning = {"added_cond_kwargs": self.added_cond} if self.added_cond is not None else {}
+        output = self.unet(model_input, timestep, encoder_hidden_states=self.embeds, return_dict=False, **conditioning)[
+            0
+        ]
         if self.guided:
             uncond, text = output.chunk(2)
             output = uncond + self.guidance_scale * (text - uncond)

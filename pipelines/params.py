@@ -325,8 +325,8 @@ SD: dict[str, Param] = {
     ),
     "model": replace(
         PIXEL["model"],
-        description="the Stable Diffusion checkpoint: SD_MODEL (and the bundled emoji model when present); none: the "
-        "first",
+        description="the Stable Diffusion checkpoint, one of the server's SD_MODELS (SD 1.x, SD 2.x, SDXL; the bundled "
+        "emoji model when present); none: the first",
         choices=_sd_models,
     ),
     "color": replace(PIXEL["color"], default="#1e90ff"),

@@ -16,6 +16,9 @@ from diffusers import (
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
     UniPCMultistepScheduler,
 )
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
@@ -31,6 +34,7 @@ from pipelines.bundled import BUNDLED_LABEL, bundled_path, prefer_bundled, recor
 from pipelines.cache import MODELS, reporting_unreachable_hub
 from pipelines.clip import get_clip
 from pipelines.device import default_device, model_dtype
+from pipelines.families import Family, detect_family
 from pipelines.gpu import gpu
 from pipelines.images import (
     border_mask,
@@ -64,6 +68,9 @@ from pipelines.validation import (
 )
 
 DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+# The checkpoints offered when SD_MODELS (and the older SD_MODEL) set none, the default first: SD 1.5, SDXL base and
+# a few-step model (SDXL-Turbo: 1-4 steps, CFG off).
+DEFAULT_SD_MODELS = (DEFAULT_SD_MODEL, "stabilityai/stable-diffusion-xl-base-1.0", "stabilityai/sdxl-turbo")
 DEFAULT_SD_INPAINT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 SD_SCHEDULERS: dict[str, Callable] = {
     "DPM++ 2M Karras": lambda config: DPMSolverMultistepScheduler.from_config(
@@ -77,11 +84,20 @@ SD_SCHEDULERS: dict[str, Callable] = {
     "DDIM": lambda config: DDIMScheduler.from_config(config),
     "UniPC": lambda config: UniPCMultistepScheduler.from_config(config),
 }
+# The diffusers pipelines of each family kind (pipelines.families), by task.
 PIPELINE_CLASSES = {
-    "txt2img": StableDiffusionPipeline,
-    "img2img": StableDiffusionImg2ImgPipeline,
-    "inpaint": StableDiffusionInpaintPipeline,
+    "SD": {
+        "txt2img": StableDiffusionPipeline,
+        "img2img": StableDiffusionImg2ImgPipeline,
+        "inpaint": StableDiffusionInpaintPipeline,
+    },
+    "SDXL": {
+        "txt2img": StableDiffusionXLPipeline,
+        "img2img": StableDiffusionXLImg2ImgPipeline,
+        "inpaint": StableDiffusionXLInpaintPipeline,
+    },
 }
+XL_PIPELINES = tuple(PIPELINE_CLASSES["SDXL"].values())
 MAX_SD_STEPS, MAX_SD_BATCH, MAX_GUIDANCE = SD["steps"].high, SD["batch_size"].high, SD["guidance_scale"].high
 MAX_SD_COLOR_SCALE, MAX_SD_CLIP_SCALE = SD["color_scale"].high, SD["clip_scale"].high
 DEFAULT_SD_COLOR_SCALE, DEFAULT_SD_CLIP_SCALE = SD["color_scale"].clear, SD["clip_scale"].clear
@@ -92,24 +108,34 @@ SD_CLIP_GUIDED_FRACTION = 0.5
 SD_COLOR_VAE_FRACTION = 0.08
 
 
+def configured_sd_models() -> list[str]:
+    """`SD_MODELS` (comma-separated hub ids or local folders, the default first), else `SD_MODEL` alone (the older
+    single setting), else DEFAULT_SD_MODELS; never a model a request names (the server decides what loads)."""
+    listed = [entry.strip() for entry in os.environ.get("SD_MODELS", "").split(",") if entry.strip()]
+    single = os.environ.get("SD_MODEL", "").strip()
+    return listed or ([single] if single else list(DEFAULT_SD_MODELS))
+
+
 def sd_model() -> str:
-    """`SD_MODEL`: the base checkpoint (hub id or local folder)."""
-    return os.environ.get("SD_MODEL", "").strip() or DEFAULT_SD_MODEL
+    """The first configured checkpoint: the default, and the one `SD_INPAINT_MODEL` inpaints for."""
+    return configured_sd_models()[0]
 
 
 def sd_inpaint_model() -> str:
-    """`SD_INPAINT_MODEL`: the inpainting checkpoint; equal to `SD_MODEL` means inpaint with the base weights."""
+    """`SD_INPAINT_MODEL`: the inpainting checkpoint of the default model (the first configured one, where its family
+    is the same); equal to that model means inpaint with its base weights."""
     return os.environ.get("SD_INPAINT_MODEL", "").strip() or DEFAULT_SD_INPAINT_MODEL
 
 
 def sd_models() -> list[str]:
-    """The Stable Diffusion model choices, the default first: `SD_MODEL`, and the bundled emoji preset when its
-    weights are present (the default when the Hub is unreachable and `SD_MODEL` is not set: a configured model is
-    the default, online or offline)."""
+    """The Stable Diffusion model choices, the default first: the configured ones (`configured_sd_models`), and the
+    bundled emoji preset when its weights are present (the default when the Hub is unreachable and neither
+    `SD_MODELS` nor `SD_MODEL` is set: a configured model is the default, online or offline)."""
+    models = configured_sd_models()
     if bundled_path("sd") is None:
-        return [sd_model()]
-    configured = bool(os.environ.get("SD_MODEL", "").strip())
-    return [BUNDLED_LABEL, sd_model()] if prefer_bundled("sd") and not configured else [sd_model(), BUNDLED_LABEL]
+        return models
+    configured = any(os.environ.get(name, "").strip() for name in ("SD_MODELS", "SD_MODEL"))
+    return [BUNDLED_LABEL, *models] if prefer_bundled("sd") and not configured else [*models, BUNDLED_LABEL]
 
 
 def model_locations(model: str | None) -> tuple[str, str]:
@@ -118,7 +144,7 @@ def model_locations(model: str | None) -> tuple[str, str]:
     choice("model", model, sd_models())
     if model == BUNDLED_LABEL:
         return bundled_path("sd"), bundled_path("sd")
-    return sd_model(), sd_inpaint_model()
+    return model, sd_inpaint_model() if model == sd_model() else model
 
 
 def safety_checker_enabled() -> bool:
@@ -170,6 +196,8 @@ def validate(request: Request) -> Request:
         "clip_prompt", checked_request.clip_prompt, checked_request.clip_scale, checked_request.clip_image
     )
     checked_request.color_rgb = color_target(checked_request.color, checked_request.color_scale)
+    if request.task != "txt2img" and model_family(model).kind == "SDXL":
+        raise ValueError(f"model: {request.task} does not run SDXL models yet (txt2img does){in_page('model')}")
     if request.task == "txt2img":
         native = native_size(model) if not (request.width and request.height) else None  # 0/None = native
         native = slider_size(native) if native else None
@@ -265,9 +293,13 @@ def sd_work(request: Request) -> Work:
 
 
 def _load(pipeline_class, ref: str, device: torch.device):
-    """Load a Stable Diffusion checkpoint on `device` (fp16 on CUDA), safety checker as configured."""
+    """Load a Stable Diffusion checkpoint on `device` (fp16 on CUDA), safety checker as configured (SD 1.x/2.x:
+    SDXL ships none), no invisible watermark (SDXL's pipelines add one when the package is installed)."""
     kwargs = {"torch_dtype": model_dtype(device)}
-    if not safety_checker_enabled():
+    xl = issubclass(pipeline_class, XL_PIPELINES)
+    if xl:
+        kwargs["add_watermarker"] = False
+    elif not safety_checker_enabled():
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     pipeline = None
     if device.type == "cuda":
@@ -278,26 +310,58 @@ def _load(pipeline_class, ref: str, device: torch.device):
     if pipeline is None:
         pipeline = pipeline_class.from_pretrained(ref, **kwargs)
     pipeline = pipeline.to(device)
+    vae = pipeline.vae
+    if xl and getattr(vae.config, "force_upcast", False) and vae.dtype != torch.float32:  # overflows in fp16
+        pipeline.vae.to(torch.float32)
     if device.type == "cuda":
         pipeline.unet.to(memory_format=torch.channels_last)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
 
-def get_base_pipeline(model: str | None = None) -> StableDiffusionPipeline:
-    """The txt2img pipeline of a model choice, loaded once; img2img (and inpainting on the base) reuse its parts."""
+def model_family(model: str | None = None) -> Family:
+    """A model choice's family (pipelines.families): that of its base checkpoint."""
+    return checkpoint_family(model_locations(model)[0])
+
+
+def checkpoint_family(ref: str) -> Family:
+    """A checkpoint's family, read once from its configs (no weights)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    if ref not in _FAMILIES:
+        with reporting_unreachable_hub("sd", ref):
+            configs = [
+                kind.load_config(ref, subfolder=folder)
+                for kind, folder in (
+                    (UNet2DConditionModel, "unet"),
+                    (DDIMScheduler, "scheduler"),
+                    (AutoencoderKL, "vae"),
+                )
+            ]
+        _FAMILIES[ref] = detect_family(*configs)
+    return _FAMILIES[ref]
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def get_base_pipeline(model: str | None = None):
+    """The txt2img pipeline of a model choice (its family's), loaded once; img2img (and inpainting on the base)
+    reuse its parts."""
     ref, device = model_locations(model)[0], default_device()
-    return MODELS.get(("sd", ref, str(device)), lambda: _load(StableDiffusionPipeline, ref, device))
+    pipeline_class = PIPELINE_CLASSES[model_family(model).kind]["txt2img"]
+    return MODELS.get(("sd", ref, str(device)), lambda: _load(pipeline_class, ref, device))
 
 
 def get_components(task: str, model: str | None = None) -> tuple[dict, str]:
     """The components for `task` and the checkpoint they come from; a dedicated inpainting model loads on first use."""
     base_ref, inpaint_ref = model_locations(model)
-    if task == "inpaint" and inpaint_ref != base_ref:
-        device = default_device()
-        pipeline = MODELS.get(
-            ("sd-inpaint", inpaint_ref, str(device)), lambda: _load(StableDiffusionInpaintPipeline, inpaint_ref, device)
-        )
+    # The dedicated inpainting checkpoint serves the default model where it is of the same family (SD 1.5's
+    # inpainting model for SD 1.5); any other model inpaints with its own weights.
+    base = checkpoint_family(base_ref)
+    if task == "inpaint" and inpaint_ref != base_ref and checkpoint_family(inpaint_ref).name == base.name:
+        device, inpainting = default_device(), PIPELINE_CLASSES[base.kind]["inpaint"]
+        pipeline = MODELS.get(("sd-inpaint", inpaint_ref, str(device)), lambda: _load(inpainting, inpaint_ref, device))
         return dict(pipeline.components), inpaint_ref
     return dict(get_base_pipeline(model).components), base_ref
 
@@ -306,9 +370,12 @@ def build_pipeline(task: str, scheduler_name: str, model: str | None = None):
     """A pipeline object for one request: shared weights, its own fresh scheduler (never shared between requests)."""
     components, ref = get_components(task, model)
     components["scheduler"] = SD_SCHEDULERS[scheduler_name](components["scheduler"].config)
-    if components.get("safety_checker") is None:
+    kind = model_family(model).kind
+    if kind == "SDXL":
+        components["add_watermarker"] = False
+    elif components.get("safety_checker") is None:
         components["requires_safety_checker"] = False
-    pipeline = PIPELINE_CLASSES[task](**components)
+    pipeline = PIPELINE_CLASSES[kind][task](**components)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline, ref
 
@@ -440,6 +507,29 @@ class LatentRun:
     region: torch.Tensor | None = None  # inpainting: the repainted area at latent size (B, 1, h, w), 1 inside
 
 
+def _conditioning(pipeline, request: Request, cfg: bool) -> tuple[torch.Tensor, torch.Tensor | None, dict | None]:
+    """(Prompt embeddings, negative ones with CFG, the UNet's added conditioning) as the family's pipeline makes
+    them: SD 1.x/2.x one encoder; SDXL two, the pooled embedding of the second and the size ids (original size =
+    target size = the image's, no crop), negatives first as in diffusers' CFG batch."""
+    device, batch, negative = pipeline._execution_device, request.batch_size, request.negative_prompt or None
+    if not isinstance(pipeline, XL_PIPELINES):
+        return (*pipeline.encode_prompt(request.prompt, device, batch, cfg, negative), None)
+    text, uncond, pooled, uncond_pooled = pipeline.encode_prompt(
+        request.prompt,
+        device=device,
+        num_images_per_prompt=batch,
+        do_classifier_free_guidance=cfg,
+        negative_prompt=negative,
+    )
+    size = (request.height, request.width)
+    ids = pipeline._get_add_time_ids(
+        size, (0, 0), size, dtype=text.dtype, text_encoder_projection_dim=pipeline.text_encoder_2.config.projection_dim
+    ).to(device)
+    if cfg:
+        pooled, ids = torch.cat([uncond_pooled, pooled]), torch.cat([ids, ids])
+    return text, uncond if cfg else None, {"text_embeds": pooled, "time_ids": ids.repeat(batch, 1)}
+
+
 def _prepare(pipeline, request: Request, generators: list[torch.Generator]) -> LatentRun:
     """Prompt embeddings, starting noise and (img2img, inpaint) input latents and mask, with the same calls on the
     same generators in the same order as StableDiffusion(Img2Img|Inpaint)Pipeline.__call__, so that the loop
@@ -447,12 +537,14 @@ def _prepare(pipeline, request: Request, generators: list[torch.Generator]) -> L
     unet, vae, scheduler = pipeline.unet, pipeline.vae, pipeline.scheduler
     device, batch = pipeline._execution_device, request.batch_size
     cfg = request.guidance_scale > 1 and unet.config.time_cond_proj_dim is None
-    text, uncond = pipeline.encode_prompt(request.prompt, device, batch, cfg, request.negative_prompt or None)
+    text, uncond, added = _conditioning(pipeline, request, cfg)
     dtype, factor = text.dtype, pipeline.vae_scale_factor
     latent_shape = (batch, vae.config.latent_channels, request.height // factor, request.width // factor)
     if request.task == "txt2img":
         noise = randn_tensor(latent_shape, generator=generators, device=device, dtype=dtype)
-        return LatentRun(ClassifierFreeGuidance(unet, text, uncond, request.guidance_scale), noise)
+        return LatentRun(ClassifierFreeGuidance(unet, text, uncond, request.guidance_scale, added_cond=added), noise)
+    if added is not None:  # refused by validate: SDXL img2img and inpainting are not wired yet
+        raise ValueError(f"{request.task} does not run SDXL models yet")
     begin_index = request.steps - denoising_steps(request)
     timesteps = schedule(scheduler, request.steps, device, begin_index)
     first = timesteps[:1].repeat(batch)
@@ -573,7 +665,9 @@ def _decode(pipeline, latents: torch.Tensor, generators: list[torch.Generator]) 
     """(PIL images, NSFW flags) of clean latents: VAE decode and safety checker, as the pipelines end."""
     vae = pipeline.vae
     decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False, generator=generators)[0]
-    decoded, nsfw = pipeline.run_safety_checker(decoded, decoded.device, pipeline.text_encoder.dtype)
+    nsfw = None  # SDXL's pipelines ship no safety checker
+    if hasattr(pipeline, "run_safety_checker"):
+        decoded, nsfw = pipeline.run_safety_checker(decoded, decoded.device, pipeline.text_encoder.dtype)
     denormalize = [True] * len(decoded) if nsfw is None else [not flag for flag in nsfw]
     return pipeline.image_processor.postprocess(decoded, output_type="pil", do_denormalize=denormalize), nsfw
 

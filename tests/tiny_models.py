@@ -161,3 +161,68 @@ def save_tiny_sd(folder: str, seed: int = 0, inpainting: bool = False) -> str:
     pipeline_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
     pipeline_class(**tiny_sd_components(seed, inpainting)).save_pretrained(folder)
     return folder
+
+
+def tiny_sdxl_components(seed: int = 0) -> dict:
+    """Tiny SDXL components (64x64 native size): a "text_time" UNet fed by two text encoders (the second one
+    projected, giving the pooled embedding), random weights, a real tokenizer, SDXL's Euler schedule."""
+    import tempfile
+
+    from diffusers import EulerDiscreteScheduler
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    components = tiny_sd_components(seed)
+    torch.manual_seed(seed + 1)
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=64,  # the two encoders' hidden states side by side
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=8 * 6 + 32,  # six size ids + the pooled embedding
+        norm_num_groups=32,
+    )
+    text_encoder_2 = CLIPTextModelWithProjection(
+        CLIPTextConfig(
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=49408,
+            max_position_embeddings=77,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+            projection_dim=32,
+        )
+    )
+    scheduler = EulerDiscreteScheduler.from_config(
+        components["scheduler"].config, timestep_spacing="leading", steps_offset=1
+    )
+    return {
+        "unet": unet.eval(),
+        "vae": components["vae"],
+        "text_encoder": components["text_encoder"],
+        "text_encoder_2": text_encoder_2.eval(),
+        "tokenizer": components["tokenizer"],
+        "tokenizer_2": save_clip_tokenizer(tempfile.mkdtemp()),
+        "scheduler": scheduler,
+        "force_zeros_for_empty_prompt": True,
+    }
+
+
+def save_tiny_sdxl(folder: str, seed: int = 0) -> str:
+    """Save a tiny SDXL checkpoint to `folder` (no watermarker: the studio's images carry none)."""
+    from diffusers import StableDiffusionXLPipeline
+
+    StableDiffusionXLPipeline(**tiny_sdxl_components(seed), add_watermarker=False).save_pretrained(folder)
+    return folder

@@ -1,0 +1,132 @@
+"""SDXL and SD 2.x (v-prediction) in the Stable Diffusion tabs: with no guidance the one guided loop gives the pixels
+of diffusers' own pipelines, and guidance moves the images; families come from the checkpoints' configs."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines import stable_diffusion as sd
+from pipelines.cache import MODELS
+
+
+@pytest.fixture(scope="module")
+def sdxl_folder(tmp_path_factory) -> str:
+    from tests.tiny_models import save_tiny_sdxl
+
+    return save_tiny_sdxl(str(tmp_path_factory.mktemp("tiny-sdxl")))
+
+
+@pytest.fixture()
+def sdxl(configured, sdxl_folder, monkeypatch) -> str:
+    """The tiny SDXL as the Stable Diffusion tabs' model."""
+    monkeypatch.setenv("SD_MODEL", sdxl_folder)
+    MODELS.clear()
+    return sdxl_folder
+
+
+@pytest.fixture()
+def v_prediction(configured, tmp_path, monkeypatch) -> str:
+    """The tiny SD checkpoint re-saved with a v-prediction scheduler (as SD 2.1 768 ships), as the tabs' model."""
+    folder = str(tmp_path / "tiny-sd-v")
+    shutil.copytree(configured["sd"], folder)
+    path = f"{folder}/scheduler/scheduler_config.json"
+    with open(path) as handle:
+        config = json.load(handle)
+    with open(path, "w") as handle:
+        json.dump({**config, "prediction_type": "v_prediction"}, handle)
+    monkeypatch.setenv("SD_MODEL", folder)
+    MODELS.clear()
+    return folder
+
+
+def _bare(task: str, scheduler: str, request, seeds: list[int]):
+    pipeline = sd.build_pipeline(task, scheduler)[0]
+    return pipeline(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt or None,
+        num_inference_steps=request.steps,
+        guidance_scale=request.guidance_scale,
+        num_images_per_prompt=len(seeds),
+        generator=[torch.Generator().manual_seed(seed) for seed in seeds],
+        **sd._call_arguments(request),
+    ).images
+
+
+@pytest.mark.parametrize(
+    "scheduler, fields",
+    [
+        ("Euler", {}),
+        ("Euler a", {"negative_prompt": "blurry"}),
+        ("DPM++ 2M Karras", {"guidance_scale": 1.0}),  # no CFG: one pass
+        ("DDIM", {"negative_prompt": ""}),  # an empty negative prompt: SDXL's zeros
+    ],
+)
+def test_sdxl_txt2img_gives_the_bare_pipelines_pixels(sdxl, scheduler, fields):
+    request = sd.validate(
+        sd.Request(task="txt2img", prompt="a red heart", steps=4, batch_size=2, seed=5, scheduler=scheduler, **fields)
+    )
+    ours = sd.generate(request)
+    assert sd.model_family().kind == "SDXL" and ours.info["model"] == sdxl
+    for mine, theirs in zip(ours.images, _bare("txt2img", scheduler, request, [5, 6]), strict=True):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+
+
+@pytest.mark.parametrize("scheduler", ["DDIM", "Euler a", "DPM++ 2M Karras"])
+def test_v_prediction_txt2img_gives_the_bare_pipelines_pixels(v_prediction, scheduler):
+    request = sd.validate(
+        sd.Request(task="txt2img", prompt="a red heart", negative_prompt="blurry", steps=4, seed=3, scheduler=scheduler)
+    )
+    assert sd.model_family().prediction_type == "v_prediction"
+    ours = sd.generate(request)
+    theirs = _bare("txt2img", scheduler, request, [3])
+    np.testing.assert_array_equal(np.asarray(ours.images[0]), np.asarray(theirs[0]))
+
+
+@pytest.mark.parametrize("family", ["sdxl", "v_prediction"])
+def test_color_and_clip_guidance_reach_each_family(family, request):
+    """Guidance reaches SDXL and v-prediction models through the one loop (random tiny VAEs cannot show a colour, so
+    this asserts that the pixels move and the info records the guidance)."""
+    request.getfixturevalue(family)
+    base = dict(task="txt2img", prompt="a heart", steps=4, seed=2, scheduler="DDIM")
+    plain = np.asarray(sd.generate(sd.Request(**base)).images[0]).astype(float)
+    for guidance in (dict(color="#ff0000", color_scale=2.0), dict(clip_prompt="a blue square", clip_scale=4.0)):
+        guided = sd.generate(sd.Request(**base, **guidance))
+        assert np.abs(np.asarray(guided.images[0]).astype(float) - plain).mean() > 1, guidance
+        assert all(guided.info[name] == value for name, value in guidance.items())
+
+
+def test_each_vae_family_gets_its_published_latent_to_rgb_map():
+    from guidance.latent_rgb import SD15, SDXL, latent_rgb_for
+
+    assert latent_rgb_for(None, {"latent_channels": 4, "scaling_factor": 0.13025}) is SDXL
+    assert latent_rgb_for(None, {"latent_channels": 4, "scaling_factor": 0.18215}) is SD15
+    assert latent_rgb_for(None, {"latent_channels": 16, "scaling_factor": 1.5305}) is None
+
+
+def test_sdxl_img2img_and_inpainting_are_refused_by_name(sdxl):
+    from PIL import Image
+
+    image = Image.new("RGB", (64, 64), (200, 30, 30))
+    with pytest.raises(ValueError, match="img2img does not run SDXL models yet"):
+        sd.validate(sd.Request(task="img2img", prompt="x", image=image))
+
+
+def test_sd_models_lists_the_choices_and_each_runs_its_own_family(configured, sdxl_folder, monkeypatch):
+    """SD_MODELS offers several checkpoints, the first the default; each loads once, on its family's pipelines; the
+    inpainting checkpoint serves only the default model; a model the server does not list is refused by name."""
+    monkeypatch.setenv("SD_MODELS", f"{configured['sd']}, {sdxl_folder}")
+    MODELS.clear()
+    assert sd.sd_models() == [configured["sd"], sdxl_folder]
+    assert sd.model_locations(None) == (configured["sd"], configured["sd_inpaint"])
+    assert sd.model_locations(sdxl_folder) == (sdxl_folder, sdxl_folder)
+    plain = sd.generate(sd.Request(task="txt2img", prompt="a heart", steps=2, seed=1))
+    xl = sd.generate(sd.Request(task="txt2img", prompt="a heart", steps=2, seed=1, model=sdxl_folder))
+    assert (plain.info["model"], xl.info["model"]) == (configured["sd"], sdxl_folder)
+    assert sd.build_pipeline("txt2img", "DDIM", sdxl_folder)[0].__class__.__name__ == "StableDiffusionXLPipeline"
+    assert sd.build_pipeline("txt2img", "DDIM")[0].__class__.__name__ == "StableDiffusionPipeline"
+    assert MODELS.load_count == 2
+    with pytest.raises(ValueError, match="model .*/elsewhere.* is not one of"):
+        sd.validate(sd.Request(task="txt2img", prompt="x", model="/elsewhere"))
