@@ -196,8 +196,6 @@ def validate(request: Request) -> Request:
         "clip_prompt", checked_request.clip_prompt, checked_request.clip_scale, checked_request.clip_image
     )
     checked_request.color_rgb = color_target(checked_request.color, checked_request.color_scale)
-    if request.task != "txt2img" and model_family(model).kind == "SDXL":
-        raise ValueError(f"model: {request.task} does not run SDXL models yet (txt2img does){in_page('model')}")
     if request.task == "txt2img":
         native = native_size(model) if not (request.width and request.height) else None  # 0/None = native
         native = slider_size(native) if native else None
@@ -521,10 +519,10 @@ def _conditioning(pipeline, request: Request, cfg: bool) -> tuple[torch.Tensor, 
         do_classifier_free_guidance=cfg,
         negative_prompt=negative,
     )
+    # (original size, crop top-left, target size): what all three SDXL pipelines pass by default (no aesthetic score:
+    # a refiner, which wants one, is not a base model the tabs run).
     size = (request.height, request.width)
-    ids = pipeline._get_add_time_ids(
-        size, (0, 0), size, dtype=text.dtype, text_encoder_projection_dim=pipeline.text_encoder_2.config.projection_dim
-    ).to(device)
+    ids = torch.tensor([[*size, 0, 0, *size]], dtype=text.dtype, device=device)
     if cfg:
         pooled, ids = torch.cat([uncond_pooled, pooled]), torch.cat([ids, ids])
     return text, uncond if cfg else None, {"text_embeds": pooled, "time_ids": ids.repeat(batch, 1)}
@@ -543,19 +541,17 @@ def _prepare(pipeline, request: Request, generators: list[torch.Generator]) -> L
     if request.task == "txt2img":
         noise = randn_tensor(latent_shape, generator=generators, device=device, dtype=dtype)
         return LatentRun(ClassifierFreeGuidance(unet, text, uncond, request.guidance_scale, added_cond=added), noise)
-    if added is not None:  # refused by validate: SDXL img2img and inpainting are not wired yet
-        raise ValueError(f"{request.task} does not run SDXL models yet")
     begin_index = request.steps - denoising_steps(request)
     timesteps = schedule(scheduler, request.steps, device, begin_index)
     first = timesteps[:1].repeat(batch)
     arguments = _call_arguments(request)
     if request.task == "img2img":
-        image = pipeline.image_processor.preprocess(arguments["image"]).to(device=device, dtype=dtype)
+        image = pipeline.image_processor.preprocess(arguments["image"]).to(device=device, dtype=vae.dtype)
         clean = vae.config.scaling_factor * torch.cat(
             [retrieve_latents(vae.encode(image), generator=generator) for generator in generators]
-        )
+        ).to(dtype)  # an SDXL VAE kept in fp32 (pipelines.families) encodes in fp32, as diffusers upcasts it
         noise = randn_tensor(clean.shape, generator=generators, device=device, dtype=dtype)
-        model = ClassifierFreeGuidance(unet, text, uncond, request.guidance_scale)
+        model = ClassifierFreeGuidance(unet, text, uncond, request.guidance_scale, added_cond=added)
         return LatentRun(model, noise, begin_index, clean)
     size = dict(height=request.height, width=request.width)
     image = pipeline.image_processor.preprocess(arguments["image"], **size).to(dtype=torch.float32)
@@ -583,7 +579,9 @@ def _prepare(pipeline, request: Request, generators: list[torch.Generator]) -> L
     repainted = mask.chunk(2)[0] if cfg else mask
     if not plain_unet:
         extra = torch.cat([mask, masked_image_latents], dim=1)
-        model = ClassifierFreeGuidance(unet, text, uncond, request.guidance_scale, extra_channels=extra)
+        model = ClassifierFreeGuidance(
+            unet, text, uncond, request.guidance_scale, extra_channels=extra, added_cond=added
+        )
         return LatentRun(model, noise, begin_index, clean, region=repainted)
 
     def put_back_known_region(index: int, sample: torch.Tensor) -> torch.Tensor:
@@ -592,7 +590,7 @@ def _prepare(pipeline, request: Request, generators: list[torch.Generator]) -> L
             known = scheduler.add_noise(image_latents, noise, torch.tensor([timesteps[index + 1]]))
         return (1 - repainted) * known + repainted * sample
 
-    model = ClassifierFreeGuidance(unet, text, uncond, request.guidance_scale)
+    model = ClassifierFreeGuidance(unet, text, uncond, request.guidance_scale, added_cond=added)
     return LatentRun(model, noise, begin_index, clean, put_back_known_region, repainted)
 
 

@@ -106,12 +106,47 @@ def test_each_vae_family_gets_its_published_latent_to_rgb_map():
     assert latent_rgb_for(None, {"latent_channels": 16, "scaling_factor": 1.5305}) is None
 
 
-def test_sdxl_img2img_and_inpainting_are_refused_by_name(sdxl):
-    from PIL import Image
+@pytest.mark.parametrize(
+    "task, scheduler, strength",
+    [
+        ("img2img", "Euler", 0.6),
+        ("img2img", "DPM++ 2M Karras", 0.8),
+        ("inpaint", "DDIM", 0.7),
+        ("inpaint", "Euler a", 1.0),
+    ],
+)
+def test_sdxl_img2img_and_inpainting_give_the_bare_pipelines_pixels(sdxl, task, scheduler, strength):
+    """SDXL's img2img and inpainting (its base UNet, the known region put back each step) on the one loop equal
+    StableDiffusionXL(Img2Img|Inpaint)Pipeline pixel for pixel."""
+    from tests.test_stable_diffusion import box_mask, noise_image
 
-    image = Image.new("RGB", (64, 64), (200, 30, 30))
-    with pytest.raises(ValueError, match="img2img does not run SDXL models yet"):
-        sd.validate(sd.Request(task="img2img", prompt="x", image=image))
+    fields = dict(image=noise_image((64, 64), seed=2), strength=strength)
+    if task == "inpaint":
+        fields.update(mask=box_mask((64, 64), (8, 16, 48, 56)), mask_blur=0)
+    request = sd.validate(
+        sd.Request(task=task, prompt="a red heart", negative_prompt="blurry", steps=5, batch_size=2, seed=5,
+                   scheduler=scheduler, **fields)
+    )  # fmt: skip
+    ours = sd.generate(request)
+    for mine, theirs in zip(ours.images, _bare(task, scheduler, request, [5, 6]), strict=True):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(sd._finisher(request)(theirs)))
+
+
+def test_a_dedicated_sdxl_inpainting_model_gives_its_bare_pipelines_pixels(sdxl, tmp_path, monkeypatch):
+    """A 9-channel SDXL inpainting checkpoint, paired with an SDXL default model, inpaints as
+    StableDiffusionXLInpaintPipeline does (mask and masked-image latents beside the sample, size ids)."""
+    from tests.test_stable_diffusion import box_mask, noise_image
+    from tests.tiny_models import save_tiny_sdxl
+
+    monkeypatch.setenv("SD_INPAINT_MODEL", save_tiny_sdxl(str(tmp_path / "xl-inpaint"), seed=3, inpainting=True))
+    fields = dict(image=noise_image((64, 64), seed=2), mask=box_mask((64, 64), (8, 16, 48, 56)), mask_blur=0)
+    request = sd.validate(
+        sd.Request(task="inpaint", prompt="a red heart", steps=4, batch_size=2, seed=5, strength=1.0, **fields)
+    )
+    ours = sd.generate(request)
+    assert ours.info["model"] == str(tmp_path / "xl-inpaint")
+    for mine, theirs in zip(ours.images, _bare("inpaint", request.scheduler, request, [5, 6]), strict=True):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(sd._finisher(request)(theirs)))
 
 
 def test_sd_models_lists_the_choices_and_each_runs_its_own_family(configured, sdxl_folder, monkeypatch):

@@ -163,9 +163,10 @@ def save_tiny_sd(folder: str, seed: int = 0, inpainting: bool = False) -> str:
     return folder
 
 
-def tiny_sdxl_components(seed: int = 0) -> dict:
-    """Tiny SDXL components (64x64 native size): a "text_time" UNet fed by two text encoders (the second one
-    projected, giving the pooled embedding), random weights, a real tokenizer, SDXL's Euler schedule."""
+def tiny_sdxl_components(seed: int = 0, inpainting: bool = False) -> dict:
+    """Tiny SDXL components (64x64 native size): a "text_time" UNet (9 input channels for an inpainting one) fed by
+    two text encoders (the second one projected, giving the pooled embedding), random weights, a real tokenizer,
+    SDXL's Euler schedule."""
     import tempfile
 
     from diffusers import EulerDiscreteScheduler
@@ -177,7 +178,7 @@ def tiny_sdxl_components(seed: int = 0) -> dict:
 
     unet = UNet2DConditionModel(
         sample_size=32,
-        in_channels=4,
+        in_channels=9 if inpainting else 4,
         out_channels=4,
         block_out_channels=(32, 64),
         layers_per_block=1,
@@ -220,9 +221,11 @@ def tiny_sdxl_components(seed: int = 0) -> dict:
     }
 
 
-def save_tiny_sdxl(folder: str, seed: int = 0) -> str:
-    """Save a tiny SDXL checkpoint to `folder` (no watermarker: the studio's images carry none)."""
-    from diffusers import StableDiffusionXLPipeline
+def save_tiny_sdxl(folder: str, seed: int = 0, inpainting: bool = False) -> str:
+    """Save a tiny SDXL checkpoint (txt2img, or a 9-channel inpainting one) to `folder` (no watermarker: the
+    studio's images carry none)."""
+    from diffusers import StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline
 
-    StableDiffusionXLPipeline(**tiny_sdxl_components(seed), add_watermarker=False).save_pretrained(folder)
+    pipeline_class = StableDiffusionXLInpaintPipeline if inpainting else StableDiffusionXLPipeline
+    pipeline_class(**tiny_sdxl_components(seed, inpainting), add_watermarker=False).save_pretrained(folder)
     return folder
