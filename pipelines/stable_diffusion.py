@@ -13,6 +13,7 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    LCMScheduler,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
@@ -83,6 +84,7 @@ SD_SCHEDULERS: dict[str, Callable] = {
     "Euler": lambda config: EulerDiscreteScheduler.from_config(config),
     "DDIM": lambda config: DDIMScheduler.from_config(config),
     "UniPC": lambda config: UniPCMultistepScheduler.from_config(config),
+    "LCM": lambda config: LCMScheduler.from_config(config),  # latent consistency models and LCM-LoRAs, 2-8 steps
 }
 # The diffusers pipelines of each family kind (pipelines.families), by task.
 PIPELINE_CLASSES = {
@@ -343,6 +345,23 @@ def checkpoint_family(ref: str) -> Family:
 _FAMILIES: dict[str, Family] = {}
 
 
+def family_defaults(tab: str, model: str) -> tuple[dict[str, object], str | None]:
+    """The scheduler, steps and CFG scale a tab starts `model` at, and a sentence saying why where a few-step model
+    changes them: its family's recommendation (pipelines.families.FEW_STEP), else the tab's own defaults with the
+    family's CFG scale (SDXL's pipelines use 5, SD's 7.5)."""
+    from pipelines.params import param
+
+    family = model_family(model)
+    values = {name: param(tab, name).default for name in ("scheduler", "steps")} | family.defaults()
+    if family.few_step is None:
+        return values, None
+    shown = f"{values['scheduler']}, {values['steps']} step{'s' if values['steps'] != 1 else ''}"
+    return values, (
+        f"{family.name} few-step model ({family.few_step}): the tab now starts it at {shown}, "
+        f"CFG scale {values['guidance_scale']:g}"
+    )
+
+
 def get_base_pipeline(model: str | None = None):
     """The txt2img pipeline of a model choice (its family's), loaded once; img2img (and inpainting on the base)
     reuse its parts."""
@@ -537,10 +556,21 @@ def _prepare(pipeline, request: Request, generators: list[torch.Generator]) -> L
     cfg = request.guidance_scale > 1 and unet.config.time_cond_proj_dim is None
     text, uncond, added = _conditioning(pipeline, request, cfg)
     dtype, factor = text.dtype, pipeline.vae_scale_factor
+    timestep_cond = None
+    if unet.config.time_cond_proj_dim is not None:  # an LCM UNet reads the CFG scale as an embedding
+        scale = torch.tensor(request.guidance_scale - 1).repeat(batch)
+        embedding = pipeline.get_guidance_scale_embedding(scale, embedding_dim=unet.config.time_cond_proj_dim)
+        timestep_cond = embedding.to(device=device, dtype=dtype)
+
+    def denoiser(extra_channels: torch.Tensor | None = None) -> ClassifierFreeGuidance:
+        return ClassifierFreeGuidance(
+            unet, text, uncond, request.guidance_scale, extra_channels, added_cond=added, timestep_cond=timestep_cond
+        )
+
     latent_shape = (batch, vae.config.latent_channels, request.height // factor, request.width // factor)
     if request.task == "txt2img":
         noise = randn_tensor(latent_shape, generator=generators, device=device, dtype=dtype)
-        return LatentRun(ClassifierFreeGuidance(unet, text, uncond, request.guidance_scale, added_cond=added), noise)
+        return LatentRun(denoiser(), noise)
     begin_index = request.steps - denoising_steps(request)
     timesteps = schedule(scheduler, request.steps, device, begin_index)
     first = timesteps[:1].repeat(batch)
@@ -551,8 +581,7 @@ def _prepare(pipeline, request: Request, generators: list[torch.Generator]) -> L
             [retrieve_latents(vae.encode(image), generator=generator) for generator in generators]
         ).to(dtype)  # an SDXL VAE kept in fp32 (pipelines.families) encodes in fp32, as diffusers upcasts it
         noise = randn_tensor(clean.shape, generator=generators, device=device, dtype=dtype)
-        model = ClassifierFreeGuidance(unet, text, uncond, request.guidance_scale, added_cond=added)
-        return LatentRun(model, noise, begin_index, clean)
+        return LatentRun(denoiser(), noise, begin_index, clean)
     size = dict(height=request.height, width=request.width)
     image = pipeline.image_processor.preprocess(arguments["image"], **size).to(dtype=torch.float32)
     full_strength, plain_unet = request.strength == 1.0, unet.config.in_channels == 4
@@ -579,9 +608,7 @@ def _prepare(pipeline, request: Request, generators: list[torch.Generator]) -> L
     repainted = mask.chunk(2)[0] if cfg else mask
     if not plain_unet:
         extra = torch.cat([mask, masked_image_latents], dim=1)
-        model = ClassifierFreeGuidance(
-            unet, text, uncond, request.guidance_scale, extra_channels=extra, added_cond=added
-        )
+        model = denoiser(extra_channels=extra)
         return LatentRun(model, noise, begin_index, clean, region=repainted)
 
     def put_back_known_region(index: int, sample: torch.Tensor) -> torch.Tensor:
@@ -590,8 +617,7 @@ def _prepare(pipeline, request: Request, generators: list[torch.Generator]) -> L
             known = scheduler.add_noise(image_latents, noise, torch.tensor([timesteps[index + 1]]))
         return (1 - repainted) * known + repainted * sample
 
-    model = ClassifierFreeGuidance(unet, text, uncond, request.guidance_scale, added_cond=added)
-    return LatentRun(model, noise, begin_index, clean, put_back_known_region, repainted)
+    return LatentRun(denoiser(), noise, begin_index, clean, put_back_known_region, repainted)
 
 
 def guidance_views(

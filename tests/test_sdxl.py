@@ -132,6 +132,40 @@ def test_sdxl_img2img_and_inpainting_give_the_bare_pipelines_pixels(sdxl, task, 
         np.testing.assert_array_equal(np.asarray(mine), np.asarray(sd._finisher(request)(theirs)))
 
 
+@pytest.fixture()
+def lcm(configured, tmp_path, monkeypatch) -> str:
+    """A tiny latent consistency model (a UNet that reads the CFG scale as an embedding, an LCM scheduler)."""
+    from diffusers import LCMScheduler, StableDiffusionPipeline
+
+    from tests.tiny_models import tiny_sd_components
+
+    components = tiny_sd_components(seed=4, time_cond_proj_dim=8)
+    components["scheduler"] = LCMScheduler.from_config(components["scheduler"].config)
+    folder = str(tmp_path / "tiny-lcm")
+    StableDiffusionPipeline(**components).save_pretrained(folder)
+    monkeypatch.setenv("SD_MODEL", folder)
+    MODELS.clear()
+    return folder
+
+
+@pytest.mark.parametrize("task", ["txt2img", "img2img"])
+def test_lcm_gives_the_bare_pipelines_pixels(lcm, task):
+    """A latent consistency model (guidance embedding, LCM scheduler drawing noise every step) on the one loop
+    equals diffusers' pipeline; its family says LCM and starts it at 4 steps."""
+    from tests.test_stable_diffusion import noise_image
+
+    family = sd.model_family()
+    assert family.few_step == "LCM" and family.defaults()["steps"] == 4
+    fields = {} if task == "txt2img" else dict(image=noise_image((64, 64), seed=2), strength=0.8)
+    request = sd.validate(
+        sd.Request(task=task, prompt="a red heart", steps=4, batch_size=2, seed=5, scheduler="LCM",
+                   guidance_scale=8.5, **fields)
+    )  # fmt: skip
+    ours = sd.generate(request)
+    for mine, theirs in zip(ours.images, _bare(task, "LCM", request, [5, 6]), strict=True):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(sd._finisher(request)(theirs)))
+
+
 def test_a_dedicated_sdxl_inpainting_model_gives_its_bare_pipelines_pixels(sdxl, tmp_path, monkeypatch):
     """A 9-channel SDXL inpainting checkpoint, paired with an SDXL default model, inpaints as
     StableDiffusionXLInpaintPipeline does (mask and masked-image latents beside the sample, size ids)."""
@@ -165,3 +199,25 @@ def test_sd_models_lists_the_choices_and_each_runs_its_own_family(configured, sd
     assert MODELS.load_count == 2
     with pytest.raises(ValueError, match="model .*/elsewhere.* is not one of"):
         sd.validate(sd.Request(task="txt2img", prompt="x", model="/elsewhere"))
+
+
+def test_a_few_step_model_sets_the_tabs_defaults_and_says_so(configured, tmp_path, monkeypatch):
+    """Picking a few-step model (an SD-Turbo-like config: trailing schedule at 512 px) moves the tab's scheduler,
+    steps and CFG scale to its family's; a plain model gets the tab's own defaults and its pipeline's CFG scale."""
+    folder = str(tmp_path / "tiny-turbo")
+    shutil.copytree(configured["sd"], folder)
+    for part, change in (("scheduler/scheduler_config.json", {"timestep_spacing": "trailing"}),
+                         ("unet/config.json", {"sample_size": 64})):  # fmt: skip
+        with open(f"{folder}/{part}") as handle:
+            config = json.load(handle)
+        with open(f"{folder}/{part}", "w") as handle:
+            json.dump({**config, **change}, handle)
+    monkeypatch.setenv("SD_MODELS", f"{configured['sd']},{folder}")
+    turbo, message = sd.family_defaults("txt2img", folder)
+    assert turbo == {"scheduler": "Euler a", "steps": 1, "guidance_scale": 0.0}
+    assert "few-step model (turbo)" in message and "1 step," in message
+    plain, message = sd.family_defaults("img2img", configured["sd"])
+    assert message is None and plain["guidance_scale"] == 7.5
+    assert plain["steps"] == sd.SD["steps"].default and plain["scheduler"] == sd.SD["scheduler"].default
+    quick = sd.generate(sd.Request(task="txt2img", prompt="a heart", model=folder, **turbo))
+    assert (quick.info["steps"], quick.info["guidance_scale"]) == (1, 0.0)

@@ -97,8 +97,9 @@ class GaussianPriorUNet(torch.nn.Module):
         return UNet2DOutput(sample=eps)
 
 
-def tiny_sd_components(seed: int = 0, inpainting: bool = False) -> dict:
-    """Tiny Stable Diffusion components (64x64 native size) with random weights and a real tokenizer."""
+def tiny_sd_components(seed: int = 0, inpainting: bool = False, time_cond_proj_dim: int | None = None) -> dict:
+    """Tiny Stable Diffusion components (64x64 native size) with random weights and a real tokenizer;
+    `time_cond_proj_dim` makes the UNet read a CFG-scale embedding, as a latent consistency model's does."""
     import tempfile
 
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -116,6 +117,7 @@ def tiny_sd_components(seed: int = 0, inpainting: bool = False) -> dict:
         cross_attention_dim=32,
         attention_head_dim=(2, 4),
         norm_num_groups=32,
+        time_cond_proj_dim=time_cond_proj_dim,
     )
     vae = AutoencoderKL(
         block_out_channels=(32, 64),

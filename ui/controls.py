@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -161,6 +162,28 @@ def sd_sampling_controls(tab: str) -> dict[str, gr.components.Component]:
         controls["steps"] = slider(tab, "steps", elem_id=f"{tab}-steps")
         controls["guidance_scale"] = slider(tab, "guidance_scale")
     return controls
+
+
+def family_update(tab: str, model: str):
+    """Scheduler, steps and CFG scale set to what a picked Stable Diffusion model's family starts at, with a toast
+    where a few-step model changes them; nothing changes where the model's config cannot be read."""
+    from pipelines import stable_diffusion as sd
+
+    try:
+        values, message = sd.family_defaults(tab, model)
+    except Exception:  # noqa: BLE001 - unreachable or broken config: the run that follows says why
+        return gr.update(), gr.update(), gr.update()
+    if message:
+        gr.Info(message)
+    return tuple(gr.update(value=values[name]) for name in ("scheduler", "steps", "guidance_scale"))
+
+
+def wire_family_defaults(tab: str, controls: dict[str, gr.components.Component]) -> None:
+    """A model change sets the sampling controls to the model family's defaults (`family_update`)."""
+    targets = [controls[name] for name in ("scheduler", "steps", "guidance_scale")]
+    handler = functools.partial(family_update, tab)
+    # .input, not .change: a model set by "send to" or a PNG's parameters keeps the steps and scale they carry.
+    controls["model"].input(handler, controls["model"], targets, api_visibility="private")
 
 
 def sd_batch_and_seed(tab: str, page: PageParts) -> dict[str, gr.components.Component]:

@@ -17,6 +17,7 @@ from ui.controls import (
     sd_sampling_controls,
     slider,
     wire,
+    wire_family_defaults,
 )
 from ui.sweep import sweep_controls, wire_sweep
 from ui_components import Image
@@ -42,5 +43,6 @@ def build(page: PageParts) -> Tab:
         with gr.Column():
             tab_outputs = outputs(TAB, page)
     inputs = wire(TAB, controls, tab_outputs)
+    wire_family_defaults(TAB, controls)
     wire_sweep(TAB, sweep_parts, inputs, *tab_outputs[2:4])
     return Tab(inputs, tab_outputs[1], picture=controls["image"])

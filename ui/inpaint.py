@@ -19,6 +19,7 @@ from ui.controls import (
     sd_sampling_controls,
     slider,
     tab_inputs,
+    wire_family_defaults,
 )
 from ui.handlers import HANDLERS
 from ui.jobs import GPU_QUEUE
@@ -107,6 +108,7 @@ def build(page: PageParts) -> Tab:
         )
 
     inputs = tab_inputs(TAB, controls)
+    wire_family_defaults(TAB, controls)
     split_first(generate_button).then(
         HANDLERS[TAB], inputs, [gallery, info], api_name=TAB, concurrency_id=GPU_QUEUE, concurrency_limit=1
     )

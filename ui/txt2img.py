@@ -21,6 +21,7 @@ from ui.controls import (
     sd_sampling_controls,
     slider,
     wire,
+    wire_family_defaults,
 )
 from ui.sweep import sweep_controls, wire_sweep
 
@@ -77,6 +78,7 @@ def build(page: PageParts) -> Tab:
         with gr.Column():
             tab_outputs = outputs(TAB, page)
     inputs = wire(TAB, controls, tab_outputs)
+    wire_family_defaults(TAB, controls)
     wire_sweep(TAB, sweep_parts, inputs, *tab_outputs[2:4])
     sizes = [controls[side] for side in SIDES]
     controls["model"].change(native_size_update, controls["model"], sizes, api_visibility="private")
