@@ -43,7 +43,7 @@ UNREACHABLE_ERRORS = frozenset(
 MODEL_KINDS = {
     "unconditional": ("", ("ddpm",), "add a local model folder to UNCOND_MODELS"),
     "clip": ("CLIP ", ("ddpm", "clip"), "set CLIP_MODEL to local-dir:<folder>"),
-    "sd": ("", ("sd",), "set SD_MODEL to a local folder"),
+    "sd": ("", ("sd",), "set SD_MODELS to a local folder"),
     "sd-inpaint": ("", ("sd",), "set SD_INPAINT_MODEL to a local folder"),
 }
 

@@ -44,28 +44,83 @@ class ModelCache:
     def __init__(self) -> None:
         self._items: dict[Hashable, Any] = {}
         self._locks: dict[Hashable, threading.Lock] = {}
+        self._owners: dict[Hashable, tuple[str, str, int]] = {}  # key -> (group, owner, when last used)
         self._guard = threading.Lock()
+        self._clock = 0
         self.load_count = 0
 
-    def get(self, key: Hashable, loader: Callable[[], Any]) -> Any:
-        """The cached value for `key`, loading it with `loader()` the first time."""
+    def get(self, key: Hashable, loader: Callable[[], Any], owner: tuple[str, str, int] | None = None) -> Any:
+        """The cached value for `key`, loading it with `loader()` the first time. `owner` = (group, owner, keep): the
+        key belongs to `owner` (a Stable Diffusion checkpoint, with its inpainting partner) in `group`, which keeps
+        the last `keep` owners used; loading a new one forgets the least recently used others first, so their
+        weights are freed once no running request holds them."""
+        if owner is not None:
+            self._touch(key, owner)
         if key in self._items:
             return self._items[key]
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             if key not in self._items:
+                if owner is not None:
+                    self._evict(*owner)
                 with reporting_unreachable_hub(*key_model(key)):
                     self._items[key] = loader()
                 self.load_count += 1
         return self._items[key]
+
+    def _touch(self, key: Hashable, owner: tuple[str, str, int]) -> None:
+        with self._guard:
+            self._clock += 1
+            self._owners[key] = (owner[0], owner[1], self._clock)
+            for other, (group, name, _) in self._owners.items():  # the owner's other keys are used with it
+                if (group, name) == owner[:2]:
+                    self._owners[other] = (group, name, self._clock)
+
+    def _evict(self, group: str, owner: str, keep: int) -> None:
+        """Forget the keys of all but the `keep` most recently used owners of `group` (`owner` counts as one)."""
+        with self._guard:
+            last_use: dict[str, int] = {}
+            for key, (key_group, name, used) in self._owners.items():
+                if key_group == group and name != owner and key in self._items:
+                    last_use[name] = max(last_use.get(name, 0), used)
+            kept = set(sorted(last_use, key=last_use.get, reverse=True)[: max(0, keep - 1)])
+            dropped = [
+                key
+                for key, (g, name, _) in self._owners.items()
+                if g == group and name in last_use and name not in kept
+            ]
+            for key in dropped:
+                self._items.pop(key, None)
+                self._owners.pop(key, None)
+        if dropped:
+            free_memory()
+
+    def loaded(self) -> list[Hashable]:
+        """The keys loaded now."""
+        return list(self._items)
 
     def clear(self) -> None:
         """Forget every cached model (tests)."""
         with self._guard:
             self._items.clear()
             self._locks.clear()
+            self._owners.clear()
             self.load_count = 0
+
+
+def free_memory() -> None:
+    """Return forgotten weights' memory: Python's cycles collected, and CUDA's cached blocks released."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
 
 
 MODELS = ModelCache()

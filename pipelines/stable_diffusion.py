@@ -34,6 +34,7 @@ from pipelines.budget import SD_CLIP_STEP_FRACTION, SD_DECODER_PASS_STEPS, sd_se
 from pipelines.bundled import BUNDLED_LABEL, bundled_path, prefer_bundled, recorded_name
 from pipelines.cache import MODELS, reporting_unreachable_hub
 from pipelines.clip import get_clip
+from pipelines.config import setting
 from pipelines.device import default_device, model_dtype
 from pipelines.families import Family, detect_family
 from pipelines.gpu import gpu
@@ -324,12 +325,13 @@ def model_family(model: str | None = None) -> Family:
     return checkpoint_family(model_locations(model)[0])
 
 
-def checkpoint_family(ref: str) -> Family:
-    """A checkpoint's family, read once from its configs (no weights)."""
+def checkpoint_family(ref: str, kind: str = "sd") -> Family:
+    """A checkpoint's family, read once from its configs (no weights); `kind` ("sd", "sd-inpaint") names the setting
+    to change where the Hub is unreachable."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     if ref not in _FAMILIES:
-        with reporting_unreachable_hub("sd", ref):
+        with reporting_unreachable_hub(kind, ref):
             configs = [
                 kind.load_config(ref, subfolder=folder)
                 for kind, folder in (
@@ -362,12 +364,23 @@ def family_defaults(tab: str, model: str) -> tuple[dict[str, object], str | None
     )
 
 
+def sd_models_kept() -> int:
+    """`STUDIO_SD_MODELS_KEPT`: how many Stable Diffusion checkpoints stay loaded (with their inpainting partners);
+    picking another frees the least recently used."""
+    return setting("STUDIO_SD_MODELS_KEPT", 1, 1)
+
+
+def _weights_owner(base_ref: str) -> tuple[str, str, int]:
+    """The model cache's owner of a checkpoint's weights: the base checkpoint, in the group of SD checkpoints."""
+    return ("sd-weights", base_ref, sd_models_kept())
+
+
 def get_base_pipeline(model: str | None = None):
     """The txt2img pipeline of a model choice (its family's), loaded once; img2img (and inpainting on the base)
     reuse its parts."""
     ref, device = model_locations(model)[0], default_device()
     pipeline_class = PIPELINE_CLASSES[model_family(model).kind]["txt2img"]
-    return MODELS.get(("sd", ref, str(device)), lambda: _load(pipeline_class, ref, device))
+    return MODELS.get(("sd", ref, str(device)), lambda: _load(pipeline_class, ref, device), _weights_owner(ref))
 
 
 def get_components(task: str, model: str | None = None) -> tuple[dict, str]:
@@ -376,9 +389,13 @@ def get_components(task: str, model: str | None = None) -> tuple[dict, str]:
     # The dedicated inpainting checkpoint serves the default model where it is of the same family (SD 1.5's
     # inpainting model for SD 1.5); any other model inpaints with its own weights.
     base = checkpoint_family(base_ref)
-    if task == "inpaint" and inpaint_ref != base_ref and checkpoint_family(inpaint_ref).name == base.name:
+    if task == "inpaint" and inpaint_ref != base_ref and checkpoint_family(inpaint_ref, "sd-inpaint").name == base.name:
         device, inpainting = default_device(), PIPELINE_CLASSES[base.kind]["inpaint"]
-        pipeline = MODELS.get(("sd-inpaint", inpaint_ref, str(device)), lambda: _load(inpainting, inpaint_ref, device))
+        pipeline = MODELS.get(
+            ("sd-inpaint", inpaint_ref, str(device)),
+            lambda: _load(inpainting, inpaint_ref, device),
+            _weights_owner(base_ref),  # kept and freed with its base model
+        )
         return dict(pipeline.components), inpaint_ref
     return dict(get_base_pipeline(model).components), base_ref
 

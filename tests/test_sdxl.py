@@ -187,6 +187,7 @@ def test_sd_models_lists_the_choices_and_each_runs_its_own_family(configured, sd
     """SD_MODELS offers several checkpoints, the first the default; each loads once, on its family's pipelines; the
     inpainting checkpoint serves only the default model; a model the server does not list is refused by name."""
     monkeypatch.setenv("SD_MODELS", f"{configured['sd']}, {sdxl_folder}")
+    monkeypatch.setenv("STUDIO_SD_MODELS_KEPT", "2")  # both stay loaded: each loads once
     MODELS.clear()
     assert sd.sd_models() == [configured["sd"], sdxl_folder]
     assert sd.model_locations(None) == (configured["sd"], configured["sd_inpaint"])
@@ -221,3 +222,28 @@ def test_a_few_step_model_sets_the_tabs_defaults_and_says_so(configured, tmp_pat
     assert plain["steps"] == sd.SD["steps"].default and plain["scheduler"] == sd.SD["scheduler"].default
     quick = sd.generate(sd.Request(task="txt2img", prompt="a heart", model=folder, **turbo))
     assert (quick.info["steps"], quick.info["guidance_scale"]) == (1, 0.0)
+
+
+def test_picking_another_checkpoint_frees_the_last_one_unless_more_are_kept(configured, sdxl_folder, monkeypatch):
+    """One Stable Diffusion checkpoint (with its inpainting partner) stays loaded by default: picking another forgets
+    the first, whose weights go once no request holds them; STUDIO_SD_MODELS_KEPT=2 keeps both."""
+    import gc
+    import weakref
+
+    from tests.test_stable_diffusion import box_mask, noise_image
+
+    monkeypatch.setenv("SD_MODELS", f"{configured['sd']},{sdxl_folder}")
+    MODELS.clear()
+    inpaint = dict(image=noise_image((64, 64)), mask=box_mask((64, 64), (8, 8, 40, 40)), steps=2, seed=1)
+    sd.generate(sd.Request(task="txt2img", prompt="a", steps=2, seed=1))
+    sd.generate(sd.Request(task="inpaint", prompt="a", **inpaint))  # the dedicated inpainting model joins it
+    first = weakref.ref(sd.get_base_pipeline().unet)
+    assert {key[0] for key in MODELS.loaded()} == {"sd", "sd-inpaint"}
+    sd.generate(sd.Request(task="txt2img", prompt="a", steps=2, seed=1, model=sdxl_folder))
+    gc.collect()
+    assert [key[1] for key in MODELS.loaded()] == [sdxl_folder] and first() is None
+    monkeypatch.setenv("STUDIO_SD_MODELS_KEPT", "2")
+    sd.generate(sd.Request(task="txt2img", prompt="a", steps=2, seed=1))
+    sd.generate(sd.Request(task="txt2img", prompt="a", steps=2, seed=1, model=sdxl_folder))
+    assert sorted(key[1] for key in MODELS.loaded()) == sorted([configured["sd"], sdxl_folder])
+    assert MODELS.load_count == 4  # SD, its inpainting model, SDXL, SD again: SDXL was kept
