@@ -182,8 +182,8 @@ def wire_family_defaults(tab: str, controls: dict[str, gr.components.Component])
     """A model change sets the sampling controls to the model family's defaults (`family_update`)."""
     targets = [controls[name] for name in ("scheduler", "steps", "guidance_scale")]
     handler = functools.partial(family_update, tab)
-    # .input, not .change: a model set by "send to" or a PNG's parameters keeps the steps and scale they carry.
-    controls["model"].input(handler, controls["model"], targets, api_visibility="private")
+    # .select, not .change: a model set by "send to" or a PNG's parameters keeps the steps and scale they carry.
+    controls["model"].select(handler, controls["model"], targets, api_visibility="private")
 
 
 def sd_batch_and_seed(tab: str, page: PageParts) -> dict[str, gr.components.Component]:
