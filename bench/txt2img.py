@@ -4,6 +4,7 @@
     python bench/txt2img.py --real-size      # SD 1.5-size components from the published configs, random weights
                                              # (512x512, 25 steps: for timing on a GPU)
     python bench/txt2img.py --real-size --speed-options   # then each CUDA speed option off, and torch.compile
+    python bench/txt2img.py --family sdxl    # tiny random SDXL components (two text encoders, size ids)
 
 Same components, seed, scheduler and steps on every row; runs alternate (bare, wrapper, color-guided, ...) so
 drifts in machine load hit all alike, and the median of each is reported. Besides the bare pipeline and the
@@ -27,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-from diffusers import StableDiffusionPipeline  # noqa: E402
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline  # noqa: E402
 
 from pipelines import stable_diffusion as sd  # noqa: E402
 from pipelines.cache import MODELS  # noqa: E402
@@ -35,7 +36,12 @@ from pipelines.clip import load_clip  # noqa: E402
 from pipelines.config import clip_model  # noqa: E402
 from pipelines.device import default_device, model_dtype  # noqa: E402
 from pipelines.jobs import Preview, job_threads, stream_job  # noqa: E402
-from tests.tiny_models import save_clip_tokenizer, save_tiny_clip, tiny_sd_components  # noqa: E402
+from tests.tiny_models import (  # noqa: E402
+    save_clip_tokenizer,
+    save_tiny_clip,
+    tiny_sd_components,
+    tiny_sdxl_components,
+)
 
 
 def sd15_components() -> dict:
@@ -172,25 +178,33 @@ def main() -> None:
     parser.add_argument(
         "--speed-options", action="store_true", help="CUDA: the wrapper with channels-last off, SDPA off, compiled"
     )
+    parser.add_argument("--family", default="sd", choices=("sd", "sdxl"), help="SD 1.x or SDXL components")
     args = parser.parse_args()
+    if args.family == "sdxl" and args.real_size:
+        parser.error("--real-size builds SD 1.5-size components only; SDXL runs tiny")
 
     device = default_device()
     dtype = model_dtype(device)
-    components = sd15_components() if args.real_size else tiny_sd_components()
-    base = StableDiffusionPipeline(**components).to(device=device, dtype=dtype)
+    xl = args.family == "sdxl"
+    pipeline_class = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
+    components = sd15_components() if args.real_size else tiny_sdxl_components() if xl else tiny_sd_components()
+    extra = {"add_watermarker": False} if xl else {}
+    base = pipeline_class(**components, **extra).to(device=device, dtype=dtype)
     if device.type == "cuda":
         base.unet.to(memory_format=torch.channels_last)
     base.set_progress_bar_config(disable=True)
     # The wrapper finds these components in its cache, exactly where it would keep the ones it loads.
     os.environ["SD_MODEL"] = "bench-components"
     MODELS.get(("sd", "bench-components", str(device)), lambda: base)
+    sd.remember_family("bench-components", base)
     install_guiding_clip(args.real_size, device)
     size = args.size or base.unet.config.sample_size * base.vae_scale_factor
     prompt = "a watercolor painting of a fox in the snow"
 
     # The bare pipeline is built once, as a plain diffusers script would; the wrapper builds a fresh pipeline
     # object (shared weights, own scheduler) per request, so that overhead is counted against it.
-    bare_pipeline = StableDiffusionPipeline(**dict(base.components, requires_safety_checker=False))
+    settings = extra if xl else {"requires_safety_checker": False}
+    bare_pipeline = pipeline_class(**dict(base.components, **settings))
     bare_pipeline.scheduler = sd.SD_SCHEDULERS[args.scheduler](base.scheduler.config)
     bare_pipeline.set_progress_bar_config(disable=True)
 
@@ -226,7 +240,7 @@ def main() -> None:
         "streamed, previews on": lambda: streamed(request(), True),
     }
     times = alternating(rows, args.repeats, device)
-    name = "SD 1.5-size" if args.real_size else "tiny SD"
+    name = "SD 1.5-size" if args.real_size else "tiny SDXL" if xl else "tiny SD"
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"models: {name} (random weights), {str(dtype).removeprefix('torch.')}, device: {gpu}")
     print(f"torch {torch.__version__}, {size}x{size}, {args.steps} steps, {args.scheduler}, seed 0")

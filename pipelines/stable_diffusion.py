@@ -347,6 +347,14 @@ def checkpoint_family(ref: str, kind: str = "sd") -> Family:
 _FAMILIES: dict[str, Family] = {}
 
 
+def remember_family(ref: str, pipeline) -> Family:
+    """Record the family of a checkpoint given as loaded components (a bench's or a test's pipeline placed in the
+    model cache under `ref`), read from their configs as a folder's would be."""
+    configs = (dict(pipeline.unet.config), dict(pipeline.scheduler.config), dict(pipeline.vae.config))
+    _FAMILIES[ref] = detect_family(*configs)
+    return _FAMILIES[ref]
+
+
 def family_defaults(tab: str, model: str) -> tuple[dict[str, object], str | None]:
     """The scheduler, steps and CFG scale a tab starts `model` at, and a sentence saying why where a few-step model
     changes them: its family's recommendation (pipelines.families.FEW_STEP), else the tab's own defaults with the

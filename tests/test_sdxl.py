@@ -247,3 +247,13 @@ def test_picking_another_checkpoint_frees_the_last_one_unless_more_are_kept(conf
     sd.generate(sd.Request(task="txt2img", prompt="a", steps=2, seed=1, model=sdxl_folder))
     assert sorted(key[1] for key in MODELS.loaded()) == sorted([configured["sd"], sdxl_folder])
     assert MODELS.load_count == 4  # SD, its inpainting model, SDXL, SD again: SDXL was kept
+
+
+def test_components_placed_in_the_cache_get_their_family_from_their_configs():
+    from diffusers import StableDiffusionXLPipeline
+
+    from tests.tiny_models import tiny_sdxl_components
+
+    pipeline = StableDiffusionXLPipeline(**tiny_sdxl_components(), add_watermarker=False)
+    family = sd.remember_family("in-memory-components", pipeline)
+    assert (family.kind, family.native_size) == ("SDXL", 64) and sd.checkpoint_family("in-memory-components") is family
