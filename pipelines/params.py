@@ -276,9 +276,18 @@ SD: dict[str, Param] = {
         "outpainting",
         hint="white = repaint",
     ),
-    "prompt": Param(str, "Prompt", "what to draw (truncated at the text encoder's 77 tokens, with a warning)", ""),
+    "prompt": Param(
+        str,
+        "Prompt",
+        "what to draw; (word:1.3), (word), [word] weigh words as in stable-diffusion-webui, and a prompt past 77 "
+        "tokens is read whole in chunks",
+        "",
+    ),
     "negative_prompt": Param(
-        str, "Negative prompt", "what to steer away from (classifier-free guidance's negative branch)", ""
+        str,
+        "Negative prompt",
+        "what to steer away from (classifier-free guidance's negative branch); weights work here too",
+        "",
     ),
     "scheduler": Param(str, "Scheduler", "the sampler: {choices}", "DPM++ 2M Karras", choices=_sd_schedulers),
     "steps": replace(

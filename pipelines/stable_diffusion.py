@@ -53,6 +53,7 @@ from pipelines.limits import Work, check_work, server_limits
 from pipelines.outputs import GenerationResult, package
 from pipelines.params import OUTPAINT, SD, request_fields
 from pipelines.previews import PreviewCallback, latent_previews, previewing
+from pipelines.prompts import compel_syntax, how_read, reads_with_compel
 from pipelines.seeds import seeded_generators
 from pipelines.tabs import SD_TABS
 from pipelines.terms import View, clip_guided, effective_particles, guidance_terms, is_guided, particle_run
@@ -458,18 +459,6 @@ def preset_size(native: int, preset: str) -> tuple[int, int]:
     return slider_size(short * across // min(across, down)), slider_size(short * down // min(across, down))
 
 
-def prompt_warnings(tokenizer, prompt: str, name: str) -> list[str]:
-    """A warning when `prompt` has more tokens than the text encoder takes (it is then truncated)."""
-    if not prompt:
-        return []
-    limit = tokenizer.model_max_length
-    ids = tokenizer(prompt, truncation=False, add_special_tokens=True).input_ids
-    if len(ids) <= limit:
-        return []
-    kept = tokenizer.decode(ids[1 : limit - 1])
-    return [f"{name} has {len(ids)} tokens; the text encoder takes {limit}: truncated after {kept[-40:]!r}"]
-
-
 def denoising_steps(request: Request) -> int:
     """How many steps actually run: img2img and inpaint run only the last `strength_steps` of them."""
     return request.steps if request.task == "txt2img" else strength_steps(request.steps, request.strength)
@@ -549,20 +538,50 @@ class LatentRun:
     region: torch.Tensor | None = None  # inpainting: the repainted area at latent size (B, 1, h, w), 1 inside
 
 
+def _compel_conditioning(pipeline, request: Request, cfg: bool) -> tuple:
+    """(Prompt embeddings, negative ones with CFG, pooled, negative pooled; the pooled ones SDXL's only) of a weighted
+    or long prompt, embedded by compel (pipelines.prompts), repeated for the batch; an empty negative prompt is
+    zeros where the SDXL model says so (`force_zeros_for_empty_prompt`), as diffusers does."""
+    from compel import CompelForSD, CompelForSDXL
+
+    xl = isinstance(pipeline, XL_PIPELINES)
+    negative = compel_syntax(request.negative_prompt)
+    with torch.no_grad():
+        read = (CompelForSDXL if xl else CompelForSD)(pipeline)(compel_syntax(request.prompt), negative_prompt=negative)
+    zeros = xl and not request.negative_prompt and pipeline.config.get("force_zeros_for_empty_prompt", False)
+    dtype, batch = pipeline.unet.dtype, request.batch_size
+
+    def rows(tensor: torch.Tensor | None, zero: bool = False) -> torch.Tensor | None:
+        if tensor is None:
+            return None
+        tensor = torch.zeros_like(tensor) if zero else tensor
+        return tensor.to(device=pipeline._execution_device, dtype=dtype).repeat(batch, *[1] * (tensor.dim() - 1))
+
+    uncond = rows(read.negative_embeds, zeros) if cfg else None
+    uncond_pooled = rows(read.negative_pooled_embeds, zeros) if cfg else None
+    return rows(read.embeds), uncond, rows(read.pooled_embeds), uncond_pooled
+
+
 def _conditioning(pipeline, request: Request, cfg: bool) -> tuple[torch.Tensor, torch.Tensor | None, dict | None]:
     """(Prompt embeddings, negative ones with CFG, the UNet's added conditioning) as the family's pipeline makes
     them: SD 1.x/2.x one encoder; SDXL two, the pooled embedding of the second and the size ids (original size =
     target size = the image's, no crop), negatives first as in diffusers' CFG batch."""
     device, batch, negative = pipeline._execution_device, request.batch_size, request.negative_prompt or None
-    if not isinstance(pipeline, XL_PIPELINES):
+    xl = isinstance(pipeline, XL_PIPELINES)
+    if reads_with_compel(pipeline.tokenizer, request.prompt, request.negative_prompt if cfg else ""):
+        text, uncond, pooled, uncond_pooled = _compel_conditioning(pipeline, request, cfg)
+    elif not xl:
         return (*pipeline.encode_prompt(request.prompt, device, batch, cfg, negative), None)
-    text, uncond, pooled, uncond_pooled = pipeline.encode_prompt(
-        request.prompt,
-        device=device,
-        num_images_per_prompt=batch,
-        do_classifier_free_guidance=cfg,
-        negative_prompt=negative,
-    )
+    else:
+        text, uncond, pooled, uncond_pooled = pipeline.encode_prompt(
+            request.prompt,
+            device=device,
+            num_images_per_prompt=batch,
+            do_classifier_free_guidance=cfg,
+            negative_prompt=negative,
+        )
+    if not xl:
+        return text, uncond, None
     # (original size, crop top-left, target size): what all three SDXL pipelines pass by default (no aesthetic score:
     # a refiner, which wants one, is not a base model the tabs run).
     size = (request.height, request.width)
@@ -741,11 +760,11 @@ def generate(
     started = time.perf_counter()
     request = validate(request)
     pipeline, ref = build_pipeline(request.task, request.scheduler, request.model)
-    warnings = [*request.warnings, *prompt_warnings(pipeline.tokenizer, request.prompt, "prompt")]
+    warnings = [*request.warnings]
     if not request.prompt:
         warnings.append("prompt is empty: the images are unconditioned (nothing for the CFG scale to steer toward)")
-    warnings += prompt_warnings(pipeline.tokenizer, request.negative_prompt, "negative_prompt")
     info = _info(request, ref, warnings)
+    info["prompt_reading"] = how_read(pipeline.tokenizer, request.prompt)
     total = denoising_steps(request)
     nsfw = None
     latent_rgb = model_latent_rgb(pipeline, ref)  # read once: previews and color guidance share it

@@ -52,6 +52,23 @@ def configured(tiny_models, monkeypatch, tmp_path_factory):
     MODELS.clear()
 
 
+@pytest.fixture(scope="session")
+def sdxl_folder(tmp_path_factory) -> str:
+    from tests.tiny_models import save_tiny_sdxl
+
+    return save_tiny_sdxl(str(tmp_path_factory.mktemp("tiny-sdxl")))
+
+
+@pytest.fixture()
+def sdxl(configured, sdxl_folder, monkeypatch) -> str:
+    """The tiny SDXL as the Stable Diffusion tabs' model."""
+    from pipelines.cache import MODELS
+
+    monkeypatch.setenv("SD_MODEL", sdxl_folder)
+    MODELS.clear()
+    return sdxl_folder
+
+
 MODEL_SETTINGS = ("UNCOND_MODELS", "CLIP_MODEL", "CLIP_PRETRAINED", "SD_MODEL", "SD_INPAINT_MODEL")
 
 

@@ -12,21 +12,6 @@ from pipelines import stable_diffusion as sd
 from pipelines.cache import MODELS
 
 
-@pytest.fixture(scope="module")
-def sdxl_folder(tmp_path_factory) -> str:
-    from tests.tiny_models import save_tiny_sdxl
-
-    return save_tiny_sdxl(str(tmp_path_factory.mktemp("tiny-sdxl")))
-
-
-@pytest.fixture()
-def sdxl(configured, sdxl_folder, monkeypatch) -> str:
-    """The tiny SDXL as the Stable Diffusion tabs' model."""
-    monkeypatch.setenv("SD_MODEL", sdxl_folder)
-    MODELS.clear()
-    return sdxl_folder
-
-
 @pytest.fixture()
 def v_prediction(configured, tmp_path, monkeypatch) -> str:
     """The tiny SD checkpoint re-saved with a v-prediction scheduler (as SD 2.1 768 ships), as the tabs' model."""

@@ -214,10 +214,11 @@ def test_outpainting_also_repaints_what_is_painted_on_the_original(configured):
     assert not np.array_equal(output[:16, :16], np.asarray(image)[:16, :16])
 
 
-def test_long_prompt_is_truncated_with_a_warning(configured):
-    result = run("txt2img", prompt="a very red heart " * 30)
-    assert any("truncated" in warning and "77" in warning for warning in result.info["warnings"])
-    assert run("txt2img").info["warnings"] == []
+def test_a_long_prompt_is_read_whole_in_chunks_without_a_truncation_warning(configured):
+    result = run("txt2img", prompt="a very red heart " * 30)  # 122 tokens with start and end
+    assert result.info["prompt_reading"] == "2 chunks of up to 75 tokens" and result.info["warnings"] == []
+    plain = run("txt2img")
+    assert plain.info["warnings"] == [] and plain.info["prompt_reading"] == "plain"
 
 
 def test_stop_interrupts_within_one_step(configured):
