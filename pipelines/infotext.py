@@ -222,13 +222,15 @@ def sd_scheduler(sampler: str | None, schedule: str | None) -> str | None:
 def unrecorded_defaults(task: str, values: dict) -> dict:
     """`values` completed with what an image made before a keyword existed ran with, or left unrecorded because it
     was the plain run: recurrence 1 in the guided pixel tabs (each guided step taken once), particles 1, CLIP
-    guidance by cutouts (the only method there was)."""
+    guidance by cutouts (the only method there was), no hires fix."""
     if task in ("color_guided", "clip_guided"):
         values.setdefault("recurrence", 1)
     if "clip_method" in keywords(task):
         values.setdefault("clip_method", "cutouts")
     if "particles" in keywords(task):
         values.setdefault("particles", 1)
+    if "hires_scale" in keywords(task):  # no hires fix recorded: none ran
+        values.setdefault("hires_scale", 1.0)
     return values
 
 

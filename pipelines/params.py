@@ -321,6 +321,38 @@ SD: dict[str, Param] = {
         png_key="Denoising strength",
         hint="0 keeps the input, 1 replaces it",
     ),
+    "hires_scale": Param(
+        float,
+        "Hires fix: upscale by",
+        "txt2img's hires fix: make the image at width x height, enlarge it by this factor, {low} (off) to {high}, and "
+        "repaint it there at `strength` (stable-diffusion-webui's Hires. fix)",
+        1.0,
+        1.0,
+        2.0,
+        0.05,
+        png_key="Hires upscale",
+        hint="1 = off",
+    ),
+    "hires_upscaler": Param(
+        str,
+        "Hires upscaler",
+        "how the hires fix enlarges the first image: {choices} (Latent: its latents, bilinear, wants strength 0.5 or "
+        "more; Lanczos: the decoded image, encoded again)",
+        "Latent",
+        choices=("Latent", "Lanczos"),
+        png_key="Hires upscaler",
+    ),
+    "hires_steps": Param(
+        int,
+        "Hires steps",
+        "steps of the hires fix's second pass, {low} to {high} (0: as many as the first); it runs strength x steps",
+        0,
+        0,
+        150,
+        1,
+        png_key="Hires steps",
+        hint="0 = as the first pass",
+    ),
     "mask_blur": Param(
         int,
         "Mask blur",
@@ -397,6 +429,7 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
     "txt2img": (
         *("prompt", "negative_prompt", "scheduler", "steps", "guidance_scale", "width", "height", "batch_size"),
         *("seed", "model", *_SD_GUIDANCE, "batch_count", "previews", "particles"),
+        *("hires_scale", "hires_upscaler", "hires_steps", "strength"),
     ),
     "img2img": (
         *("image", "prompt", "negative_prompt", "scheduler", "steps", "guidance_scale", "strength", "batch_size"),
@@ -414,11 +447,12 @@ TAB_DEFAULTS: dict[str, dict[str, object]] = {
     "color_guided": {"color_scale": PIXEL["color_scale"].clear},
     "clip_guided": {"clip_scale": PIXEL["clip_scale"].clear},
     "inpaint": {"strength": 1.0},
+    "txt2img": {"strength": 0.7},  # the hires fix's denoising strength (stable-diffusion-webui's default)
 }
 # What a sweep may vary, in the order its menu lists them (of those a tab takes).
 SWEEPABLE = (
     *("strength", "guidance_scale", "clip_scale", "clip_image_scale", "color_scale", "cuts", "steps", "eta"),
-    *("recurrence", "particles", "mask_blur", "clip_method"),
+    *("recurrence", "particles", "mask_blur", "clip_method", "hires_scale"),
 )
 
 

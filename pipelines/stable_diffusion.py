@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -281,6 +282,9 @@ def sd_work(request: Request) -> Work:
     if clip_guided(request):
         passes += SD_CLIP_STEP_FRACTION * SD_DECODER_PASS_STEPS
     native = known_native_size(request.model)
+    if hires_denoising_steps(request):  # the second pass, at the hires size, in steps at the first pass's size
+        width, height = hires_size(request)
+        steps += math.ceil(hires_denoising_steps(request) * width * height / (request.width * request.height))
     return Work(
         steps,
         request.batch_size,
@@ -488,6 +492,15 @@ def _info(request: Request, ref: str, warnings: list[str]) -> dict:
             working_size=[request.width, request.height],
         )
         info.pop("width"), info.pop("height")
+    if request.task == "txt2img" and request.hires_scale > 1:
+        info.update(
+            hires_scale=request.hires_scale,
+            hires_upscaler=request.hires_upscaler,
+            hires_steps=request.hires_steps,
+            strength=request.strength,
+            hires_denoising_steps=hires_denoising_steps(request),
+            output_size=list(hires_size(request)),
+        )
     if request.task == "inpaint":
         info["mask_blur"] = request.mask_blur
         if any(request.outpaint):
@@ -591,26 +604,103 @@ def _conditioning(pipeline, request: Request, cfg: bool) -> tuple[torch.Tensor, 
     return text, uncond if cfg else None, {"text_embeds": pooled, "time_ids": ids.repeat(batch, 1)}
 
 
-def _prepare(pipeline, request: Request, generators: list[torch.Generator]) -> LatentRun:
-    """Prompt embeddings, starting noise and (img2img, inpaint) input latents and mask, with the same calls on the
-    same generators in the same order as StableDiffusion(Img2Img|Inpaint)Pipeline.__call__, so that the loop
-    reproduces their images exactly."""
-    unet, vae, scheduler = pipeline.unet, pipeline.vae, pipeline.scheduler
-    device, batch = pipeline._execution_device, request.batch_size
+def _conditioned(pipeline, request: Request) -> tuple[Callable[..., ClassifierFreeGuidance], torch.dtype, bool]:
+    """(A maker of the conditioned denoiser, given a 9-channel UNet's extra channels or none; the embeddings' dtype;
+    whether CFG runs) for a request, its prompts encoded as its model's pipeline encodes them."""
+    unet, device = pipeline.unet, pipeline._execution_device
     cfg = request.guidance_scale > 1 and unet.config.time_cond_proj_dim is None
     text, uncond, added = _conditioning(pipeline, request, cfg)
-    dtype, factor = text.dtype, pipeline.vae_scale_factor
     timestep_cond = None
     if unet.config.time_cond_proj_dim is not None:  # an LCM UNet reads the CFG scale as an embedding
-        scale = torch.tensor(request.guidance_scale - 1).repeat(batch)
+        scale = torch.tensor(request.guidance_scale - 1).repeat(request.batch_size)
         embedding = pipeline.get_guidance_scale_embedding(scale, embedding_dim=unet.config.time_cond_proj_dim)
-        timestep_cond = embedding.to(device=device, dtype=dtype)
+        timestep_cond = embedding.to(device=device, dtype=text.dtype)
 
     def denoiser(extra_channels: torch.Tensor | None = None) -> ClassifierFreeGuidance:
         return ClassifierFreeGuidance(
             unet, text, uncond, request.guidance_scale, extra_channels, added_cond=added, timestep_cond=timestep_cond
         )
 
+    return denoiser, text.dtype, cfg
+
+
+def hires_size(request: Request) -> tuple[int, int]:
+    """The hires fix's output (width, height): the request's size times `hires_scale`, down to multiples of 8."""
+    return tuple(int(side * request.hires_scale) // 8 * 8 for side in (request.width, request.height))
+
+
+def hires_denoising_steps(request: Request) -> int:
+    """The steps the hires fix's second pass runs: strength x its steps (0: no hires fix, or nothing to repaint)."""
+    if request.task != "txt2img" or request.hires_scale <= 1:
+        return 0
+    return strength_steps(request.hires_steps or request.steps, request.strength)
+
+
+@torch.no_grad()
+def _enlarged(pipeline, request: Request, latents: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """The first pass's clean latents enlarged to the hires size: bilinear on the latents ("Latent"), or decoded,
+    resized with Lanczos and encoded again, each image sampled from its own generator ("Lanczos")."""
+    width, height = hires_size(request)
+    factor, vae = pipeline.vae_scale_factor, pipeline.vae
+    if request.hires_upscaler == "Latent":
+        size = (height // factor, width // factor)
+        return torch.nn.functional.interpolate(latents, size=size, mode="bilinear", align_corners=False)
+    decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    pictures = pipeline.image_processor.postprocess(decoded, output_type="pil")
+    larger = [picture.resize((width, height), Image.Resampling.LANCZOS) for picture in pictures]
+    pixels = pipeline.image_processor.preprocess(larger).to(device=latents.device, dtype=vae.dtype)
+    encoded = [retrieve_latents(vae.encode(pixels[i : i + 1]), generator=g) for i, g in enumerate(generators)]
+    return (vae.config.scaling_factor * torch.cat(encoded)).to(latents.dtype)
+
+
+def _hires_pass(
+    pipeline, request: Request, latents: torch.Tensor, rows: list, terms: list, callback: Callable, done: int
+) -> torch.Tensor:
+    """The hires fix's second pass (stable-diffusion-webui's Hires. fix): the first pass's latents (one row per
+    image) enlarged, then repainted at the hires size as img2img repaints, `strength` x `hires_steps` (or the first
+    pass's steps) steps, with the same guidance and a fresh scheduler; noise from each image's generators, which
+    the first pass left where it ended. Steps are reported after the first pass's `done`."""
+    count, steps = request.particles, request.hires_steps or request.steps
+    width, height = hires_size(request)
+    clean = _enlarged(pipeline, request, latents, rows[::count]).repeat_interleave(count, 0)
+    larger = replace(request, width=width, height=height, batch_size=request.batch_size * count)
+    denoiser, dtype, _ = _conditioned(pipeline, larger)  # SDXL's size ids follow the new size
+    noise = randn_tensor(clean.shape, generator=rows, device=clean.device, dtype=dtype)
+
+    def reported(step: int, total: int, x0: torch.Tensor) -> None:
+        try:
+            callback(done + step, done + total, x0)
+        except SamplingInterrupted as stop:
+            stop.counted = True  # its step already counts the first pass
+            raise
+
+    try:
+        return guided_sample(
+            denoiser(),
+            SD_SCHEDULERS[request.scheduler](pipeline.scheduler.config),
+            noise,
+            steps,
+            terms,
+            generator=rows,
+            callback=reported,
+            begin_index=steps - hires_denoising_steps(request),
+            clean=clean.to(dtype),
+            weighting="signal",
+            particles=particle_run(request.seed, request.batch_size, count),
+        )
+    except SamplingInterrupted as stop:  # stopped inside a step: the loop counted this pass's steps only
+        if not getattr(stop, "counted", False):
+            stop.step += done
+        raise
+
+
+def _prepare(pipeline, request: Request, generators: list[torch.Generator]) -> LatentRun:
+    """Prompt embeddings, starting noise and (img2img, inpaint) input latents and mask, with the same calls on the
+    same generators in the same order as StableDiffusion(Img2Img|Inpaint)Pipeline.__call__, so that the loop
+    reproduces their images exactly."""
+    unet, vae, scheduler = pipeline.unet, pipeline.vae, pipeline.scheduler
+    device, batch, factor = pipeline._execution_device, request.batch_size, pipeline.vae_scale_factor
+    denoiser, dtype, cfg = _conditioned(pipeline, request)
     latent_shape = (batch, vae.config.latent_channels, request.height // factor, request.width // factor)
     if request.task == "txt2img":
         noise = randn_tensor(latent_shape, generator=generators, device=device, dtype=dtype)
@@ -765,15 +855,16 @@ def generate(
         warnings.append("prompt is empty: the images are unconditioned (nothing for the CFG scale to steer toward)")
     info = _info(request, ref, warnings)
     info["prompt_reading"] = how_read(pipeline.tokenizer, request.prompt)
-    total = denoising_steps(request)
+    total = denoising_steps(request) + hires_denoising_steps(request)
     nsfw = None
     latent_rgb = model_latent_rgb(pipeline, ref)  # read once: previews and color guidance share it
     preview = previewing(on_preview, preview_renderer(latent_rgb, (request.width, request.height)))
 
     def callback(step: int, steps: int, predicted_x0: torch.Tensor) -> None:
+        # `total`, not the loop's own count: the hires fix's two passes count as one run
         if on_step is not None:
-            on_step(step + 1, steps)
-        preview(step + 1, steps, predicted_x0)
+            on_step(step + 1, total)
+        preview(step + 1, total, predicted_x0)
         if should_stop is not None and should_stop():
             raise SamplingInterrupted(step + 1, predicted_x0)
 
@@ -807,6 +898,13 @@ def generate(
                     weighting="signal",  # with CFG, edits made at high noise do not survive (docs/stable-diffusion.md)
                     particles=particle_run(request.seed, request.batch_size, count),
                 )
+                try:
+                    if hires_denoising_steps(request):
+                        latents = _hires_pass(pipeline, request, latents, rows, terms, callback, request.steps)
+                    elif request.task == "txt2img" and request.hires_scale > 1:  # enlarged, nothing to repaint
+                        latents = _enlarged(pipeline, request, latents, generators)
+                except StopRequested as stop:  # stopped while enlarging: the first pass's images
+                    raise SamplingInterrupted(request.steps, latents) from stop
             generated, nsfw = _decode(pipeline, latents, generators)
         except (SamplingInterrupted, StopRequested) as stop:
             done = getattr(stop, "step", 0)  # StopRequested: before the loop (prompt or input encoding)

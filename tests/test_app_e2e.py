@@ -315,8 +315,8 @@ def test_sweep_cells_equal_the_single_requests_and_follow_a_labelled_grid(
 
 
 def test_a_bad_sweep_names_what_is_wrong(client):
-    with pytest.raises(AppError, match="parameter 'strength' cannot be swept in txt2img"):
-        client.predict(tab="txt2img", parameter="strength", values="0.5", api_name="/sweep")
+    with pytest.raises(AppError, match="parameter 'mask_blur' cannot be swept in txt2img"):
+        client.predict(tab="txt2img", parameter="mask_blur", values="4", api_name="/sweep")
     with pytest.raises(AppError, match="steps must be between 1 and 150, got 0"):
         client.predict(tab="txt2img", parameter="steps", values="2, 0", api_name="/sweep")
     with pytest.raises(AppError, match="'colour' is not a keyword of /txt2img"):

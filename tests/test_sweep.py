@@ -24,7 +24,7 @@ def test_a_plan_is_columns_of_values_and_rows_of_seeds_each_cell_one_image():
     "tab, parameter, values, seeds, message",
     [
         ("png_info", "steps", "1", "", "tab 'png_info' is not one of"),
-        ("txt2img", "strength", "0.5", "", "parameter 'strength' cannot be swept in txt2img"),
+        ("txt2img", "mask_blur", "4", "", "parameter 'mask_blur' cannot be swept in txt2img"),
         ("txt2img", "guidance_scale", "", "", "values is empty"),
         ("txt2img", "guidance_scale", "1, lots", "", "values: 'lots' is not a number"),
         ("txt2img", "guidance_scale", "1, nan", "", "values: 'nan' is not a finite number"),

@@ -53,6 +53,20 @@ def size_preset_update(model: str, preset: str):
     return width, height
 
 
+def hires_controls() -> dict:
+    """The hires fix: upscale factor (1 = off), upscaler, second-pass steps and its denoising strength."""
+    with gr.Accordion("Hires fix", open=False):
+        with gr.Row():
+            controls = {
+                "hires_scale": slider(TAB, "hires_scale", elem_id="txt2img-hires-scale"),
+                "hires_upscaler": dropdown(TAB, "hires_upscaler"),
+            }
+        with gr.Row():
+            controls["hires_steps"] = slider(TAB, "hires_steps")
+            controls["strength"] = slider(TAB, "strength")  # the second pass's denoising strength
+    return controls
+
+
 def build(page: PageParts) -> Tab:
     """Prompts, sampling, size (with presets at the model's native size), batch, seed and optional guidance."""
     size = sd.default_size(sd.sd_models()[0])
@@ -72,6 +86,7 @@ def build(page: PageParts) -> Tab:
                     for preset, (across, down) in sd.SIZE_PRESETS.items()
                 }
             controls |= sd_batch_and_seed(TAB, page)
+            controls |= hires_controls()
             controls |= sd_guidance_controls(TAB)
             sweep_parts = sweep_controls(TAB)
             examples(TAB, [controls["prompt"], controls["steps"], controls["seed"]])
