@@ -34,6 +34,9 @@ def key_model(key: Hashable) -> tuple[str, str]:
     return str(key[0]), "/".join(str(part) for part in key[1:-1] if part is not None)
 
 
+_MISSING = object()
+
+
 class ModelCache:
     """Load each key once with its loader; concurrent first requests wait for the one load.
 
@@ -56,18 +59,20 @@ class ModelCache:
         weights are freed once no running request holds them."""
         if owner is not None:
             self._touch(key, owner)
-        if key in self._items:
-            return self._items[key]
+        value = self._items.get(key, _MISSING)  # one read: another thread's eviction may remove the key meanwhile
+        if value is not _MISSING:
+            return value
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
-            if key not in self._items:
-                if owner is not None:
+            value = self._items.get(key, _MISSING)
+            if value is _MISSING:
+                if owner is not None:  # before the load: the memory goes first (a failed load leaves it reloadable)
                     self._evict(*owner)
                 with reporting_unreachable_hub(*key_model(key)):
-                    self._items[key] = loader()
+                    value = self._items[key] = loader()
                 self.load_count += 1
-        return self._items[key]
+        return value
 
     def _touch(self, key: Hashable, owner: tuple[str, str, int]) -> None:
         with self._guard:

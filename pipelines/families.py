@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Pipeline kind -> its default CFG scale (diffusers' pipelines' own defaults).
-KIND_CFG = {"SD": 7.5, "SDXL": 5.0}
+from pipelines.params import SD
+
+# Pipeline kind -> its default CFG scale: the SD tabs' own default, and SDXL pipelines' (diffusers' default there).
+KIND_CFG = {"SD": SD["guidance_scale"].default, "SDXL": 5.0}
 # Cross-attention width -> the name of an SD-pipeline family (another width: a custom model on the SD pipelines).
 SD_WIDTHS = {768: "SD 1.x", 1024: "SD 2.x"}
 # Few-step kind -> (scheduler, steps, CFG scale) the tabs should start from: the model cards' recommendations.

@@ -20,7 +20,7 @@ import re
 from bisect import bisect_right
 
 from guidance.colors import shown
-from pipelines.params import keywords, png_keys
+from pipelines.params import SD, keywords, png_keys
 from pipelines.tabs import PIXEL_TABS, SD_TABS
 
 # The pieces of one "Key: value" pair of the last line (stable-diffusion-webui's regex
@@ -230,7 +230,7 @@ def unrecorded_defaults(task: str, values: dict) -> dict:
     if "particles" in keywords(task):
         values.setdefault("particles", 1)
     if "hires_scale" in keywords(task):  # no hires fix recorded: none ran
-        values.setdefault("hires_scale", 1.0)
+        values.setdefault("hires_scale", SD["hires_scale"].default)
     return values
 
 

@@ -116,6 +116,7 @@ class Work:
     native_pixels: int = 0  # the pixels of the model's native size (0: unknown, no growth counted)
     particles: int = 1  # rows per image (guidance.particles): multiplies everything per image
     coder_passes: float = 0.0  # VAE passes per image outside the steps (a decode of each output, an encode of an input)
+    size_name: str = "width x height"  # what the size is, in a refusal (the hires fix's output is larger)
 
     @property
     def size_factor(self) -> float:
@@ -152,7 +153,7 @@ def check_work(work: Work, limits: Limits) -> None:
     """ValueError naming the first parameter or product of `work` above `limits`."""
     _refuse_above("steps", work.steps, limits.steps)
     _refuse_above("batch_size", work.batch_size, limits.batch_size)
-    _refuse_above("pixels", work.width * work.height, limits.pixels, f"width x height {work.width}x{work.height} px")
+    _refuse_above("pixels", work.width * work.height, limits.pixels, f"{work.size_name} {work.width}x{work.height} px")
     if work.cuts:
         _refuse_above("cuts", work.cuts, limits.cuts)
     _refuse_above(

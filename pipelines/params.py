@@ -263,6 +263,7 @@ def _outpaint(side: str) -> Param:
 # The Stable Diffusion tabs (txt2img, img2img, inpainting). Color strength is in RMS latent units over a run, CLIP's
 # and the CFG scale as diffusers has them; the clear strengths are calibrated on the bundled emoji SD model
 # (docs/stable-diffusion.md).
+MAX_SD_STEPS = 150  # the SD tabs' steps slider, and the hires fix's second pass
 SD: dict[str, Param] = {
     "image": Param(
         PICTURE,
@@ -294,7 +295,7 @@ SD: dict[str, Param] = {
         PIXEL["steps"],
         description="denoising steps, {low} to {high} (img2img and inpainting run strength x steps of them)",
         default=25,
-        high=150,
+        high=MAX_SD_STEPS,
     ),
     "guidance_scale": Param(
         float,
@@ -348,7 +349,7 @@ SD: dict[str, Param] = {
         "steps of the hires fix's second pass, {low} to {high} (0: as many as the first); it runs strength x steps",
         0,
         0,
-        150,
+        MAX_SD_STEPS,
         1,
         png_key="Hires steps",
         hint="0 = as the first pass",

@@ -13,7 +13,7 @@ import re
 
 # webui's emphasis: "(" multiplies by 1.1 and "[" divides by it; "(text:1.3)" sets the weight; "\(" is a literal.
 EMPHASIS = 1.1
-_TOKENS = re.compile(r"\\[()\[\]\\]|\(|\[|:\s*([+-]?\d*\.?\d+)\s*\)|\)|\]|[^\\()\[\]:]+|:|\\")
+_TOKENS = re.compile(r"\\[()\[\]\\]|\(|\[|:\s*(\d*\.?\d+)\s*\)|\)|\]|[^\\()\[\]:]+|:|\\")
 
 
 def emphasis(prompt: str) -> list[tuple[str, float]]:
@@ -56,7 +56,7 @@ def compel_syntax(prompt: str) -> str:
     parts = []
     for text, weight in emphasis(prompt):
         text = text.replace("(", r"\(").replace(")", r"\)")
-        parts.append(text if abs(weight - 1) < 1e-9 else f"({text.strip()}){weight:.4g} ")
+        parts.append(text if abs(weight - 1) < 1e-9 else f" ({text.strip()}){weight:.4g} ")
     return "".join(parts).strip()
 
 

@@ -282,19 +282,21 @@ def sd_work(request: Request) -> Work:
     if clip_guided(request):
         passes += SD_CLIP_STEP_FRACTION * SD_DECODER_PASS_STEPS
     native = known_native_size(request.model)
-    if hires_denoising_steps(request):  # the second pass, at the hires size, in steps at the first pass's size
-        width, height = hires_size(request)
-        steps += math.ceil(hires_denoising_steps(request) * width * height / (request.width * request.height))
+    width, height = request.width, request.height
+    if request.task == "txt2img" and request.hires_scale > 1:  # checked at the output size: the first pass counts
+        width, height = hires_size(request)  # as its share of steps there
+        steps = hires_denoising_steps(request) + math.ceil(steps * request.width * request.height / (width * height))
     return Work(
         steps,
         request.batch_size,
-        request.width,
-        request.height,
+        width,
+        height,
         cuts=request.cuts if clip_guided(request) else 0,
         passes=passes,
         native_pixels=native * native,
         coder_passes=1.0 if request.task == "txt2img" else 2.0,
         particles=request.particles if is_guided(request) else 1,
+        size_name="the hires fix's output" if (width, height) != (request.width, request.height) else "width x height",
     )
 
 
@@ -418,8 +420,11 @@ def build_pipeline(task: str, scheduler_name: str, model: str | None = None):
     components, ref = get_components(task, model)
     components["scheduler"] = SD_SCHEDULERS[scheduler_name](components["scheduler"].config)
     kind = model_family(model).kind
-    if kind == "SDXL":
+    if kind == "SDXL":  # the checkpoint's own choice for an empty negative prompt, no watermark
         components["add_watermarker"] = False
+        components["force_zeros_for_empty_prompt"] = get_base_pipeline(model).config.get(
+            "force_zeros_for_empty_prompt", True
+        )
     elif components.get("safety_checker") is None:
         components["requires_safety_checker"] = False
     pipeline = PIPELINE_CLASSES[kind][task](**components)
@@ -690,6 +695,8 @@ def _hires_pass(
         )
     except SamplingInterrupted as stop:  # stopped inside a step: the loop counted this pass's steps only
         if not getattr(stop, "counted", False):
+            if stop.step == 0:  # no step of this pass completed: the enlarged first-pass image, not its noise
+                stop.predicted_x0 = clean[::count]
             stop.step += done
         raise
 
@@ -718,6 +725,7 @@ def _prepare(pipeline, request: Request, generators: list[torch.Generator]) -> L
         return LatentRun(denoiser(), noise, begin_index, clean)
     size = dict(height=request.height, width=request.width)
     image = pipeline.image_processor.preprocess(arguments["image"], **size).to(dtype=torch.float32)
+    vae_dtype = vae.dtype  # kept in fp32 for an SDXL VAE that overflows in fp16 (`_load`)
     full_strength, plain_unet = request.strength == 1.0, unet.config.in_channels == 4
     _, noise, *encoded = pipeline.prepare_latents(
         batch,
@@ -738,6 +746,8 @@ def _prepare(pipeline, request: Request, generators: list[torch.Generator]) -> L
     mask, masked_image_latents = pipeline.prepare_mask_latents(
         mask_condition, image * (mask_condition < 0.5), batch, *size.values(), dtype, device, generators, cfg
     )
+    if vae.dtype != vae_dtype:  # SDXL's preparation casts a force_upcast VAE back to the latents' dtype: undone
+        vae.to(vae_dtype)
     clean = None if full_strength else image_latents
     repainted = mask.chunk(2)[0] if cfg else mask
     if not plain_unet:
@@ -877,7 +887,8 @@ def generate(
         generators = rows[::count]  # each image's own, which decodes it
         # A long step (SD 1.5 at 1024x1024 on a CPU: about 90 s) stops inside, at the next block of the models.
         try:
-            checked = [pipeline.text_encoder, pipeline.vae.encoder, pipeline.unet]
+            checked = [pipeline.text_encoder, getattr(pipeline, "text_encoder_2", None), pipeline.vae.encoder]
+            checked = [module for module in checked if module is not None] + [pipeline.unet]
             # Guidance passes: the VAE decoder (forward and backward) and the guiding CLIP.
             checked += [pipeline.vae.decoder, *([get_clip(request.model).model] if clip_guided(request) else [])]
             with stop_checks(checked, should_stop):

@@ -64,3 +64,19 @@ def test_guidance_acts_in_both_passes_and_stop_works_in_the_second(configured):
     )
     assert stopped.info["interrupted"] and stopped.info["stopped_after_step"] == 6
     assert stopped.info["total_steps"] == 8 and stopped.images[0].size == (128, 128)
+
+
+def test_the_pixel_limit_applies_at_the_hires_size(configured, monkeypatch):
+    monkeypatch.setenv("STUDIO_MAX_PIXELS", str(96 * 96))
+    assert sd.validate(sd.Request(task="txt2img", prompt="x", hires_scale=1.5)).hires_scale == 1.5  # 96 x 96
+    with pytest.raises(ValueError, match="the hires fix's output 128x128 px is above"):
+        sd.validate(sd.Request(task="txt2img", prompt="x", hires_scale=2.0))
+
+
+def test_another_tools_hires_upscaler_is_named_as_not_offered():
+    from ui.png_info import usable_values
+
+    not_used: list[str] = []
+    usable = usable_values({"hires_upscaler": "R-ESRGAN 4x+", "hires_scale": 2.0, "clip_method": "data set"}, not_used)
+    assert usable == {"hires_scale": 2.0, "clip_method": "data set"}
+    assert not_used == ["hires_upscaler: 'R-ESRGAN 4x+' is not offered (one of Latent, Lanczos)"]

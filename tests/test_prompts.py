@@ -28,7 +28,13 @@ def test_the_attention_syntax_is_read_as_stable_diffusion_webui_reads_it(prompt)
 
 
 def test_compel_syntax_carries_the_weights_and_escapes_literal_parentheses():
-    assert compel_syntax("a (red:1.5) fox") == "a (red)1.5  fox"
+    from compel.prompt_parser import PromptParser
+
+    assert compel_syntax("a (red:1.5) fox") == "a  (red)1.5  fox"
+    read = PromptParser().parse_conjunction(compel_syntax("x (a [b] c) y")).prompts[0].children
+    assert [(piece.text, round(piece.weight, 4)) for piece in read] == [
+        ("x", 1.0), ("a", 1.1), ("b", 1.0), ("c", 1.1), ("y", 1.0)
+    ]  # fmt: skip
     assert compel_syntax(r"a \(cat\)") == r"a \(cat\)"
     assert not weighted("a red fox (red:1.0)") and weighted("[x]")
 

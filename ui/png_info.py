@@ -27,6 +27,13 @@ NUMBERS: dict[str, tuple[type, float, float]] = {
 }
 TEXTS = (*(name for name, entry in (PIXEL | SD).items() if entry.kind is str), "task", "kind")
 FLAGS = tuple(name for name, entry in (PIXEL | SD).items() if entry.kind is bool)
+# Texts whose choices are fixed in the table (not read from the pipelines): a value from elsewhere (another tool's
+# hires upscaler) is refused by name instead of reaching a menu that does not offer it.
+FIXED_CHOICES = {
+    name: tuple(dict.fromkeys(choice for table in (PIXEL, SD) if name in table for choice in table[name].options()))
+    for name, entry in (PIXEL | SD).items()
+    if entry.kind is str and entry.choices is not None and not callable(entry.choices)
+}
 MAX_NOT_USED = 20  # messages listed at most: a hostile file can hold thousands of unusable values
 
 
@@ -101,6 +108,8 @@ def control_value(name: str, value):
         return number(name, typed(name, value, kind), kind, low, high)
     if value is not None and name in TEXTS:
         text(name, value)
+    if value is not None and name in FIXED_CHOICES and value not in FIXED_CHOICES[name]:
+        raise ValueError(f"{name}: {shown(value)} is not offered (one of {', '.join(FIXED_CHOICES[name])})")
     if value is not None and name in FLAGS:
         typed(name, value, bool)
     return value
