@@ -340,8 +340,8 @@ def checkpoint_family(ref: str, kind: str = "sd") -> Family:
     if ref not in _FAMILIES:
         with reporting_unreachable_hub(kind, ref):
             configs = [
-                kind.load_config(ref, subfolder=folder)
-                for kind, folder in (
+                component.load_config(ref, subfolder=folder)
+                for component, folder in (
                     (UNet2DConditionModel, "unet"),
                     (DDIMScheduler, "scheduler"),
                     (AutoencoderKL, "vae"),
