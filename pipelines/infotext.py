@@ -143,7 +143,7 @@ STANDARD = (
     "Mask blur",
 )
 # The keys of the studio's records that are no keyword: the CLIP model that guided, an image's role in its batch.
-RECORDED_KEYS = {"clip_model": "CLIP model", "kind": "Studio image"}
+RECORDED_KEYS = {"clip_model": "CLIP model", "kind": "Studio image", "lora_hashes": "Lora hashes"}
 # PNG key -> (API keyword, kind) of every keyword recorded under a key of its own (parameter table).
 KEYWORD_KEYS = png_keys()
 # The studio's own keys, after the standard ones: parameter name in the JSON -> key in the parameters line.

@@ -51,6 +51,7 @@ from pipelines.images import (
 )
 from pipelines.jobs import JobFailed, Preview, StepDone, StopToken, stream_job
 from pipelines.limits import Work, check_work, server_limits
+from pipelines.loras import applied, hashes_line, requested_loras, without_lora_tags
 from pipelines.outputs import GenerationResult, package
 from pipelines.params import OUTPAINT, SD, request_fields
 from pipelines.previews import PreviewCallback, latent_previews, previewing
@@ -164,6 +165,7 @@ class Request(request_fields("SDKeywords", SD, first=(("task", str),))):
     None is the first choice, a width or height of None the model's native size), then what validation sets."""
 
     color_rgb: tuple[float, float, float] | None = field(default=None, repr=False)
+    loras: list = field(default_factory=list, repr=False)  # set by validation: the prompt's <lora:...> tags
     outpainted: bool = field(default=False, repr=False)  # set by validation: image and mask are already the canvas
     warnings: list[str] = field(default_factory=list, repr=False)  # set by validate: what changes what you get
 
@@ -217,6 +219,7 @@ def validate(request: Request) -> Request:
                 f"mask_blur {blur} erases this whole mask (it feathers inward by that many pixels): "
                 "lower mask_blur or paint a larger mask"
             )
+    checked_request.loras = requested_loras(checked_request.prompt)
     checked_request.particles, checked_request.warnings = effective_particles(checked_request)
     check_work(checked_request.work(), server_limits())
     return checked_request
@@ -516,6 +519,9 @@ def _info(request: Request, ref: str, warnings: list[str]) -> dict:
         info.update(color=request.color, color_scale=request.color_scale)
     if request.particles > 1:
         info["particles"] = request.particles
+    if request.loras:
+        info["loras"] = [{"name": lora.name, "weight": lora.weight} for lora in request.loras]
+        info["lora_hashes"] = hashes_line(request.loras)
     info["warnings"] = warnings
     return info
 
@@ -584,6 +590,9 @@ def _conditioning(pipeline, request: Request, cfg: bool) -> tuple[torch.Tensor, 
     """(Prompt embeddings, negative ones with CFG, the UNet's added conditioning) as the family's pipeline makes
     them: SD 1.x/2.x one encoder; SDXL two, the pooled embedding of the second and the size ids (original size =
     target size = the image's, no crop), negatives first as in diffusers' CFG batch."""
+    request = replace(  # what the text encoders read: <lora:...> tags out
+        request, prompt=without_lora_tags(request.prompt), negative_prompt=without_lora_tags(request.negative_prompt)
+    )
     device, batch, negative = pipeline._execution_device, request.batch_size, request.negative_prompt or None
     xl = isinstance(pipeline, XL_PIPELINES)
     if reads_with_compel(pipeline.tokenizer, request.prompt, request.negative_prompt if cfg else ""):
@@ -860,11 +869,25 @@ def generate(
     started = time.perf_counter()
     request = validate(request)
     pipeline, ref = build_pipeline(request.task, request.scheduler, request.model)
+    with applied(pipeline, request.loras):  # the request's LoRAs, and only them, while it runs
+        return _generate(request, pipeline, ref, started, on_step, should_stop, on_preview)
+
+
+def _generate(
+    request: Request,
+    pipeline,
+    ref: str,
+    started: float,
+    on_step: Callable[[int, int], None] | None,
+    should_stop: Callable[[], bool] | None,
+    on_preview: PreviewCallback | None,
+) -> GenerationResult:
+    """`generate` once the request is checked and its pipeline built (its LoRAs applied)."""
     warnings = [*request.warnings]
     if not request.prompt:
         warnings.append("prompt is empty: the images are unconditioned (nothing for the CFG scale to steer toward)")
     info = _info(request, ref, warnings)
-    info["prompt_reading"] = how_read(pipeline.tokenizer, request.prompt)
+    info["prompt_reading"] = how_read(pipeline.tokenizer, without_lora_tags(request.prompt))
     total = denoising_steps(request) + hires_denoising_steps(request)
     nsfw = None
     latent_rgb = model_latent_rgb(pipeline, ref)  # read once: previews and color guidance share it

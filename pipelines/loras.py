@@ -1,0 +1,162 @@
+"""LoRAs for the Stable Diffusion tabs: stable-diffusion-webui's `<lora:name:weight>` in the prompt, names from the
+server's `LORA_DIR` (safetensors files, by stem; diffusers/PEFT, kohya and webui formats, which diffusers converts).
+
+Adapters are loaded once onto a checkpoint's shared modules and never fused: a request activates its own set with
+its weights under the checkpoint's lock and turns them off again when it ends (also after an error or a Stop), so the
+base weights are never written and two requests cannot see each other's LoRAs. docs/lora-research.md has the sources.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import struct
+import threading
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from guidance.colors import shown
+
+# <lora:name>, <lora:name:weight>; webui's optional third field (a separate UNet weight) is read as the weight too.
+LORA_TAG = re.compile(r"<lora:([^:<>]+)(?::([^:<>]*))?(?::([^:<>]*))?>")
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a checkpoint's UNet -> its lock
+_GUARD = threading.Lock()
+_HASHES: dict[tuple[str, float], str] = {}
+
+
+@dataclass(frozen=True)
+class Lora:
+    """One LoRA a request asks for: its name (the file's stem), weight and file."""
+
+    name: str
+    weight: float
+    path: str
+
+
+def lora_dir() -> str | None:
+    """`LORA_DIR`: the folder of LoRA files the server offers (None: no LoRAs)."""
+    folder = os.environ.get("LORA_DIR", "").strip()
+    return folder if folder and os.path.isdir(folder) else None
+
+
+def lora_catalog() -> dict[str, str]:
+    """{name: file} of the LoRAs offered: the `.safetensors` files directly in `LORA_DIR`, named by their stem."""
+    folder = lora_dir()
+    if folder is None:
+        return {}
+    files = sorted(entry for entry in os.listdir(folder) if entry.endswith(".safetensors"))
+    return {entry.removesuffix(".safetensors"): os.path.join(folder, entry) for entry in files}
+
+
+def lora_tags(prompt: str) -> list[tuple[str, str]]:
+    """(name, weight text) of each `<lora:...>` tag of a prompt, in order."""
+    return [
+        (match.group(1).strip(), (match.group(3) or match.group(2) or "1").strip())
+        for match in LORA_TAG.finditer(prompt)
+    ]
+
+
+def without_lora_tags(prompt: str) -> str:
+    """The prompt the text encoder reads: the `<lora:...>` tags taken out (they stay in the recorded prompt)."""
+    return re.sub(r"\s{2,}", " ", LORA_TAG.sub("", prompt)).strip()
+
+
+def requested_loras(prompt: str, name: str = "prompt") -> list[Lora]:
+    """The LoRAs a prompt's tags ask for, the last weight of a name winning; ValueError naming the prompt and the
+    tag for a name the server does not offer or a weight that is not a number from -4 to 4."""
+    catalog, chosen = lora_catalog(), {}
+    for tag, weight_text in lora_tags(prompt):
+        if tag not in catalog:
+            offered = ", ".join(catalog) or "none (LORA_DIR is not set)"
+            raise ValueError(f"{name}: <lora:{shown(tag)[1:-1]}> is not a LoRA this server offers (offered: {offered})")
+        try:
+            weight = float(weight_text)
+        except ValueError:
+            weight = float("nan")
+        if not -4 <= weight <= 4:
+            raise ValueError(
+                f"{name}: the weight of <lora:{tag}> must be a number from -4 to 4, got {shown(weight_text)}"
+            )
+        chosen[tag] = Lora(tag, weight, catalog[tag])
+    return list(chosen.values())
+
+
+def lora_hash(path: str) -> str:
+    """stable-diffusion-webui's hash of a LoRA file: the file's own `sshs_model_hash` metadata where it has one, else
+    the SHA-256 of its tensors (the bytes after the safetensors header); 12 hex digits, read once per file version."""
+    key = (path, os.path.getmtime(path))
+    if key not in _HASHES:
+        with open(path, "rb") as handle:
+            header_size = struct.unpack("<Q", handle.read(8))[0]
+            header = json.loads(handle.read(header_size) or b"{}")
+            recorded = (header.get("__metadata__") or {}).get("sshs_model_hash")
+            digest = hashlib.sha256()
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _HASHES[key] = (recorded or digest.hexdigest())[:12]
+    return _HASHES[key]
+
+
+def hashes_line(loras: list[Lora]) -> str:
+    """The `Lora hashes` value of the PNG parameters: "name: hash, name: hash", as stable-diffusion-webui writes it."""
+    return ", ".join(f"{lora.name.replace(':', '').replace(',', '')}: {lora_hash(lora.path)}" for lora in loras)
+
+
+def _adapter_name(lora: Lora) -> str:
+    """An adapter name diffusers accepts (no dots) that changes when the file does."""
+    return "lora_" + hashlib.sha256(f"{lora.path}:{os.path.getmtime(lora.path)}".encode()).hexdigest()[:16]
+
+
+def checkpoint_lock(unet) -> threading.RLock:
+    """The lock a checkpoint's requests hold while its adapters are set (one per shared UNet)."""
+    with _GUARD:
+        return _LOCKS.setdefault(unet, threading.RLock())
+
+
+def _loaded(pipeline) -> set[str]:
+    """The adapters loaded onto a pipeline's shared modules."""
+    try:
+        return {name for names in pipeline.get_list_adapters().values() for name in names}
+    except (ValueError, AttributeError):  # no peft backend, or nothing loaded
+        return set()
+
+
+@contextlib.contextmanager
+def applied(pipeline, loras: list[Lora]) -> Iterator[None]:
+    """Run the body with exactly `loras` active on the pipeline's shared modules (none: every adapter off), holding
+    the checkpoint's lock; adapters are loaded once and left loaded but off afterwards, whatever happens."""
+    with checkpoint_lock(pipeline.unet):
+        loaded = _loaded(pipeline)
+        try:
+            for lora in loras:
+                if _adapter_name(lora) not in loaded:
+                    _load(pipeline, lora)
+                    loaded.add(_adapter_name(lora))
+            if loras:
+                pipeline.set_adapters([_adapter_name(lora) for lora in loras], [lora.weight for lora in loras])
+                pipeline.enable_lora()
+            elif loaded:
+                pipeline.disable_lora()
+            yield
+        finally:
+            if _loaded(pipeline):
+                pipeline.disable_lora()
+
+
+def _load(pipeline, lora: Lora) -> None:
+    """Load one LoRA file onto the pipeline's shared modules; ValueError naming the tag (no server path) for a file
+    that does not fit, with nothing of it left behind."""
+    name = _adapter_name(lora)
+    try:
+        pipeline.load_lora_weights(lora.path, adapter_name=name)
+    except Exception as error:  # noqa: BLE001 - another family's LoRA, or a format diffusers does not read
+        with contextlib.suppress(Exception):
+            pipeline.delete_adapters([name])
+        raise ValueError(
+            f"prompt: <lora:{lora.name}> cannot be applied to this model ({type(error).__name__}: another model "
+            "family's LoRA, or a format diffusers does not read)"
+        ) from None

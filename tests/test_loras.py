@@ -1,0 +1,154 @@
+"""LoRAs in the Stable Diffusion tabs: `<lora:name:weight>` from LORA_DIR (PEFT and kohya files), exactly the
+request's own adapters while it runs, the base weights never written, the hashes recorded as webui records them."""
+
+import hashlib
+import threading
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from pipelines import stable_diffusion as sd
+from pipelines.loras import lora_hash, lora_tags, without_lora_tags
+
+LAYERS = [f"down_blocks.1.attentions.0.transformer_blocks.0.attn{n}.to_{p}" for n in (1, 2) for p in "qkv"]
+SHAPES = {"q": (64, 64), "k": (64, 64), "v": (64, 64)}  # attn2's k and v read the 32-wide text embeddings
+RANK = 4
+
+
+def _tensors(seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(down, up) of each layer, drawn from a generator of `seed` (up non-zero: a visible LoRA)."""
+    generator, pairs = torch.Generator().manual_seed(seed), {}
+    for layer in LAYERS:
+        out_features, in_features = SHAPES[layer[-1]]
+        if "attn2" in layer and layer[-1] in "kv":
+            in_features = 32
+        down = torch.randn(RANK, in_features, generator=generator) * 0.5
+        up = torch.randn(out_features, RANK, generator=generator) * 0.5
+        pairs[layer] = (down, up)
+    return pairs
+
+
+def _peft_file(path, seed: int) -> None:
+    tensors = {}
+    for layer, (down, up) in _tensors(seed).items():
+        tensors[f"unet.{layer}.lora_A.weight"], tensors[f"unet.{layer}.lora_B.weight"] = down, up
+    save_file(tensors, str(path))
+
+
+def _kohya_file(path, seed: int) -> None:
+    tensors = {}
+    for layer, (down, up) in _tensors(seed).items():
+        key = "lora_unet_" + layer.replace(".", "_")
+        tensors[f"{key}.lora_down.weight"], tensors[f"{key}.lora_up.weight"] = down, up
+        tensors[f"{key}.alpha"] = torch.tensor(float(RANK))  # alpha = rank: scale 1, as the PEFT file
+    save_file(tensors, str(path))
+
+
+@pytest.fixture()
+def loras(configured, tmp_path, monkeypatch):
+    folder = tmp_path / "loras"
+    folder.mkdir()
+    _peft_file(folder / "red.safetensors", seed=1)
+    _peft_file(folder / "blue.safetensors", seed=2)
+    _kohya_file(folder / "red_kohya.safetensors", seed=1)
+    monkeypatch.setenv("LORA_DIR", str(folder))
+    return folder
+
+
+def run(prompt: str, **fields):
+    values = dict(task="txt2img", prompt=prompt, steps=3, seed=2, scheduler="DDIM")
+    return sd.generate(sd.Request(**(values | fields)))
+
+
+def pixels(result) -> np.ndarray:
+    return np.asarray(result.images[0])
+
+
+def test_tags_are_read_and_taken_out_of_what_the_encoder_reads():
+    assert lora_tags("a cat <lora:red:0.8>, <lora:blue> <lora:x:1:0.5>") == [
+        ("red", "0.8"),
+        ("blue", "1"),
+        ("x", "0.5"),
+    ]
+    assert without_lora_tags("a cat <lora:red:0.8>, in snow") == "a cat , in snow"
+
+
+def test_a_lora_changes_the_image_and_leaves_the_base_weights_as_they_were(loras):
+    unet = sd.get_base_pipeline().unet
+    before = {name: value.clone() for name, value in unet.state_dict().items()}
+    plain = pixels(run("a heart"))
+    red = run("a heart <lora:red:1>")
+    assert not np.array_equal(plain, pixels(red))
+    assert red.info["loras"] == [{"name": "red", "weight": 1.0}] and red.info["prompt"] == "a heart <lora:red:1>"
+    np.testing.assert_array_equal(pixels(run("a heart <lora:red:0>")), plain)  # weight 0: no change at all
+    np.testing.assert_array_equal(pixels(run("a heart")), plain)  # the adapter is off again
+    after = {name.replace(".base_layer", ""): value for name, value in unet.state_dict().items() if "lora_" not in name}
+    assert after.keys() == before.keys() and all(torch.equal(before[name], after[name]) for name in before)
+
+
+def test_kohya_and_peft_files_of_the_same_numbers_give_the_same_image(loras):
+    np.testing.assert_array_equal(pixels(run("a heart <lora:red>")), pixels(run("a heart <lora:red_kohya>")))
+
+
+def test_a_stop_or_an_error_leaves_no_adapter_on(loras):
+    plain = pixels(run("a heart"))
+    stopped = sd.generate(
+        sd.Request(task="txt2img", prompt="a heart <lora:blue>", steps=6, seed=2), should_stop=lambda: True
+    )
+    assert stopped.info["interrupted"]
+    np.testing.assert_array_equal(pixels(run("a heart")), plain)
+    save_file({"unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.ones(4, 7),
+               "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.ones(64, 4)},
+              str(loras / "broken.safetensors"))  # fmt: skip
+    with pytest.raises(ValueError, match=r"<lora:broken> cannot be applied to this model") as caught:
+        run("a heart <lora:broken> <lora:red>")
+    assert str(loras) not in str(caught.value)
+    np.testing.assert_array_equal(pixels(run("a heart")), plain)
+    assert not np.array_equal(pixels(run("a heart <lora:red>")), plain)  # the others still load and work
+
+
+def test_two_requests_at_once_each_get_only_their_own_lora(loras):
+    alone = {name: pixels(run(f"a heart <lora:{name}:0.9>", batch_size=1)) for name in ("red", "blue")}
+    results, failures = {}, []
+
+    def worker(name: str) -> None:
+        try:
+            for _ in range(2):
+                results.setdefault(name, []).append(pixels(run(f"a heart <lora:{name}:0.9>", batch_size=1)))
+        except Exception as error:  # noqa: BLE001 - reported below
+            failures.append(error)
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in ("red", "blue")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    for name, images in results.items():
+        for image in images:
+            np.testing.assert_array_equal(image, alone[name])
+
+
+def test_unknown_names_and_bad_weights_are_refused_by_name_without_server_paths(loras):
+    with pytest.raises(ValueError, match=r"prompt: <lora:nope> is not a LoRA this server offers \(offered: blue, red"):
+        sd.validate(sd.Request(task="txt2img", prompt="x <lora:nope>"))
+    with pytest.raises(ValueError, match="the weight of <lora:red> must be a number from -4 to 4, got 'lots'"):
+        sd.validate(sd.Request(task="txt2img", prompt="x <lora:red:lots>"))
+    try:
+        sd.validate(sd.Request(task="txt2img", prompt="x <lora:nope>"))
+    except ValueError as error:
+        assert str(loras) not in str(error)
+
+
+def test_the_png_records_lora_hashes_as_webui_does(loras):
+    from pipelines.infotext import infotext, parse_infotext
+
+    result = run("a heart <lora:red:0.7>")
+    data = (loras / "red.safetensors").read_bytes()
+    header = 8 + int.from_bytes(data[:8], "little")
+    expected = hashlib.sha256(data[header:]).hexdigest()[:12]
+    assert lora_hash(str(loras / "red.safetensors")) == expected
+    text = infotext(result.image_parameters[0], result.images[0].size)
+    assert parse_infotext(text)["Lora hashes"] == f"red: {expected}" and "<lora:red:0.7>" in text
