@@ -23,6 +23,7 @@ from guidance.colors import shown
 
 # <lora:name>, <lora:name:weight>; webui's optional third field (a separate UNet weight) is read as the weight too.
 LORA_TAG = re.compile(r"<lora:([^:<>]+)(?::([^:<>]*))?(?::([^:<>]*))?>")
+WEIGHT_RANGE = (-4.0, 4.0)  # what a tag's weight may be
 _LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a checkpoint's UNet -> its lock
 _GUARD = threading.Lock()
 _HASHES: dict[tuple[str, float], str] = {}
@@ -65,6 +66,16 @@ def without_lora_tags(prompt: str) -> str:
     return re.sub(r"\s{2,}", " ", LORA_TAG.sub("", prompt)).strip()
 
 
+def with_lora_tag(prompt: str, name: str, weight: float) -> str:
+    """The prompt with `<lora:name:weight>`: an existing tag of that name replaced, else the tag appended (what the
+    page's LoRA picker does, as stable-diffusion-webui's cards do)."""
+    tag = f"<lora:{name}:{weight:g}>"
+    same = re.compile(rf"<lora:{re.escape(name)}(?::[^:<>]*){{0,2}}>")
+    if same.search(prompt):
+        return same.sub(lambda _: tag, prompt, count=1)
+    return f"{prompt.rstrip()} {tag}".strip()
+
+
 def requested_loras(prompt: str, name: str = "prompt") -> list[Lora]:
     """The LoRAs a prompt's tags ask for, the last weight of a name winning; ValueError naming the prompt and the
     tag for a name the server does not offer or a weight that is not a number from -4 to 4."""
@@ -77,9 +88,11 @@ def requested_loras(prompt: str, name: str = "prompt") -> list[Lora]:
             weight = float(weight_text)
         except ValueError:
             weight = float("nan")
-        if not -4 <= weight <= 4:
+        low, high = WEIGHT_RANGE
+        if not low <= weight <= high:
             raise ValueError(
-                f"{name}: the weight of <lora:{tag}> must be a number from -4 to 4, got {shown(weight_text)}"
+                f"{name}: the weight of <lora:{tag}> must be a number from {low:g} to {high:g}, "
+                f"got {shown(weight_text)}"
             )
         chosen[tag] = Lora(tag, weight, catalog[tag])
     return list(chosen.values())

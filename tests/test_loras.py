@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from pipelines import stable_diffusion as sd
-from pipelines.loras import lora_hash, lora_tags, without_lora_tags
+from pipelines.loras import lora_hash, lora_tags, with_lora_tag, without_lora_tags
 
 LAYERS = [f"down_blocks.1.attentions.0.transformer_blocks.0.attn{n}.to_{p}" for n in (1, 2) for p in "qkv"]
 SHAPES = {"q": (64, 64), "k": (64, 64), "v": (64, 64)}  # attn2's k and v read the 32-wide text embeddings
@@ -73,6 +73,13 @@ def test_tags_are_read_and_taken_out_of_what_the_encoder_reads():
         ("x", "0.5"),
     ]
     assert without_lora_tags("a cat <lora:red:0.8>, in snow") == "a cat , in snow"
+
+
+def test_the_picker_adds_a_tag_or_changes_the_weight_of_the_one_there():
+    assert with_lora_tag("a cat", "red", 0.8) == "a cat <lora:red:0.8>"
+    assert with_lora_tag("a cat <lora:red:1> in snow", "red", 0.5) == "a cat <lora:red:0.5> in snow"
+    assert with_lora_tag("", "blue", 1.0) == "<lora:blue:1>"
+    assert with_lora_tag("<lora:red.v2:1>", "red", 2) == "<lora:red.v2:1> <lora:red:2>"
 
 
 def test_a_lora_changes_the_image_and_leaves_the_base_weights_as_they_were(loras):

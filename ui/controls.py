@@ -138,8 +138,8 @@ def wire(tab: str, controls: dict, tab_outputs) -> list:
 
 
 def prompts(tab: str, prefix: str) -> dict[str, gr.components.Component]:
-    """Prompt and negative prompt boxes."""
-    return {
+    """Prompt and negative prompt boxes, and the LoRA picker where the server offers LoRAs."""
+    boxes = {
         "prompt": Textbox(
             param(tab, "prompt").default,
             label=param(tab, "prompt").label,
@@ -153,6 +153,24 @@ def prompts(tab: str, prefix: str) -> dict[str, gr.components.Component]:
             placeholder="blurry, low quality",
         ),
     }
+    lora_picker(boxes["prompt"], prefix)
+    return boxes
+
+
+def lora_picker(prompt: gr.Textbox, prefix: str) -> None:
+    """A LoRA menu and a weight that put `<lora:name:weight>` into the prompt (stable-diffusion-webui's way: the prompt
+    stays the one place a request's LoRAs are named); nothing where the server offers none (no LORA_DIR)."""
+    from pipelines.loras import WEIGHT_RANGE, lora_catalog, with_lora_tag
+
+    names = list(lora_catalog())
+    if not names:
+        return
+    with gr.Accordion("LoRAs", open=False):
+        with gr.Row():
+            name = gr.Dropdown(names, value=names[0], label="LoRA (LORA_DIR)", elem_id=f"{prefix}-lora")
+            weight = gr.Slider(*WEIGHT_RANGE, value=1.0, step=0.05, label="Weight", elem_id=f"{prefix}-lora-weight")
+        add = gr.Button("Add to the prompt", size="sm", elem_id=f"{prefix}-lora-add")
+    add.click(with_lora_tag, [prompt, name, weight], prompt, api_visibility="private")
 
 
 def sd_sampling_controls(tab: str) -> dict[str, gr.components.Component]:
