@@ -159,3 +159,18 @@ def test_the_png_records_lora_hashes_as_webui_does(loras):
     assert lora_hash(str(loras / "red.safetensors")) == expected
     text = infotext(result.image_parameters[0], result.images[0].size)
     assert parse_infotext(text)["Lora hashes"] == f"red: {expected}" and "<lora:red:0.7>" in text
+
+
+def test_an_sdxl_lora_changes_the_image_and_goes_off_again(sdxl, tmp_path, monkeypatch):
+    """The same on SDXL (adapters on its UNet; attn1 only, whose shapes the tiny SDXL shares)."""
+    folder = tmp_path / "xl-loras"
+    folder.mkdir()
+    generator, tensors = torch.Generator().manual_seed(5), {}
+    for layer in [name for name in LAYERS if "attn1" in name]:
+        tensors[f"unet.{layer}.lora_A.weight"] = torch.randn(RANK, 64, generator=generator) * 0.5
+        tensors[f"unet.{layer}.lora_B.weight"] = torch.randn(64, RANK, generator=generator) * 0.5
+    save_file(tensors, str(folder / "xl.safetensors"))
+    monkeypatch.setenv("LORA_DIR", str(folder))
+    plain = pixels(run("a heart"))
+    assert not np.array_equal(pixels(run("a heart <lora:xl:1>")), plain)
+    np.testing.assert_array_equal(pixels(run("a heart")), plain)
