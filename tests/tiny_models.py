@@ -97,6 +97,30 @@ class GaussianPriorUNet(torch.nn.Module):
         return UNet2DOutput(sample=eps)
 
 
+# The tiny Stable Diffusion UNet and text encoders: SDXL's differ only by what they add (`tiny_sdxl_components`).
+TINY_SD_UNET = dict(
+    sample_size=32,
+    out_channels=4,
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    attention_head_dim=(2, 4),
+    norm_num_groups=32,
+)
+TINY_TEXT_ENCODER = dict(
+    hidden_size=32,
+    intermediate_size=37,
+    num_attention_heads=4,
+    num_hidden_layers=2,
+    vocab_size=49408,
+    max_position_embeddings=77,
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=49407,
+)
+
+
 def tiny_sd_components(seed: int = 0, inpainting: bool = False, time_cond_proj_dim: int | None = None) -> dict:
     """Tiny Stable Diffusion components (64x64 native size) with random weights and a real tokenizer;
     `time_cond_proj_dim` makes the UNet read a CFG-scale embedding, as a latent consistency model's does."""
@@ -107,16 +131,9 @@ def tiny_sd_components(seed: int = 0, inpainting: bool = False, time_cond_proj_d
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=32,
+        **TINY_SD_UNET,
         in_channels=9 if inpainting else 4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=32,
-        attention_head_dim=(2, 4),
-        norm_num_groups=32,
         time_cond_proj_dim=time_cond_proj_dim,
     )
     vae = AutoencoderKL(
@@ -128,19 +145,7 @@ def tiny_sd_components(seed: int = 0, inpainting: bool = False, time_cond_proj_d
         latent_channels=4,
         sample_size=64,
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            vocab_size=49408,
-            max_position_embeddings=77,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        )
-    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT_ENCODER))
     from training.train_sd import build_scheduler
 
     scheduler = build_scheduler()  # SD 1.x's schedule
@@ -169,45 +174,22 @@ def tiny_sdxl_components(seed: int = 0, inpainting: bool = False) -> dict:
     """Tiny SDXL components (64x64 native size): a "text_time" UNet (9 input channels for an inpainting one) fed by
     two text encoders (the second one projected, giving the pooled embedding), random weights, a real tokenizer,
     SDXL's Euler schedule."""
-    import tempfile
-
-    from diffusers import EulerDiscreteScheduler
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     components = tiny_sd_components(seed)
     torch.manual_seed(seed + 1)
-    from diffusers import UNet2DConditionModel
 
     unet = UNet2DConditionModel(
-        sample_size=32,
+        **TINY_SD_UNET,
         in_channels=9 if inpainting else 4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=64,  # the two encoders' hidden states side by side
-        attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
         projection_class_embeddings_input_dim=8 * 6 + 32,  # six size ids + the pooled embedding
-        norm_num_groups=32,
     )
-    text_encoder_2 = CLIPTextModelWithProjection(
-        CLIPTextConfig(
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            vocab_size=49408,
-            max_position_embeddings=77,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-            projection_dim=32,
-        )
-    )
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**TINY_TEXT_ENCODER, projection_dim=32))
     scheduler = EulerDiscreteScheduler.from_config(
         components["scheduler"].config, timestep_spacing="leading", steps_offset=1
     )
@@ -217,7 +199,7 @@ def tiny_sdxl_components(seed: int = 0, inpainting: bool = False) -> dict:
         "text_encoder": components["text_encoder"],
         "text_encoder_2": text_encoder_2.eval(),
         "tokenizer": components["tokenizer"],
-        "tokenizer_2": save_clip_tokenizer(tempfile.mkdtemp()),
+        "tokenizer_2": components["tokenizer"],  # one CLIP tokenizer serves both encoders
         "scheduler": scheduler,
         "force_zeros_for_empty_prompt": True,
     }
