@@ -118,14 +118,11 @@ def free_memory() -> None:
     """Return forgotten weights' memory: Python's cycles collected, and CUDA's cached blocks released."""
     import gc
 
-    gc.collect()
-    try:
-        import torch
+    import torch
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 MODELS = ModelCache()

@@ -134,15 +134,12 @@ def out_of_memory(error: BaseException) -> str | None:
 
 def release_memory(error: BaseException) -> None:
     """Drop what a failed job still holds (its frames keep the activations alive) and empty the CUDA cache."""
-    import gc
     import traceback
 
-    import torch
+    from pipelines.cache import free_memory
 
     traceback.clear_frames(error.__traceback__)
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    free_memory()
 
 
 def failure(error: Exception) -> JobFailed:

@@ -259,19 +259,13 @@ def _outpaint_or_mask(request: Request, checked: Request) -> None:
         checked.mask.paste(painted, (margins[0], margins[2]))
 
 
-_NATIVE_SIZES: dict[str, int] = {}
-
-
 def known_native_size(model: str | None) -> int:
-    """The model's native side for the compute estimate, read once per checkpoint; 0 when its config cannot be read
-    here (not remembered: the load that follows says why, and the next request reads it again)."""
-    location = model_locations(model)[0]
-    if location not in _NATIVE_SIZES:
-        try:
-            _NATIVE_SIZES[location] = native_size(model)
-        except Exception:  # noqa: BLE001 - an unreachable or broken model is reported by its load, once
-            return 0
-    return _NATIVE_SIZES[location]
+    """The model's native side for the compute estimate (its family, read once per checkpoint); 0 when its configs
+    cannot be read here (not remembered: the load that follows says why, and the next request reads them again)."""
+    try:
+        return native_size(model)
+    except Exception:  # noqa: BLE001 - an unreachable or broken model is reported by its load, once
+        return 0
 
 
 def sd_work(request: Request) -> Work:
@@ -335,15 +329,15 @@ def model_family(model: str | None = None) -> Family:
     return checkpoint_family(model_locations(model)[0])
 
 
-def checkpoint_family(ref: str, kind: str = "sd") -> Family:
-    """A checkpoint's family, read once from its configs (no weights); `kind` ("sd", "sd-inpaint") names the setting
-    to change where the Hub is unreachable."""
+def checkpoint_family(ref: str, kind: str = "sd", local_files_only: bool = False) -> Family:
+    """A checkpoint's family, read once from its configs (no weights; with `local_files_only`, only from the local
+    cache); `kind` ("sd", "sd-inpaint") names the setting to change where the Hub is unreachable."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     if ref not in _FAMILIES:
         with reporting_unreachable_hub(kind, ref):
             configs = [
-                component.load_config(ref, subfolder=folder)
+                component.load_config(ref, subfolder=folder, local_files_only=local_files_only)
                 for component, folder in (
                     (UNet2DConditionModel, "unet"),
                     (DDIMScheduler, "scheduler"),
@@ -436,14 +430,8 @@ def build_pipeline(task: str, scheduler_name: str, model: str | None = None):
 
 
 def native_size(model: str | None = None, local_files_only: bool = False) -> int:
-    """A model's native image side (512 for SD 1.5), read from its UNet and VAE configs (no weights)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    ref = model_locations(model)[0]
-    with reporting_unreachable_hub("sd", ref):
-        unet_config = UNet2DConditionModel.load_config(ref, subfolder="unet", local_files_only=local_files_only)
-        vae_config = AutoencoderKL.load_config(ref, subfolder="vae", local_files_only=local_files_only)
-    return int(unet_config["sample_size"]) * 2 ** (len(vae_config["block_out_channels"]) - 1)
+    """A model's native image side (512 for SD 1.5): its family's, from its configs (no weights)."""
+    return checkpoint_family(model_locations(model)[0], local_files_only=local_files_only).native_size
 
 
 def slider_size(size: int) -> int:
