@@ -182,6 +182,9 @@ def sd_sampling_controls(tab: str) -> dict[str, gr.components.Component]:
     return controls
 
 
+FAMILY_CONTROLS = ("scheduler", "steps", "guidance_scale")  # what a picked model's family sets (`family_update`)
+
+
 def family_update(tab: str, model: str):
     """Scheduler, steps and CFG scale set to what a picked Stable Diffusion model's family starts at, with a toast
     where a few-step model changes them; nothing changes where the model's config cannot be read."""
@@ -190,15 +193,15 @@ def family_update(tab: str, model: str):
     try:
         values, message = sd.family_defaults(tab, model)
     except Exception:  # noqa: BLE001 - unreachable or broken config: the run that follows says why
-        return gr.update(), gr.update(), gr.update()
+        return tuple(gr.update() for _ in FAMILY_CONTROLS)
     if message:
         gr.Info(message)
-    return tuple(gr.update(value=values[name]) for name in ("scheduler", "steps", "guidance_scale"))
+    return tuple(gr.update(value=values[name]) for name in FAMILY_CONTROLS)
 
 
 def wire_family_defaults(tab: str, controls: dict[str, gr.components.Component]) -> None:
     """A model change sets the sampling controls to the model family's defaults (`family_update`)."""
-    targets = [controls[name] for name in ("scheduler", "steps", "guidance_scale")]
+    targets = [controls[name] for name in FAMILY_CONTROLS]
     handler = functools.partial(family_update, tab)
     # .select, not .change: a model set by "send to" or a PNG's parameters keeps the steps and scale they carry.
     controls["model"].select(handler, controls["model"], targets, api_visibility="private")
