@@ -1,81 +1,46 @@
 """How long a request may hold a ZeroGPU slice: a duration computed from the request, not a fixed 120 s, so short
-jobs do not burn a visitor's daily quota and long ones are not killed. The per-step costs are estimates for one
-slice with a margin (docs/zerogpu.md says which)."""
+jobs do not burn a visitor's daily quota and long ones are not killed. The duration reads the same measure of work
+as the compute limits (`Request.work()`: megapixel-steps and cutout-steps), so everything the limits count (steps,
+size and the model family's native size, CFG, guidance passes, particles, the hires fix, VAE passes) counts here
+too. The per-unit costs are estimates for one slice with a margin (docs/zerogpu.md says which)."""
 
 from __future__ import annotations
 
 import math
 
-from guidance.sampler import strength_steps
-from pipelines.params import PIXEL, SD
-
 MIN_SECONDS, MAX_SECONDS = 15, 300
 OVERHEAD_SECONDS = 10.0  # moving the weights to the slice, the first CUDA call, PNG encoding
-UNET_IMAGE_STEP_SECONDS = 0.025  # one 256x256 DDPM UNet evaluation per image
+# One megapixel-step of each kind of model: a 256x256 DDPM UNet evaluation per image takes about 0.025 s; a
+# 512x512 SD 1.5 step with both CFG halves about 0.07 s (SDXL at 1024 costs the same per pixel: docs/zerogpu.md).
+PIXEL_MEGAPIXEL_STEP_SECONDS = 0.025 / (256 * 256 / 1e6)
+SD_MEGAPIXEL_STEP_SECONDS = 0.07 / (512 * 512 / 1e6)
 CUTOUT_STEP_SECONDS = 0.002  # one CLIP ViT-B forward and backward per cutout
-SD_IMAGE_STEP_SECONDS = 0.07  # one 512x512 SD 1.5 step per image, both CFG halves
 SD_DECODER_PASS_STEPS = 2.0  # a VAE decode and its backward (color or CLIP guidance), in SD steps
 SD_CLIP_STEP_FRACTION = 0.5  # CLIP guidance acts on the last half of the steps (stable_diffusion.py)
 MARGIN = 1.5
-SD_NATIVE = 512  # the size the SD step cost is for, and what a native-size request is counted as
 
 
-def _number(value, default: float) -> float:
-    """`value` as a finite float, or `default` (the duration is computed before validation refuses bad input: a
-    missing or bad value counts as its keyword's largest)."""
+def work_seconds(request, megapixel_step_seconds: float) -> int:
+    """The duration asked for a checked request (its `work()`), with margin and bounds; the longest when the
+    request's work cannot be measured (the duration is computed before the worker validates: a bad value gets the
+    most time, and the worker's validation then refuses it)."""
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return default
-    return number if math.isfinite(number) and number >= 0 else default
-
-
-def _seconds(work: float) -> int:
-    """Estimated seconds of GPU work -> the duration asked for, with margin and bounds."""
-    return int(min(MAX_SECONDS, max(MIN_SECONDS, math.ceil(OVERHEAD_SECONDS + MARGIN * work))))
-
-
-def _clip_guided(request) -> bool:
-    """Whether a request asks for CLIP guidance (toward a text, a reference picture or both)."""
-    scales = (getattr(request, "clip_scale", 0), getattr(request, "clip_image_scale", 0))
-    return any(_number(scale, 0) > 0 for scale in scales)
+        work = request.work()
+        if not work.width * work.height:  # the model's size could not be read here
+            return MAX_SECONDS
+        seconds = work.megapixel_steps * megapixel_step_seconds + work.cutout_steps * CUTOUT_STEP_SECONDS
+    except Exception:  # noqa: BLE001 - whatever the request holds, a duration comes back
+        return MAX_SECONDS
+    if not math.isfinite(seconds):
+        return MAX_SECONDS
+    return int(min(MAX_SECONDS, max(MIN_SECONDS, math.ceil(OVERHEAD_SECONDS + MARGIN * seconds))))
 
 
 def unconditional_seconds(request, *_args, **_kwargs) -> int:
-    """ZeroGPU duration for a Request: steps x batch x (UNet, gradient and cutouts), both runs if compared."""
-    steps = _number(getattr(request, "steps", None), PIXEL["steps"].high)
-    batch = _number(getattr(request, "batch_size", None), PIXEL["batch_size"].high)
-    per_image_step = UNET_IMAGE_STEP_SECONDS
-    clip_guided = _clip_guided(request)
-    guided = _number(getattr(request, "color_scale", 0), 0) > 0 or clip_guided
-    if guided and getattr(request, "gradient_method", "x0") == "unet":
-        per_image_step *= 3  # a backward pass through the UNet at every step
-    if clip_guided:
-        per_image_step += CUTOUT_STEP_SECONDS * _number(getattr(request, "cuts", None), PIXEL["cuts"].high)
-    if guided:
-        # each guided step taken that many times
-        per_image_step *= _number(getattr(request, "recurrence", 1), PIXEL["recurrence"].high)
-    if guided:  # each image run as that many particles
-        per_image_step *= _number(getattr(request, "particles", 1), PIXEL["particles"].high)
-    runs = 2 if guided and getattr(request, "compare", False) else 1
-    return _seconds(runs * steps * batch * per_image_step)
+    """ZeroGPU duration for a pixel-model Request."""
+    return work_seconds(request, PIXEL_MEGAPIXEL_STEP_SECONDS)
 
 
 def sd_seconds(request, *_args, **_kwargs) -> int:
-    """ZeroGPU duration for an Request: denoising steps x batch x size relative to 512x512, with the guidance
-    passes (VAE decoder forward and backward, CLIP cutouts) on the steps they act on."""
-    steps = _number(getattr(request, "steps", None), SD["steps"].high)
-    if getattr(request, "task", "txt2img") != "txt2img":
-        steps = strength_steps(int(steps), min(1.0, _number(getattr(request, "strength", None), 1.0)))
-    batch = _number(getattr(request, "batch_size", None), SD["batch_size"].high)
-    width = _number(getattr(request, "width", None), 0) or SD_NATIVE
-    height = _number(getattr(request, "height", None), 0) or SD_NATIVE
-    per_step = 1.0
-    if _number(getattr(request, "color_scale", 0), 0) > 0:
-        per_step += SD_DECODER_PASS_STEPS  # the cheap map costs nothing, but "vae" may be asked for
-    if _clip_guided(request):
-        cutouts = CUTOUT_STEP_SECONDS * _number(getattr(request, "cuts", None), SD["cuts"].high) / SD_IMAGE_STEP_SECONDS
-        per_step += SD_CLIP_STEP_FRACTION * (SD_DECODER_PASS_STEPS + cutouts)
-    if _number(getattr(request, "color_scale", 0), 0) > 0 or _clip_guided(request):  # each image as particles
-        batch *= _number(getattr(request, "particles", 1), SD["particles"].high)
-    return _seconds(steps * batch * per_step * SD_IMAGE_STEP_SECONDS * (width * height) / SD_NATIVE**2)
+    """ZeroGPU duration for a Stable Diffusion Request."""
+    return work_seconds(request, SD_MEGAPIXEL_STEP_SECONDS)

@@ -46,6 +46,12 @@ class Family:
         return {"scheduler": scheduler, "steps": steps, "guidance_scale": cfg}
 
 
+def uses_cfg(guidance_scale: float, guidance_embedded: bool) -> bool:
+    """Whether classifier-free guidance runs (two UNet halves per step): a scale above 1 on a UNet that does not read
+    the scale as an input (an LCM UNet does, in one pass)."""
+    return guidance_scale > 1 and not guidance_embedded
+
+
 def detect_family(unet: dict, scheduler: dict, vae: dict) -> Family:
     """The family of a checkpoint from its UNet, scheduler and VAE configs (dicts as `load_config` returns them;
     an absent key takes diffusers' class default)."""

@@ -1,12 +1,13 @@
 """Per-request compute limits, set by environment variables and checked before any model loads.
 
 Each refusal names the parameter, its value, the limit and the variable that sets it. The product limit counts
-*megapixel-steps*: denoising steps x images x output pixels / 1e6, times the passes each step takes (an unguided
-comparison, a gradient through the UNet, recurrence, a VAE decoder in the guidance), plus the VAE passes outside
-the steps (a decode of each output, an encode of each input), all scaled up for a size above the model's native
-one (attention grows with the square of the number of pixels). CLIP cutouts get their own count, cutout-steps
-(steps x images x cutouts x takes). A request of several jobs (batches, sweep cells) is checked as a whole as well.
-`docs/limits.md` gives the measurements behind the defaults.
+*megapixel-steps*: denoising steps x images x output pixels / 1e6, times the passes each step takes (half for a
+Stable Diffusion step without classifier-free guidance, more for an unguided comparison, a gradient through the
+UNet, recurrence, a VAE decoder in the guidance), plus the VAE passes outside the steps (a decode of each output,
+an encode of each input), all scaled up for a size above the model's native one (attention grows with the square
+of the number of pixels). CLIP cutouts get their own count, cutout-steps (steps x images x cutouts x takes). A
+request of several jobs (batches, sweep cells) is checked as a whole as well. `docs/limits.md` gives the
+measurements behind the defaults; `pipelines.budget` turns the same counts into a ZeroGPU duration.
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ class Work:
     width: int
     height: int
     cuts: int = 0  # CLIP cutouts per image and step (0: no CLIP guidance)
-    passes: float = 1.0  # model passes per step: +1 for a comparison, x3 for a gradient through the UNet, x takes...
+    passes: float = 1.0  # model passes per step (SD: 1 is a CFG step, 0.5 one without): +1 for a comparison, x3 for
+    # a gradient through the UNet, x takes...
     takes: int = 1  # times each guided step is taken (recurrence): multiplies the cutouts too
     native_pixels: int = 0  # the pixels of the model's native size (0: unknown, no growth counted)
     particles: int = 1  # rows per image (guidance.particles): multiplies everything per image

@@ -37,7 +37,7 @@ from pipelines.cache import MODELS, reporting_unreachable_hub
 from pipelines.clip import get_clip
 from pipelines.config import setting
 from pipelines.device import default_device, model_dtype
-from pipelines.families import Family, detect_family
+from pipelines.families import Family, detect_family, uses_cfg
 from pipelines.gpu import gpu
 from pipelines.images import (
     border_mask,
@@ -259,26 +259,28 @@ def _outpaint_or_mask(request: Request, checked: Request) -> None:
         checked.mask.paste(painted, (margins[0], margins[2]))
 
 
-def known_native_size(model: str | None) -> int:
-    """The model's native side for the compute estimate (its family, read once per checkpoint); 0 when its configs
-    cannot be read here (not remembered: the load that follows says why, and the next request reads them again)."""
+def known_family(model: str | None) -> Family | None:
+    """The model's family for the compute estimate (read once per checkpoint); None when its configs cannot be read
+    here (not remembered: the load that follows says why, and the next request reads them again)."""
     try:
-        return native_size(model)
+        return model_family(model)
     except Exception:  # noqa: BLE001 - an unreachable or broken model is reported by its load, once
-        return 0
+        return None
 
 
 def sd_work(request: Request) -> Work:
     """The compute a checked request asks for: img2img and inpainting run only strength x steps of the schedule and
-    encode their input; guidance through the VAE decoder (color with the "vae" decoder, CLIP) adds decoder passes;
-    a size above the model's native one costs more per pixel."""
+    encode their input; a step without classifier-free guidance (CFG off, an LCM UNet) is one UNet half; guidance
+    through the VAE decoder (color with the "vae" decoder, CLIP) adds decoder passes; a size above the model's
+    native one costs more per pixel; the hires fix counts its second pass at the larger size."""
+    family = known_family(request.model)
     steps = denoising_steps(request)
-    passes = 1.0
+    passes = 1.0 if uses_cfg(request.guidance_scale, family is not None and family.few_step == "LCM") else 0.5
     if request.color_scale > 0 and request.color_decoder == "vae":
         passes += SD_DECODER_PASS_STEPS
     if clip_guided(request):
         passes += SD_CLIP_STEP_FRACTION * SD_DECODER_PASS_STEPS
-    native = known_native_size(request.model)
+    native = family.native_size if family is not None else 0
     width, height = request.width, request.height
     if request.task == "txt2img" and request.hires_scale > 1:  # checked at the output size: the first pass counts
         width, height = hires_size(request)  # as its share of steps there
@@ -610,7 +612,7 @@ def _conditioned(pipeline, request: Request) -> tuple[Callable[..., ClassifierFr
     """(A maker of the conditioned denoiser, given a 9-channel UNet's extra channels or none; the embeddings' dtype;
     whether CFG runs) for a request, its prompts encoded as its model's pipeline encodes them."""
     unet, device = pipeline.unet, pipeline._execution_device
-    cfg = request.guidance_scale > 1 and unet.config.time_cond_proj_dim is None
+    cfg = uses_cfg(request.guidance_scale, unet.config.time_cond_proj_dim is not None)
     text, uncond, added = _conditioning(pipeline, request, cfg)
     timestep_cond = None
     if unet.config.time_cond_proj_dim is not None:  # an LCM UNet reads the CFG scale as an embedding

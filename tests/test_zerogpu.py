@@ -1,8 +1,10 @@
 """The ZeroGPU contract, simulated on the CPU: every GPU function gets pickled arguments in a forked process, yields
 pickled progress and results back, and stops within one step; so no unpicklable argument can creep back in."""
 
+import math
 import pickle
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,9 +14,12 @@ from PIL import Image
 from pipelines import budget
 from pipelines import stable_diffusion as sd
 from pipelines import unconditional as uncond
+from pipelines.families import Family
 from pipelines.gpu import SIMULATE_ENV, WORKER_ERROR, _simulated, gpu, on_zero_gpu
 from pipelines.jobs import StepDone, StopFlags, StopToken, run_steps
 from tests.conftest import gallery_pixels, running_app, tiny_model_settings
+
+SD2_FAMILY = Family("SD", "SD 2.x", 768, "v_prediction", None, False)
 
 
 def _simulate(function, duration):
@@ -81,10 +86,12 @@ def test_an_error_in_the_worker_is_a_sentence_not_a_worker_error(configured):
         run_steps(_simulate(uncond.generate_steps, budget.unconditional_seconds)(request, None))
 
 
-def test_durations_grow_with_the_work_and_stay_bounded():
+def test_durations_grow_with_the_work_and_stay_bounded(monkeypatch):
+    monkeypatch.setattr(uncond, "native_side", lambda model: 256)  # a celebahq-size pixel model
     small = budget.unconditional_seconds(uncond.Request(model="m", steps=10))
     large = budget.unconditional_seconds(uncond.Request(model="m", steps=1000, batch_size=8))
-    clip = budget.unconditional_seconds(uncond.Request(model="m", steps=500, clip_scale=3, cuts=64))
+    clip_request = uncond.Request(model="m", steps=500, clip_scale=3, cuts=64, clip_method="cutouts")
+    clip = budget.unconditional_seconds(clip_request)
     plain = budget.unconditional_seconds(uncond.Request(model="m", steps=500))
     assert budget.MIN_SECONDS == small < plain < clip < large == budget.MAX_SECONDS
     txt2img = budget.sd_seconds(sd.Request(task="txt2img", steps=100, width=512, height=512))
@@ -98,6 +105,32 @@ def test_durations_grow_with_the_work_and_stay_bounded():
     for hostile in (None, "abc", float("nan"), float("inf"), -5, [1]):
         seconds = budget.sd_seconds(sd.Request(task="txt2img", steps=hostile, width=hostile, batch_size=hostile))
         assert budget.MIN_SECONDS <= seconds <= budget.MAX_SECONDS
+    monkeypatch.setattr(uncond, "native_side", lambda model: 0)  # configs unreadable: the longest, not the shortest
+    assert budget.unconditional_seconds(uncond.Request(model="m", steps=10)) == budget.MAX_SECONDS
+
+
+def _sd_duration(work) -> int:
+    """The duration the budget should ask for a Stable Diffusion job of `work` (above the minimum)."""
+    seconds = work.megapixel_steps * budget.SD_MEGAPIXEL_STEP_SECONDS + work.cutout_steps * budget.CUTOUT_STEP_SECONDS
+    return math.ceil(budget.OVERHEAD_SECONDS + budget.MARGIN * seconds)
+
+
+def test_sd_durations_read_the_limits_measure_of_work(monkeypatch):
+    """One measure: the duration follows the work the limits count, so the hires fix's second pass, a step without
+    CFG (CFG scale 1, or an LCM UNet that reads the scale in one pass) and the model's native size all count."""
+    family = {"few_step": None}
+    monkeypatch.setattr(sd, "known_family", lambda model: replace(SD2_FAMILY, **family))
+    plain = sd.Request(task="txt2img", steps=40, width=768, height=768, batch_size=2, guidance_scale=7)
+    hires = replace(plain, hires_scale=2.0, hires_steps=20, strength=0.5)
+    no_cfg = replace(plain, guidance_scale=1)
+    for request in (plain, hires, no_cfg):
+        assert budget.sd_seconds(request) == _sd_duration(request.work()) > budget.MIN_SECONDS
+    assert plain.work().passes == 1 and no_cfg.work().passes == 0.5
+    assert budget.sd_seconds(no_cfg) < budget.sd_seconds(plain) < budget.sd_seconds(hires)
+    assert plain.work().size_factor == 1  # 768 px is SD 2.x's native size; above a 512 px model's, pixels cost more
+    family.update(few_step="LCM", native_size=512)
+    assert plain.work().passes == 0.5 and plain.work().size_factor == pytest.approx(1 + (768**2 / 512**2 - 1) / 9)
+    assert budget.sd_seconds(plain) == _sd_duration(plain.work())
 
 
 def test_worker_errors_other_than_job_failures_keep_the_package_wording(configured):
