@@ -1,5 +1,7 @@
 """LoRAs for the Stable Diffusion tabs: stable-diffusion-webui's `<lora:name:weight>` in the prompt, names from the
-server's `LORA_DIR` (safetensors files, by stem; diffusers/PEFT, kohya and webui formats, which diffusers converts).
+server's `LORA_DIR` (safetensors files, by stem) and `LORAS` (Hub ids the server allows, fetched once per process;
+diffusers/PEFT, kohya and webui formats, which diffusers converts). A request only ever names a LoRA of that catalog:
+never a path or a repository.
 
 Adapters are loaded once onto a checkpoint's shared modules and never fused: a request activates its own set with
 its weights under the checkpoint's lock and turns them off again when it ends (also after an error or a Stop), so the
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import struct
@@ -27,6 +30,14 @@ WEIGHT_RANGE = (-4.0, 4.0)  # what a tag's weight may be
 _LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a checkpoint's UNet -> its lock
 _GUARD = threading.Lock()
 _HASHES: dict[tuple[str, float], str] = {}
+# One `LORAS` entry: [name=]owner/repo[/path/in/repo.safetensors]
+HUB_ENTRY = re.compile(
+    r"^(?:(?P<name>[^=:<>,\s]+)=)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:/(?P<file>[\w./-]+\.safetensors))?$"
+)
+DIFFUSERS_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # what diffusers' training scripts save
+_HUB: dict[str, dict[str, str]] = {}  # LORAS text -> {name: local file}, fetched once per process
+_HUB_GUARD = threading.Lock()
+logger = logging.getLogger("studio")
 
 
 @dataclass(frozen=True)
@@ -44,13 +55,93 @@ def lora_dir() -> str | None:
     return folder if folder and os.path.isdir(folder) else None
 
 
-def lora_catalog() -> dict[str, str]:
-    """{name: file} of the LoRAs offered: the `.safetensors` files directly in `LORA_DIR`, named by their stem."""
-    folder = lora_dir()
-    if folder is None:
+@dataclass(frozen=True)
+class HubLora:
+    """One LoRA of `LORAS`: the name a prompt uses, its Hub repository and file (None: the repository's one)."""
+
+    name: str
+    repo: str
+    file: str | None
+
+    @property
+    def source(self) -> str:
+        """The entry as LORAS names it: owner/repo[/file]."""
+        return f"{self.repo}/{self.file}" if self.file else self.repo
+
+
+def hub_entries(text: str) -> list[HubLora]:
+    """The entries of a `LORAS` value (comma-separated `[name=]owner/repo[/file.safetensors]`; the name defaults to the
+    file's stem, or the repository's name for diffusers' `pytorch_lora_weights`); ValueError naming LORAS and the
+    entry for one that is not of that form or a name given twice."""
+    entries: dict[str, HubLora] = {}
+    for raw in (part.strip() for part in text.split(",")):
+        if not raw:
+            continue
+        match = HUB_ENTRY.match(raw)
+        if match is None or ".." in raw:
+            raise ValueError(f"LORAS: {shown(raw)} is not [name=]owner/repo or [name=]owner/repo/path/file.safetensors")
+        repo, file = match["repo"], match["file"]
+        stem = os.path.basename(file or DIFFUSERS_WEIGHT_NAME).removesuffix(".safetensors")
+        name = match["name"] or (repo.split("/")[1] if stem == "pytorch_lora_weights" else stem)
+        if name in entries:
+            raise ValueError(f"LORAS: the name {shown(name)} is given twice (name one of them: name=owner/repo/...)")
+        entries[name] = HubLora(name, repo, file)
+    return list(entries.values())
+
+
+def single_safetensors(repo: str, files: list[str]) -> str:
+    """The one `.safetensors` file of a repository's `files` (what a bare `owner/repo` entry means when it holds no
+    `pytorch_lora_weights.safetensors`); ValueError naming LORAS when there are none or several."""
+    candidates = sorted(file for file in files if file.endswith(".safetensors"))
+    if len(candidates) != 1:
+        found = ", ".join(candidates[:5]) or "none"
+        raise ValueError(f"LORAS: {repo} holds {len(candidates)} .safetensors files ({found}); name one: {repo}/file")
+    return candidates[0]
+
+
+def hub_file(entry: HubLora) -> str:
+    """The local copy of an entry's file, downloaded into the Hub cache once (offline: the cached copy)."""
+    from huggingface_hub import hf_hub_download, list_repo_files
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    if entry.file is not None:
+        return hf_hub_download(entry.repo, entry.file)
+    try:
+        return hf_hub_download(entry.repo, DIFFUSERS_WEIGHT_NAME)
+    except EntryNotFoundError as error:
+        if isinstance(error, LocalEntryNotFoundError):  # offline, or the Hub unreachable: nothing to list either
+            raise
+        return hf_hub_download(entry.repo, single_safetensors(entry.repo, list_repo_files(entry.repo)))
+
+
+def hub_catalog() -> dict[str, str]:
+    """{name: local file} of the `LORAS` entries, fetched once per process (on ZeroGPU in the main process, when the
+    page is built, so workers inherit them); an entry that cannot be fetched is logged and not offered."""
+    text = os.environ.get("LORAS", "").strip()
+    if not text:
         return {}
-    files = sorted(entry for entry in os.listdir(folder) if entry.endswith(".safetensors"))
-    return {entry.removesuffix(".safetensors"): os.path.join(folder, entry) for entry in files}
+    with _HUB_GUARD:
+        if text not in _HUB:
+            files = {}
+            for entry in hub_entries(text):
+                try:
+                    files[entry.name] = hub_file(entry)
+                except Exception as error:  # noqa: BLE001 - one missing LoRA must not stop the server
+                    logger.warning("LORAS: %s is not offered: %s: %s", entry.source, type(error).__name__, error)
+            _HUB[text] = files
+        return _HUB[text]
+
+
+def lora_catalog() -> dict[str, str]:
+    """{name: file} of the LoRAs offered: the `.safetensors` files directly in `LORA_DIR`, named by their stem, then
+    the `LORAS` Hub entries (a name LORA_DIR already has keeps its LORA_DIR file)."""
+    folder, catalog = lora_dir(), {}
+    if folder is not None:
+        files = sorted(entry for entry in os.listdir(folder) if entry.endswith(".safetensors"))
+        catalog = {entry.removesuffix(".safetensors"): os.path.join(folder, entry) for entry in files}
+    for name, path in hub_catalog().items():
+        catalog.setdefault(name, path)
+    return catalog
 
 
 def lora_tags(prompt: str) -> list[tuple[str, str]]:
@@ -79,10 +170,11 @@ def with_lora_tag(prompt: str, name: str, weight: float) -> str:
 def requested_loras(prompt: str, name: str = "prompt") -> list[Lora]:
     """The LoRAs a prompt's tags ask for, the last weight of a name winning; ValueError naming the prompt and the
     tag for a name the server does not offer or a weight that is not a number from -4 to 4."""
-    catalog, chosen = lora_catalog(), {}
-    for tag, weight_text in lora_tags(prompt):
+    tags = lora_tags(prompt)
+    catalog, chosen = (lora_catalog() if tags else {}), {}
+    for tag, weight_text in tags:
         if tag not in catalog:
-            offered = ", ".join(catalog) or "none (LORA_DIR is not set)"
+            offered = ", ".join(catalog) or "none (neither LORA_DIR nor LORAS is set)"
             raise ValueError(f"{name}: <lora:{shown(tag)[1:-1]}> is not a LoRA this server offers (offered: {offered})")
         try:
             weight = float(weight_text)

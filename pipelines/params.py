@@ -281,7 +281,7 @@ SD: dict[str, Param] = {
         str,
         "Prompt",
         "what to draw; (word:1.3), (word), [word] weigh words as in stable-diffusion-webui, <lora:name:0.8> applies "
-        "one of the server's LoRAs (LORA_DIR), and a prompt past 77 tokens is read whole in chunks",
+        "one of the server's LoRAs (LORA_DIR, LORAS), and a prompt past 77 tokens is read whole in chunks",
         "",
     ),
     "negative_prompt": Param(

@@ -174,3 +174,100 @@ def test_an_sdxl_lora_changes_the_image_and_goes_off_again(sdxl, tmp_path, monke
     plain = pixels(run("a heart"))
     assert not np.array_equal(pixels(run("a heart <lora:xl:1>")), plain)
     np.testing.assert_array_equal(pixels(run("a heart")), plain)
+
+
+def _hub_cache(root, repo: str, files: dict[str, int]) -> None:
+    """A Hub cache holding `repo` at one commit with `files` (PEFT LoRAs of the given seeds) where hf_hub_download
+    looks for them, so the offline test run reads them as a Space reads what it downloaded."""
+    commit = hashlib.sha1(repo.encode()).hexdigest()
+    folder = root / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    (folder / "snapshots" / commit).mkdir(parents=True)
+    for name, seed in files.items():
+        _peft_file(folder / "snapshots" / commit / name, seed)
+
+
+def test_hub_loras_are_offered_by_name_fetched_once_and_read_as_their_files(loras, tmp_path, monkeypatch, caplog):
+    import huggingface_hub.constants
+
+    from pipelines import loras as module
+    from pipelines.infotext import infotext, parse_infotext
+
+    cache = tmp_path / "hub"
+    _hub_cache(cache, "studio/red-lora", {"pytorch_lora_weights.safetensors": 1})  # diffusers' name: the repo's
+    _hub_cache(cache, "studio/styles", {"blue.safetensors": 2, "green.safetensors": 3})
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(module, "_HUB", {})
+    fetched = []
+    monkeypatch.setattr(module, "hub_file", lambda entry, fetch=module.hub_file: fetched.append(entry) or fetch(entry))
+    monkeypatch.setenv(
+        "LORAS",
+        "studio/red-lora, azul=studio/styles/blue.safetensors, studio/missing, red=studio/styles/green.safetensors",
+    )
+    catalog = module.lora_catalog()
+    assert list(catalog) == ["blue", "red", "red_kohya", "red-lora", "azul"]  # LORA_DIR's "red" keeps its file
+    assert catalog["red"] == str(loras / "red.safetensors") and str(cache) in catalog["azul"]
+    assert "LORAS: studio/missing is not offered" in caplog.text
+    assert len(fetched) == 4 and module.lora_catalog() == catalog and len(fetched) == 4  # once per process
+    # The same file from the Hub or from LORA_DIR: the same image and the same recorded hash, under its own name.
+    np.testing.assert_array_equal(pixels(run("a heart <lora:red-lora:0.8>")), pixels(run("a heart <lora:red:0.8>")))
+    from_hub = run("a heart <lora:azul>")
+    np.testing.assert_array_equal(pixels(from_hub), pixels(run("a heart <lora:blue>")))
+    text = infotext(from_hub.image_parameters[0], from_hub.images[0].size)
+    assert parse_infotext(text)["Lora hashes"] == f"azul: {lora_hash(str(loras / 'blue.safetensors'))}"
+    with pytest.raises(ValueError, match=r"<lora:missing> is not a LoRA this server offers") as caught:
+        sd.validate(sd.Request(task="txt2img", prompt="x <lora:missing>"))
+    assert str(cache) not in str(caught.value)
+
+
+def test_loras_entries_are_hub_ids_and_files_never_anything_else():
+    from pipelines.loras import HubLora, hub_entries, single_safetensors
+
+    assert hub_entries("a/b, pix=c/d/sub/pix-xl.safetensors, e/f/g.safetensors") == [
+        HubLora("b", "a/b", None),
+        HubLora("pix", "c/d", "sub/pix-xl.safetensors"),
+        HubLora("g", "e/f", "g.safetensors"),
+    ]
+    for bad in ("/etc/passwd", "a", "a/b/c.bin", "a/b/../c.safetensors", "n:x=a/b", "https://x.io/a/b"):
+        with pytest.raises(ValueError, match=r"^LORAS: .* is not \[name=\]owner/repo"):
+            hub_entries(bad)
+    with pytest.raises(ValueError, match="LORAS: the name 'b' is given twice"):
+        hub_entries("a/b, c/d/b.safetensors")
+    assert single_safetensors("a/b", ["README.md", "x.safetensors"]) == "x.safetensors"
+    with pytest.raises(ValueError, match=r"LORAS: a/b holds 2 .safetensors files \(x.safetensors, y.safetensors\)"):
+        single_safetensors("a/b", ["y.safetensors", "x.safetensors"])
+
+
+def test_a_bare_repo_without_diffusers_file_name_means_its_one_safetensors_file(monkeypatch):
+    """Online, `owner/repo` reads `pytorch_lora_weights.safetensors`, and where the Hub answers that the repository
+    has no such file, its one `.safetensors` file; offline nothing is listed (the entry is not offered)."""
+    import httpx
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
+
+    from pipelines.loras import HubLora, hub_file
+
+    asked = []
+
+    def download(repo, file):
+        asked.append(file)
+        if file == "pytorch_lora_weights.safetensors":
+            raise RemoteEntryNotFoundError(
+                "404", response=httpx.Response(404, request=httpx.Request("GET", "http://h"))
+            )
+        return f"/cache/{repo}/{file}"
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda repo: ["README.md", "style.safetensors"])
+    assert hub_file(HubLora("s", "a/s", None)) == "/cache/a/s/style.safetensors"
+    assert asked == ["pytorch_lora_weights.safetensors", "style.safetensors"]
+    assert hub_file(HubLora("t", "a/t", "t.safetensors")) == "/cache/a/t/t.safetensors"  # a named file: only it
+
+    def offline(repo, file):
+        raise LocalEntryNotFoundError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda repo: pytest.fail("listed while offline"))
+    with pytest.raises(LocalEntryNotFoundError):
+        hub_file(HubLora("s", "a/s", None))

@@ -159,7 +159,7 @@ def prompts(tab: str, prefix: str) -> dict[str, gr.components.Component]:
 
 def lora_picker(prompt: gr.Textbox, prefix: str) -> None:
     """A LoRA menu and a weight that put `<lora:name:weight>` into the prompt (stable-diffusion-webui's way: the prompt
-    stays the one place a request's LoRAs are named); nothing where the server offers none (no LORA_DIR)."""
+    stays the one place a request's LoRAs are named); nothing where the server offers none (no LORA_DIR or LORAS)."""
     from pipelines.loras import WEIGHT_RANGE, lora_catalog, with_lora_tag
 
     names = list(lora_catalog())
@@ -167,7 +167,7 @@ def lora_picker(prompt: gr.Textbox, prefix: str) -> None:
         return
     with gr.Accordion("LoRAs", open=False):
         with gr.Row():
-            name = gr.Dropdown(names, value=names[0], label="LoRA (LORA_DIR)", elem_id=f"{prefix}-lora")
+            name = gr.Dropdown(names, value=names[0], label="LoRA", elem_id=f"{prefix}-lora")
             weight = gr.Slider(*WEIGHT_RANGE, value=1.0, step=0.05, label="Weight", elem_id=f"{prefix}-lora-weight")
         add = gr.Button("Add to the prompt", size="sm", elem_id=f"{prefix}-lora-add")
     add.click(with_lora_tag, [prompt, name, weight], prompt, api_visibility="private")
