@@ -70,12 +70,12 @@ def test_v_prediction_txt2img_gives_the_bare_pipelines_pixels(v_prediction, sche
     np.testing.assert_array_equal(np.asarray(ours.images[0]), np.asarray(theirs[0]))
 
 
-@pytest.mark.parametrize("family", ["sdxl", "v_prediction"])
-def test_color_and_clip_guidance_reach_each_family(family, request):
-    """Guidance reaches SDXL and v-prediction models through the one loop (random tiny VAEs cannot show a colour, so
-    this asserts that the pixels move and the info records the guidance)."""
+@pytest.mark.parametrize("family, scheduler", [("sdxl", "DDIM"), ("v_prediction", "DDIM"), ("lcm", "LCM")])
+def test_color_and_clip_guidance_reach_each_family(family, scheduler, request):
+    """Guidance reaches SDXL, v-prediction and latent consistency models through the one loop (random tiny VAEs
+    cannot show a colour, so this asserts that the pixels move and the info records the guidance)."""
     request.getfixturevalue(family)
-    base = dict(task="txt2img", prompt="a heart", steps=4, seed=2, scheduler="DDIM")
+    base = dict(task="txt2img", prompt="a heart", steps=4, seed=2, scheduler=scheduler)
     plain = np.asarray(sd.generate(sd.Request(**base)).images[0]).astype(float)
     for guidance in (dict(color="#ff0000", color_scale=2.0), dict(clip_prompt="a blue square", clip_scale=4.0)):
         guided = sd.generate(sd.Request(**base, **guidance))
