@@ -143,13 +143,9 @@ def typed_values(tab: str, options: dict[str, str]) -> dict:
 def webui_scheduler(name: str) -> str:
     """The studio's scheduler for a scheduler or webui sampler name, matched without regard to case."""
     from pipelines import stable_diffusion as sd
-    from pipelines.infotext import SD_SAMPLERS
 
     for choice in sd.SD_SCHEDULERS:
         if name.lower() == choice.lower():
-            return choice
-    for choice, (sampler, schedule) in SD_SAMPLERS.items():
-        if name.lower() == sampler.lower() and schedule is None:
             return choice
     return name  # validation names it and lists the choices
 

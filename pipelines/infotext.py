@@ -119,15 +119,12 @@ def parse_infotext(text: str) -> dict[str, str]:
     return fields
 
 
-# Stable Diffusion scheduler choices <-> stable-diffusion-webui's "Sampler" and "Schedule type" (since its 1.9; older
-# files name the schedule in the sampler: "DPM++ 2M Karras", read as well).
-SD_SAMPLERS = {
+# Stable Diffusion scheduler choices whose stable-diffusion-webui "Sampler" and "Schedule type" (since its 1.9) are
+# not the choice's own name with the Automatic schedule; older files name the schedule in the sampler ("DPM++ 2M
+# Karras"), read as well.
+WEBUI_SAMPLERS = {
     "DPM++ 2M Karras": ("DPM++ 2M", "Karras"),
-    "DPM++ 2M": ("DPM++ 2M", None),
-    "Euler a": ("Euler a", None),
-    "Euler": ("Euler", None),
-    "DDIM": ("DDIM", None),
-    "UniPC": ("UniPC", None),
+    "Euler SGM Uniform": ("Euler", "SGM Uniform"),
 }
 TASK_KEY = "Studio task"  # which tab made the image: txt2img, img2img, inpaint, unconditional, color_guided, ...
 # stable-diffusion-webui's keys the studio writes in its order, first: the keyword each holds, or a record.
@@ -162,8 +159,7 @@ def decoder_choice(description: str) -> str:
 
 def sd_infotext(parameters: dict) -> str:
     """The `parameters` text of one Stable Diffusion image from its studio parameters."""
-    scheduler = parameters.get("scheduler")
-    sampler, schedule = SD_SAMPLERS.get(scheduler, (scheduler, None))
+    sampler, schedule = webui_sampler(parameters.get("scheduler"))
     size = parameters.get("working_size") or [parameters.get("width"), parameters.get("height")]
     pairs = {
         **dict.fromkeys(STANDARD),
@@ -211,12 +207,19 @@ READ_NUMBERS = {key: (name, kind) for key, (name, kind) in KEYWORD_KEYS.items() 
 READ_TEXTS = {key: name for key, (name, kind) in KEYWORD_KEYS.items() if kind is str}
 
 
+def webui_sampler(scheduler: str | None) -> tuple[str | None, str | None]:
+    """stable-diffusion-webui's (Sampler, Schedule type) of a Stable Diffusion scheduler choice (None: Automatic)."""
+    return WEBUI_SAMPLERS.get(scheduler, (scheduler, None))
+
+
 def sd_scheduler(sampler: str | None, schedule: str | None) -> str | None:
     """The studio's SD scheduler for a stable-diffusion-webui Sampler (and Schedule type), None if it has none."""
-    for choice, (name, kind) in SD_SAMPLERS.items():
-        if sampler == name and (kind or "Automatic") == (schedule or "Automatic"):
+    wanted = (sampler, None if schedule in (None, "Automatic") else schedule)
+    choices = SD["scheduler"].options()
+    for choice in choices:
+        if webui_sampler(choice) == wanted:
             return choice
-    return sampler if sampler in SD_SAMPLERS else None  # older files: "DPM++ 2M Karras" in the sampler
+    return sampler if sampler in choices else None  # older files: "DPM++ 2M Karras" in the sampler
 
 
 def unrecorded_defaults(task: str, values: dict) -> dict:

@@ -86,6 +86,9 @@ SD_SCHEDULERS: dict[str, Callable] = {
     ),
     "Euler a": lambda config: EulerAncestralDiscreteScheduler.from_config(config),
     "Euler": lambda config: EulerDiscreteScheduler.from_config(config),
+    # Timesteps from the last one down, evenly: what few-step LoRAs (SDXL-Lightning, Hyper-SD) and turbo models want
+    # on a checkpoint whose own schedule is "leading" (webui's "SGM Uniform", diffusers' "trailing" spacing).
+    "Euler SGM Uniform": lambda config: EulerDiscreteScheduler.from_config(config, timestep_spacing="trailing"),
     "DDIM": lambda config: DDIMScheduler.from_config(config),
     "UniPC": lambda config: UniPCMultistepScheduler.from_config(config),
     "LCM": lambda config: LCMScheduler.from_config(config),  # latent consistency models and LCM-LoRAs, 2-8 steps

@@ -47,6 +47,18 @@ def test_older_sampler_names_and_unknown_samplers():
     assert parse_infotext("a cat\nSteps: 20")["Prompt"] == "a cat\nSteps: 20"
 
 
+def test_every_scheduler_choice_reads_back_as_itself_through_webuis_sampler_and_schedule():
+    from pipelines.infotext import sd_infotext
+    from pipelines.params import SD
+
+    for scheduler in SD["scheduler"].options():
+        text = sd_infotext({"task": "txt2img", "prompt": "a", "scheduler": scheduler, "width": 64, "height": 64})
+        _, values, skipped = request_values(parse_infotext(text))
+        assert (values["scheduler"], skipped) == (scheduler, []), text
+    fields = parse_infotext(sd_infotext({"task": "txt2img", "scheduler": "Euler SGM Uniform", "width": 8, "height": 8}))
+    assert (fields["Sampler"], fields["Schedule type"]) == ("Euler", "SGM Uniform")  # as webui writes it
+
+
 def test_every_key_the_studio_writes_it_reads_back():
     parameters = {
         "task": "txt2img",

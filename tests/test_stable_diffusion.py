@@ -57,6 +57,7 @@ def test_dedicated_inpainting_model_loads_only_when_first_used(configured):
     [
         ("txt2img", "Euler a", {}),
         ("txt2img", "DPM++ 2M Karras", {"guidance_scale": 1.0}),  # no CFG: one pass
+        ("txt2img", "Euler SGM Uniform", {}),  # trailing timesteps, as few-step LoRAs want them
         ("img2img", "DPM++ 2M Karras", {"strength": 0.6}),
         ("img2img", "Euler", {"strength": 0.8}),
         ("inpaint", "DDIM", {"strength": 0.7, "base": True}),  # a plain 4-channel UNet: the known region put back
@@ -106,6 +107,16 @@ def test_same_seed_same_pixels_for_every_scheduler(configured, scheduler):
     for one, two in zip(first.images, again.images):
         np.testing.assert_array_equal(np.asarray(one), np.asarray(two))
     assert [p["seed"] for p in first.image_parameters] == [9, 10]
+
+
+def test_sgm_uniform_takes_timesteps_evenly_from_the_last_one_as_lightning_loras_want():
+    config = {"num_train_timesteps": 1000, "timestep_spacing": "leading", "steps_offset": 1}
+    scheduler = sd.SD_SCHEDULERS["Euler SGM Uniform"](config)
+    scheduler.set_timesteps(4)
+    assert scheduler.timesteps.tolist() == [999, 749, 499, 249]
+    plain = sd.SD_SCHEDULERS["Euler"](config)
+    plain.set_timesteps(4)
+    assert plain.timesteps.tolist() == [751, 501, 251, 1]  # the checkpoint's own leading schedule
 
 
 def test_img2img_strength_zero_returns_the_input(configured):
