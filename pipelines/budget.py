@@ -14,6 +14,8 @@ OVERHEAD_SECONDS = 10.0  # moving the weights to the slice, the first CUDA call,
 # 512x512 SD 1.5 step with both CFG halves about 0.07 s (SDXL at 1024 costs the same per pixel: docs/zerogpu.md).
 PIXEL_MEGAPIXEL_STEP_SECONDS = 0.025 / (256 * 256 / 1e6)
 SD_MEGAPIXEL_STEP_SECONDS = 0.07 / (512 * 512 / 1e6)
+# Whatever the size, a model pass costs at least its kernel launches (a small UNet's time is mostly those).
+PASS_STEP_SECONDS = 0.01
 CUTOUT_STEP_SECONDS = 0.002  # one CLIP ViT-B forward and backward per cutout
 SD_DECODER_PASS_STEPS = 2.0  # a VAE decode and its backward (color or CLIP guidance), in SD steps
 SD_CLIP_STEP_FRACTION = 0.5  # CLIP guidance acts on the last half of the steps (stable_diffusion.py)
@@ -21,17 +23,21 @@ MARGIN = 1.5
 
 
 def work_seconds(request, megapixel_step_seconds: float) -> int:
-    """The duration asked for a checked request (its `work()`), with margin and bounds; the longest when the
-    request's work cannot be measured (the duration is computed before the worker validates: a bad value gets the
-    most time, and the worker's validation then refuses it)."""
+    """The duration asked for a checked request (its `work()`), with margin and bounds. The longest when the work
+    cannot be measured: the model's configs unreadable here (no native size), or values validation would refuse
+    (the duration is computed before the worker validates, which then refuses them)."""
     try:
         work = request.work()
-        if not work.width * work.height:  # the model's size could not be read here
+        if work.native_pixels <= 0 or work.steps < 0 or work.batch_size < 1 or work.width * work.height <= 0:
             return MAX_SECONDS
-        seconds = work.megapixel_steps * megapixel_step_seconds + work.cutout_steps * CUTOUT_STEP_SECONDS
+        seconds = (
+            work.megapixel_steps * megapixel_step_seconds
+            + work.steps * work.passes * PASS_STEP_SECONDS
+            + work.cutout_steps * CUTOUT_STEP_SECONDS
+        )
     except Exception:  # noqa: BLE001 - whatever the request holds, a duration comes back
         return MAX_SECONDS
-    if not math.isfinite(seconds):
+    if not math.isfinite(seconds) or seconds < 0:
         return MAX_SECONDS
     return int(min(MAX_SECONDS, max(MIN_SECONDS, math.ceil(OVERHEAD_SECONDS + MARGIN * seconds))))
 

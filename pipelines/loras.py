@@ -18,6 +18,7 @@ import os
 import re
 import struct
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,12 +31,16 @@ WEIGHT_RANGE = (-4.0, 4.0)  # what a tag's weight may be
 _LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a checkpoint's UNet -> its lock
 _GUARD = threading.Lock()
 _HASHES: dict[tuple[str, float], str] = {}
-# One `LORAS` entry: [name=]owner/repo[/path/in/repo.safetensors]
+# One `LORAS` entry: [name=]owner/repo[/path/in/repo.safetensors]; every part starts with a letter, digit, _ or -
+# (no empty, "." or ".." part, no absolute path), and a name holds nothing webui's `Lora hashes` text would break on.
+_PART = r"[\w-][\w.-]*"
 HUB_ENTRY = re.compile(
-    r"^(?:(?P<name>[^=:<>,\s]+)=)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:/(?P<file>[\w./-]+\.safetensors))?$"
+    rf"^(?:(?P<name>[^=:<>,\"\s]+)=)?(?P<repo>[A-Za-z0-9][\w.-]*/{_PART})"
+    rf"(?:/(?P<file>(?:{_PART}/)*{_PART}\.safetensors))?$"
 )
 DIFFUSERS_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # what diffusers' training scripts save
-_HUB: dict[str, dict[str, str]] = {}  # LORAS text -> {name: local file}, fetched once per process
+HUB_RETRY_SECONDS = 600.0  # how long an entry that could not be fetched waits before the next try
+_HUB: dict[str, tuple[dict[str, str], float | None]] = {}  # LORAS text -> ({name: local file}, when one last failed)
 _HUB_GUARD = threading.Lock()
 logger = logging.getLogger("studio")
 
@@ -78,7 +83,7 @@ def hub_entries(text: str) -> list[HubLora]:
         if not raw:
             continue
         match = HUB_ENTRY.match(raw)
-        if match is None or ".." in raw:
+        if match is None:
             raise ValueError(f"LORAS: {shown(raw)} is not [name=]owner/repo or [name=]owner/repo/path/file.safetensors")
         repo, file = match["repo"], match["file"]
         stem = os.path.basename(file or DIFFUSERS_WEIGHT_NAME).removesuffix(".safetensors")
@@ -100,36 +105,49 @@ def single_safetensors(repo: str, files: list[str]) -> str:
 
 
 def hub_file(entry: HubLora) -> str:
-    """The local copy of an entry's file, downloaded into the Hub cache once (offline: the cached copy)."""
-    from huggingface_hub import hf_hub_download, list_repo_files
+    """The local copy of an entry's file, downloaded into the Hub cache once (offline or the Hub unreachable: the
+    cached copy; a bare repository's one `.safetensors` file is then looked for among its cached files)."""
+    from huggingface_hub import hf_hub_download, list_repo_files, snapshot_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     if entry.file is not None:
         return hf_hub_download(entry.repo, entry.file)
     try:
         return hf_hub_download(entry.repo, DIFFUSERS_WEIGHT_NAME)
-    except EntryNotFoundError as error:
-        if isinstance(error, LocalEntryNotFoundError):  # offline, or the Hub unreachable: nothing to list either
-            raise
+    except LocalEntryNotFoundError:  # offline, or the Hub unreachable: the repository's cached files, if any
+        folder = snapshot_download(entry.repo, allow_patterns="*.safetensors", local_files_only=True)
+        files = [
+            os.path.relpath(os.path.join(root, name), folder) for root, _, names in os.walk(folder) for name in names
+        ]
+        return os.path.join(folder, single_safetensors(entry.repo, files))
+    except EntryNotFoundError:  # the Hub says the repository has no such file
         return hf_hub_download(entry.repo, single_safetensors(entry.repo, list_repo_files(entry.repo)))
 
 
 def hub_catalog() -> dict[str, str]:
     """{name: local file} of the `LORAS` entries, fetched once per process (on ZeroGPU in the main process, when the
-    page is built, so workers inherit them); an entry that cannot be fetched is logged and not offered."""
+    page is built, so workers inherit them); an entry that cannot be fetched is logged, not offered, and tried again
+    after HUB_RETRY_SECONDS."""
     text = os.environ.get("LORAS", "").strip()
     if not text:
         return {}
+    known = _HUB.get(text)  # read without the lock: a forked worker must not wait on a lock held at the fork
+    if known is not None and (known[1] is None or time.monotonic() - known[1] < HUB_RETRY_SECONDS):
+        return known[0]
     with _HUB_GUARD:
-        if text not in _HUB:
-            files = {}
+        known = _HUB.get(text)
+        if known is None or (known[1] is not None and time.monotonic() - known[1] >= HUB_RETRY_SECONDS):
+            files, failed = dict(known[0]) if known else {}, None
             for entry in hub_entries(text):
+                if entry.name in files:
+                    continue
                 try:
                     files[entry.name] = hub_file(entry)
                 except Exception as error:  # noqa: BLE001 - one missing LoRA must not stop the server
+                    failed = time.monotonic()
                     logger.warning("LORAS: %s is not offered: %s: %s", entry.source, type(error).__name__, error)
-            _HUB[text] = files
-        return _HUB[text]
+            _HUB[text] = (files, failed)
+        return _HUB[text][0]
 
 
 def lora_catalog() -> dict[str, str]:

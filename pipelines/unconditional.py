@@ -125,7 +125,15 @@ def request_work(request: Request, side: int) -> Work:
     takes = request.recurrence if guided else 1
     particles = request.particles if guided else 1
     return Work(
-        request.steps, request.batch_size, side, side, cuts=cuts, passes=passes, takes=takes, particles=particles
+        request.steps,
+        request.batch_size,
+        side,
+        side,
+        cuts=cuts,
+        passes=passes,
+        takes=takes,
+        native_pixels=side * side,
+        particles=particles,
     )
 
 

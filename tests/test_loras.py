@@ -197,19 +197,24 @@ def test_hub_loras_are_offered_by_name_fetched_once_and_read_as_their_files(lora
     cache = tmp_path / "hub"
     _hub_cache(cache, "studio/red-lora", {"pytorch_lora_weights.safetensors": 1})  # diffusers' name: the repo's
     _hub_cache(cache, "studio/styles", {"blue.safetensors": 2, "green.safetensors": 3})
+    _hub_cache(cache, "studio/ink", {"ink-v2.safetensors": 2})  # a bare repository, its one file cached
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(module, "_HUB", {})
     fetched = []
     monkeypatch.setattr(module, "hub_file", lambda entry, fetch=module.hub_file: fetched.append(entry) or fetch(entry))
     monkeypatch.setenv(
         "LORAS",
-        "studio/red-lora, azul=studio/styles/blue.safetensors, studio/missing, red=studio/styles/green.safetensors",
+        "studio/red-lora, azul=studio/styles/blue.safetensors, studio/missing, red=studio/styles/green.safetensors, "
+        "studio/ink",
     )
     catalog = module.lora_catalog()
-    assert list(catalog) == ["blue", "red", "red_kohya", "red-lora", "azul"]  # LORA_DIR's "red" keeps its file
+    assert list(catalog) == ["blue", "red", "red_kohya", "red-lora", "azul", "ink"]  # LORA_DIR's "red" keeps its file
     assert catalog["red"] == str(loras / "red.safetensors") and str(cache) in catalog["azul"]
+    assert catalog["ink"].endswith("ink-v2.safetensors")  # offline: the bare repository's one cached file
     assert "LORAS: studio/missing is not offered" in caplog.text
-    assert len(fetched) == 4 and module.lora_catalog() == catalog and len(fetched) == 4  # once per process
+    assert len(fetched) == 5 and module.lora_catalog() == catalog and len(fetched) == 5  # once per process...
+    monkeypatch.setattr(module, "HUB_RETRY_SECONDS", 0.0)
+    assert module.lora_catalog() == catalog and [entry.name for entry in fetched[5:]] == ["missing"]  # ...but failures
     # The same file from the Hub or from LORA_DIR: the same image and the same recorded hash, under its own name.
     np.testing.assert_array_equal(pixels(run("a heart <lora:red-lora:0.8>")), pixels(run("a heart <lora:red:0.8>")))
     from_hub = run("a heart <lora:azul>")
@@ -224,12 +229,14 @@ def test_hub_loras_are_offered_by_name_fetched_once_and_read_as_their_files(lora
 def test_loras_entries_are_hub_ids_and_files_never_anything_else():
     from pipelines.loras import HubLora, hub_entries, single_safetensors
 
-    assert hub_entries("a/b, pix=c/d/sub/pix-xl.safetensors, e/f/g.safetensors") == [
+    assert hub_entries("a/b, pix=c/d/sub/pix-xl.safetensors, e/f/g.safetensors, v1..2=h/i") == [
         HubLora("b", "a/b", None),
         HubLora("pix", "c/d", "sub/pix-xl.safetensors"),
         HubLora("g", "e/f", "g.safetensors"),
+        HubLora("v1..2", "h/i", None),
     ]
-    for bad in ("/etc/passwd", "a", "a/b/c.bin", "a/b/../c.safetensors", "n:x=a/b", "https://x.io/a/b"):
+    bad_entries = ("/etc/passwd", "a", "a/b/c.bin", "a/b/../c.safetensors", "a/b//etc/x.safetensors", "a/./x")
+    for bad in (*bad_entries, "a/b/./x.safetensors", "a/..", 'q"=a/b', "n:x=a/b", "https://x.io/a/b"):
         with pytest.raises(ValueError, match=r"^LORAS: .* is not \[name=\]owner/repo"):
             hub_entries(bad)
     with pytest.raises(ValueError, match="LORAS: the name 'b' is given twice"):
@@ -267,7 +274,16 @@ def test_a_bare_repo_without_diffusers_file_name_means_its_one_safetensors_file(
     def offline(repo, file):
         raise LocalEntryNotFoundError("offline")
 
+    def cached(repo, allow_patterns, local_files_only):
+        assert local_files_only and allow_patterns == "*.safetensors"
+        if repo == "a/none":
+            raise LocalEntryNotFoundError("nothing cached")
+        return "/cache/a/s"
+
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", cached)
     monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda repo: pytest.fail("listed while offline"))
     with pytest.raises(LocalEntryNotFoundError):
+        hub_file(HubLora("none", "a/none", None))
+    with pytest.raises(ValueError, match="LORAS: a/s holds 0 .safetensors files"):  # the folder does not exist here
         hub_file(HubLora("s", "a/s", None))

@@ -1,7 +1,6 @@
 """The ZeroGPU contract, simulated on the CPU: every GPU function gets pickled arguments in a forked process, yields
 pickled progress and results back, and stops within one step; so no unpicklable argument can creep back in."""
 
-import math
 import pickle
 import time
 from dataclasses import replace
@@ -88,6 +87,7 @@ def test_an_error_in_the_worker_is_a_sentence_not_a_worker_error(configured):
 
 def test_durations_grow_with_the_work_and_stay_bounded(monkeypatch):
     monkeypatch.setattr(uncond, "native_side", lambda model: 256)  # a celebahq-size pixel model
+    monkeypatch.setattr(sd, "known_family", lambda model: replace(SD2_FAMILY, name="SD 1.x", native_size=512))
     small = budget.unconditional_seconds(uncond.Request(model="m", steps=10))
     large = budget.unconditional_seconds(uncond.Request(model="m", steps=1000, batch_size=8))
     clip_request = uncond.Request(model="m", steps=500, clip_scale=3, cuts=64, clip_method="cutouts")
@@ -102,17 +102,17 @@ def test_durations_grow_with_the_work_and_stay_bounded(monkeypatch):
         < txt2img
         < budget.sd_seconds(sd.Request(task="txt2img", steps=25, width=1024, height=1024, batch_size=4))
     )
-    for hostile in (None, "abc", float("nan"), float("inf"), -5, [1]):
-        seconds = budget.sd_seconds(sd.Request(task="txt2img", steps=hostile, width=hostile, batch_size=hostile))
-        assert budget.MIN_SECONDS <= seconds <= budget.MAX_SECONDS
-    monkeypatch.setattr(uncond, "native_side", lambda model: 0)  # configs unreadable: the longest, not the shortest
+    for hostile in (None, "abc", float("nan"), float("inf"), -5, [1]):  # what validation would refuse: the longest
+        assert budget.sd_seconds(sd.Request(task="txt2img", steps=hostile, width=hostile, batch_size=hostile)) == 300
+    # Configs unreadable here (no native size): the longest, not the shortest.
+    monkeypatch.setattr(uncond, "native_side", lambda model: 0)
     assert budget.unconditional_seconds(uncond.Request(model="m", steps=10)) == budget.MAX_SECONDS
-
-
-def _sd_duration(work) -> int:
-    """The duration the budget should ask for a Stable Diffusion job of `work` (above the minimum)."""
-    seconds = work.megapixel_steps * budget.SD_MEGAPIXEL_STEP_SECONDS + work.cutout_steps * budget.CUTOUT_STEP_SECONDS
-    return math.ceil(budget.OVERHEAD_SECONDS + budget.MARGIN * seconds)
+    monkeypatch.setattr(sd, "known_family", lambda model: None)
+    assert budget.sd_seconds(sd.Request(task="txt2img", steps=25, width=512, height=512)) == budget.MAX_SECONDS
+    # A tiny model still costs its passes: 1000 steps of the bundled 32 px DDPM with a UNet gradient (3 passes).
+    monkeypatch.setattr(uncond, "native_side", lambda model: 32)
+    tiny = uncond.Request(model="m", steps=1000, color="red", color_scale=1, gradient_method="unet")
+    assert budget.unconditional_seconds(tiny) >= budget.OVERHEAD_SECONDS + budget.MARGIN * 1000 * 3 * 0.01
 
 
 def test_sd_durations_read_the_limits_measure_of_work(monkeypatch):
@@ -123,14 +123,13 @@ def test_sd_durations_read_the_limits_measure_of_work(monkeypatch):
     plain = sd.Request(task="txt2img", steps=40, width=768, height=768, batch_size=2, guidance_scale=7)
     hires = replace(plain, hires_scale=2.0, hires_steps=20, strength=0.5)
     no_cfg = replace(plain, guidance_scale=1)
-    for request in (plain, hires, no_cfg):
-        assert budget.sd_seconds(request) == _sd_duration(request.work()) > budget.MIN_SECONDS
+    # 48.4, 24.8 and 132.1 megapixel-steps (docs/zerogpu.md has more such rows).
+    assert [budget.sd_seconds(request) for request in (no_cfg, plain, hires)] == [21, 30, 64]
     assert plain.work().passes == 1 and no_cfg.work().passes == 0.5
-    assert budget.sd_seconds(no_cfg) < budget.sd_seconds(plain) < budget.sd_seconds(hires)
     assert plain.work().size_factor == 1  # 768 px is SD 2.x's native size; above a 512 px model's, pixels cost more
     family.update(few_step="LCM", native_size=512)
     assert plain.work().passes == 0.5 and plain.work().size_factor == pytest.approx(1 + (768**2 / 512**2 - 1) / 9)
-    assert budget.sd_seconds(plain) == _sd_duration(plain.work())
+    assert budget.sd_seconds(plain) < 30
 
 
 def test_worker_errors_other_than_job_failures_keep_the_package_wording(configured):
