@@ -86,8 +86,10 @@ def hub_entries(text: str) -> list[HubLora]:
         if match is None:
             raise ValueError(f"LORAS: {shown(raw)} is not [name=]owner/repo or [name=]owner/repo/path/file.safetensors")
         repo, file = match["repo"], match["file"]
-        stem = os.path.basename(file or DIFFUSERS_WEIGHT_NAME).removesuffix(".safetensors")
-        name = match["name"] or (repo.split("/")[1] if stem == "pytorch_lora_weights" else stem)
+        base = os.path.basename(file or DIFFUSERS_WEIGHT_NAME)
+        name = match["name"] or (
+            repo.split("/")[1] if base == DIFFUSERS_WEIGHT_NAME else base.removesuffix(".safetensors")
+        )
         if name in entries:
             raise ValueError(f"LORAS: the name {shown(name)} is given twice (name one of them: name=owner/repo/...)")
         entries[name] = HubLora(name, repo, file)
@@ -124,6 +126,12 @@ def hub_file(entry: HubLora) -> str:
         return hf_hub_download(entry.repo, single_safetensors(entry.repo, list_repo_files(entry.repo)))
 
 
+def _fresh(known: tuple[dict[str, str], float | None] | None) -> bool:
+    """Whether a fetched catalog serves as it is: every entry fetched, or its last failure under HUB_RETRY_SECONDS
+    ago."""
+    return known is not None and (known[1] is None or time.monotonic() - known[1] < HUB_RETRY_SECONDS)
+
+
 def hub_catalog() -> dict[str, str]:
     """{name: local file} of the `LORAS` entries, fetched once per process (on ZeroGPU in the main process, when the
     page is built, so workers inherit them); an entry that cannot be fetched is logged, not offered, and tried again
@@ -131,12 +139,10 @@ def hub_catalog() -> dict[str, str]:
     text = os.environ.get("LORAS", "").strip()
     if not text:
         return {}
-    known = _HUB.get(text)  # read without the lock: a forked worker must not wait on a lock held at the fork
-    if known is not None and (known[1] is None or time.monotonic() - known[1] < HUB_RETRY_SECONDS):
+    if _fresh(known := _HUB.get(text)):  # read without the lock: a forked worker must not wait on a lock held at fork
         return known[0]
     with _HUB_GUARD:
-        known = _HUB.get(text)
-        if known is None or (known[1] is not None and time.monotonic() - known[1] >= HUB_RETRY_SECONDS):
+        if not _fresh(known := _HUB.get(text)):
             files, failed = dict(known[0]) if known else {}, None
             for entry in hub_entries(text):
                 if entry.name in files:
